@@ -1,0 +1,3 @@
+from interpgpt.cli import main
+
+main()

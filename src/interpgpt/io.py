@@ -1,0 +1,140 @@
+"""Artifact I/O shared by every stage: atomic writes, JSON with provenance, JSONL reading.
+
+Every result file records the config and the package versions that produced it
+(`provenance`). Every write goes to a temporary file in the destination directory
+and is renamed into place, so a killed stage never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints it as one line and exits with code 2."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, tuples and numpy/torch scalars as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=True)
+    return write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a JSONL file; a malformed line is a UserError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object per line")
+            records.append(record)
+    return records
+
+
+TRACKED_PACKAGES = (
+    "interpgpt",
+    "torch",
+    "transformer-lens",
+    "sae-lens",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(config: Any) -> dict[str, Any]:
+    """The block every result file carries: the config that produced it and the versions."""
+    return {"config": to_jsonable(config), "versions": package_versions()}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_hash(config: Any) -> str:
+    """A short stable hash of a config, used to decide whether a stage's outputs are current."""
+    blob = json.dumps(to_jsonable(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
