@@ -1,0 +1,184 @@
+"""Teacher-forced evaluation sets: corpus records encoded once, padded, with token roles.
+
+Every analysis reads the held-out tasks through this module, so "the positions that
+predict a step onset" and "a regulation step" have one definition (the tokenizer's
+`TokenRoles`). Sequences are right-padded with `<|pad|>`: under causal attention a
+right pad never influences the real tokens before it, so no attention mask is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from interpgpt.io import UserError, read_jsonl
+
+Variant = Literal["standard", "adhd"]
+Split = Literal["train", "val", "test"]
+
+
+def load_records(
+    corpus_dir: str | Path, variant: Variant, split: Split = "test", limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Records of one variant and split; with `limit`, the first record of each of the
+    first `limit` tasks (one phrasing per task, so tasks are not over-counted)."""
+    path = Path(corpus_dir) / variant / f"{split}.jsonl"
+    if not path.is_file():
+        raise UserError(
+            f"{path}: not found — pass a corpus dir written by `interpgpt corpus` "
+            f"that has the {variant!r} variant"
+        )
+    records = read_jsonl(path)
+    seen: set[Any] = set()
+    unique = []
+    for record in records:
+        if record["task_id"] not in seen:
+            seen.add(record["task_id"])
+            unique.append(record)
+    return unique[:limit] if limit is not None else unique
+
+
+@dataclass
+class EncodedSet:
+    """A batch of encoded examples, right-padded, with per-example token roles."""
+
+    ids: Int[Tensor, "batch pos"]
+    lengths: Int[Tensor, " batch"]
+    roles: list[Any]  # interpgpt.tokenizer.TokenRoles, one per example
+    records: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def valid(self) -> Bool[Tensor, "batch pos"]:
+        """True at real (non-pad) positions."""
+        return torch.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
+
+    def onset_predictor_mask(self) -> Bool[Tensor, "batch pos"]:
+        """True at the `<|steps|>`/`<|sep|>` positions whose next token starts a step."""
+        return self._mask_from(lambda roles: roles.onset_predictors)
+
+    def step_onset_mask(self) -> Bool[Tensor, "batch pos"]:
+        """True at the first token of every step."""
+        return self._mask_from(lambda roles: roles.step_onsets)
+
+    def regulation_next_mask(self) -> Bool[Tensor, "batch pos"]:
+        """True at onset predictors whose next step is a regulation action."""
+        mask = torch.zeros_like(self.ids, dtype=torch.bool)
+        for row, roles in enumerate(self.roles):
+            for pos, is_reg in zip(roles.onset_predictors, roles.step_is_regulation, strict=True):
+                mask[row, pos] = is_reg
+        return mask
+
+    def special_mask(self) -> Bool[Tensor, "batch pos"]:
+        """True at the step-structure specials of the notebook's `token_roles`."""
+        return self._mask_from(lambda roles: roles.special_positions)
+
+    def _mask_from(self, positions_of) -> Tensor:
+        mask = torch.zeros_like(self.ids, dtype=torch.bool)
+        for row, roles in enumerate(self.roles):
+            mask[row, list(positions_of(roles))] = True
+        return mask
+
+    def subset(self, rows: slice | Tensor) -> EncodedSet:
+        index = range(len(self))[rows] if isinstance(rows, slice) else rows.tolist()
+        ids, lengths = self.ids[rows], self.lengths[rows]
+        width = int(lengths.max()) if len(lengths) else 0
+        return EncodedSet(
+            ids[:, :width],
+            lengths,
+            [self.roles[i] for i in index],
+            [self.records[i] for i in index],
+        )
+
+    def batches(self, batch_size: int) -> Iterator[EncodedSet]:
+        for start in range(0, len(self), batch_size):
+            yield self.subset(slice(start, start + batch_size))
+
+
+def encode_records(
+    tokenizer, records: list[dict[str, Any]], max_len: int | None = None
+) -> EncodedSet:
+    """Encode records as `<|task|>…<|steps|>…<|end|>`; drop those longer than `max_len`."""
+    encoded, kept = [], []
+    for record in records:
+        ids = tokenizer.encode_example(record["task"], record["steps"])
+        if max_len is None or len(ids) <= max_len:
+            encoded.append(ids)
+            kept.append(record)
+    if not encoded:
+        raise UserError("no example fits the model context; use shorter tasks or a larger model")
+    width = max(len(ids) for ids in encoded)
+    batch = torch.full((len(encoded), width), tokenizer.pad_id, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        batch[row, : len(ids)] = torch.tensor(ids)
+    lengths = torch.tensor([len(ids) for ids in encoded])
+    roles = [tokenizer.roles(ids) for ids in encoded]
+    return EncodedSet(batch, lengths, roles, kept)
+
+
+def load_eval_set(
+    corpus_dir: str | Path,
+    tokenizer,
+    variant: Variant = "standard",
+    split: Split = "test",
+    limit: int | None = None,
+    max_len: int | None = None,
+) -> EncodedSet:
+    """The held-out tasks of one variant, encoded and padded (one phrasing per task)."""
+    return encode_records(tokenizer, load_records(corpus_dir, variant, split, limit), max_len)
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" is CUDA when available, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: not a torch device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
+    return device
+
+
+@dataclass
+class ModelPair:
+    """The two models of a matched pair, on one device, sharing one tokenizer."""
+
+    standard: Any  # interpgpt.artifacts.LoadedModel
+    adhd: Any
+    tokenizer: Any  # interpgpt.tokenizer.TaskTokenizer
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return {"standard": self.standard.model, "adhd": self.adhd.model}
+
+
+def load_pair(standard: str | Path, adhd: str | Path, device: torch.device) -> ModelPair:
+    """Load both models (run or export dirs); they must share shape and tokenizer, since
+    every pair analysis feeds the same token ids to both and compares heads by index."""
+    from interpgpt.artifacts import load_model
+
+    std, adhd_model = load_model(standard), load_model(adhd)
+    if std.tokenizer.sha256 != adhd_model.tokenizer.sha256:
+        raise UserError(
+            f"{standard} and {adhd}: the models were trained with different tokenizers; "
+            "a matched pair must share one"
+        )
+    shape = ("n_layer", "n_head", "d_model", "d_head")
+    if any(getattr(std.model.cfg, k) != getattr(adhd_model.model.cfg, k) for k in shape):
+        raise UserError(
+            f"{standard} and {adhd}: the models differ in shape "
+            f"({std.model.cfg} vs {adhd_model.model.cfg}); a matched pair shares one"
+        )
+    std.model.to(device).eval()
+    adhd_model.model.to(device).eval()
+    return ModelPair(std, adhd_model, std.tokenizer)
