@@ -170,6 +170,8 @@ class Stage:
     run: Callable[[StudyContext], StageOutput]
     config: Callable[[StudyConfig], Any]
     after: tuple[str, ...] = ()
+    always: bool = False
+    """Rerun every time (the report: cheap, and it reads every other stage)."""
 
 
 @dataclass
@@ -242,7 +244,7 @@ def run_stages(
         digest = stage_hash(stage, ctx.config, hashes)
         hashes[stage.name] = digest
         record_file = ctx.path(STAGE_RECORDS, f"{stage.name}.json")
-        if stage.name not in force and is_current(record_file, digest):
+        if not stage.always and stage.name not in force and is_current(record_file, digest):
             ctx.records[stage.name] = read_json(record_file)
             status[stage.name] = "skipped"
             continue

@@ -1,0 +1,69 @@
+"""Shared session fixtures: one tiny corpus, its tokenizer, and a tiny matched pair.
+
+Built once per test session with the real pipeline stages (corpus → tokenizer →
+train both variants from the same seed), so every analysis test runs on genuine
+artifacts rather than mocks. Tiny sizes keep the whole setup to a few seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+TINY_TRAIN_STEPS = 150
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from interpgpt.corpus import CorpusConfig, build_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    build_corpus(CorpusConfig(seed=0, n_tasks=300, examples_per_task=8), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_path(tiny_corpus, tmp_path_factory) -> Path:
+    from interpgpt.tokenizer import train_tokenizer
+
+    return train_tokenizer(tiny_corpus, tmp_path_factory.mktemp("tok") / "tokenizer.json", 2000)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_path):
+    from interpgpt.tokenizer import TaskTokenizer
+
+    return TaskTokenizer.from_file(tiny_tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[str, Path]:
+    from interpgpt.train import TrainConfig, train
+
+    runs = tmp_path_factory.mktemp("runs")
+    dirs = {}
+    for variant in ("standard", "adhd"):
+        config = TrainConfig(
+            corpus=tiny_corpus,
+            tokenizer=tiny_tokenizer_path,
+            out=runs / variant,
+            variant=variant,
+            preset="tiny",
+            steps=TINY_TRAIN_STEPS,
+            seed=0,
+            n_samples=0,
+            progress=False,
+        )
+        dirs[variant] = train(config).run_dir
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tiny_run_dirs) -> dict:
+    from interpgpt.artifacts import load_model
+
+    return {variant: load_model(path) for variant, path in tiny_run_dirs.items()}
