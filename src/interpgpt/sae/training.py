@@ -1,0 +1,560 @@
+"""Train TopK SAEs on a model's residual stream, evaluate them on held-out tokens, gate them.
+
+`train_sae` trains one SAE (one model, one layer); `train_all` trains the seed card's
+set (standard L0-L3, ADHD L1-L3, or any layers), running each model once per batch for
+all of its layers. Per SAE the recipe is (Gao et al. 2024 unless noted):
+
+1. Activations streamed from the model over its corpus train split (`activations.py`).
+2. Inputs scaled by one scalar so E‖x‖² = d_in (SAELens's `expected_average_only_in`),
+   making the learning rate independent of the layer's residual norm; the scale is
+   folded into the biases at the end, so the saved SAE reads raw activations.
+3. b_dec initialised to the geometric median of the first batch (Bricken et al. 2023).
+4. Adam on normalised MSE + AuxK, unit-norm decoder rows (`topk.TopKTrainer`), a
+   constant learning rate decayed linearly to 0 over the last fifth of training.
+5. Held-out evaluation on the val split: fraction of variance explained
+   FVE = 1 - SSE / Σ‖x - mean(x)‖², MSE, L0, dead latents (never active on any
+   held-out token), and the next-token cross-entropy when the reconstruction replaces
+   the activation (spliced in with a hook; loss over non-pad targets as in training),
+   with SAELens's "CE loss recovered" against zero-ablating the activation.
+6. Quality gates from the seed SAE card: FVE >= 0.87 and dead latents < 2%.
+
+Each SAE is written in SAELens's layout, `OUT/{model}_L{layer}_hook_resid_post/` with
+`cfg.json`, `sae_weights.safetensors` and our `quality.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from interpgpt.io import UserError, provenance, read_jsonl, write_json
+from interpgpt.sae.activations import (
+    activation_stream,
+    collect_activations,
+    cycle_sequences,
+    encode_sequences,
+    pad_batch,
+)
+from interpgpt.sae.topk import (
+    StepStats,
+    TopKSAE,
+    TopKSAEConfig,
+    TopKTrainer,
+    fold_input_scale,
+    geometric_median,
+    sae_dir_name,
+    sae_hook_name,
+)
+
+QUALITY_FILE = "quality.json"
+SUMMARY_FILE = "sae_summary.json"
+MIN_FVE = 0.87
+"""Quality gate of the seed SAE card: held-out fraction of variance explained."""
+MAX_DEAD_FRACTION = 0.02
+"""Quality gate of the seed SAE card: latents that never fire on held-out tokens."""
+
+DataChoice = Literal["own", "standard", "adhd", "both"]
+
+
+@dataclass(kw_only=True)
+class SAEHyperparams:
+    """How every SAE is trained and judged (shared by `sae train` and `sae train-all`)."""
+
+    k: int = 40
+    """Active latents per token (TopK)."""
+    d_sae: int = 4096
+    """Dictionary size."""
+    tokens: int = 500_000
+    """Training activations per SAE (the corpus is cycled when it has fewer)."""
+    batch_size: int = 4096
+    """Activations per optimiser step."""
+    lr: float = 4e-3
+    """Adam learning rate (constant, then linear decay to 0 over the last 20% of steps)."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK dead-latent loss (Gao et al. 2024)."""
+    dead_tokens: int = 32_768
+    """A latent silent for this many training tokens counts as dead for AuxK."""
+    data: DataChoice = "own"
+    """Corpus variant(s) whose sequences feed the model: its own variant, one, or both."""
+    eval_tokens: int = 50_000
+    """Held-out (val split) tokens for the quality metrics."""
+    buffer_tokens: int = 262_144
+    """Shuffle-buffer size in activations (bounds memory)."""
+    seq_batch: int = 64
+    """Sequences per model forward pass when streaming activations."""
+    min_fve: float = MIN_FVE
+    """Gate: held-out FVE must be at least this."""
+    max_dead_fraction: float = MAX_DEAD_FRACTION
+    """Gate: the fraction of latents never firing on held-out tokens must be below this."""
+    strict: bool = False
+    """Fail (exit non-zero) when an SAE misses a quality gate."""
+    seed: int = 0
+    """Seed of the SAE init (plus the layer) and of the activation order."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    autocast: bool = True
+    """bf16 autocast for the model pass and the SAE encoder matmul."""
+
+    def __post_init__(self) -> None:
+        positive = ("k", "d_sae", "tokens", "batch_size", "eval_tokens", "seq_batch")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.k > self.d_sae:
+            raise UserError(f"--k {self.k} exceeds --d-sae {self.d_sae}")
+        if self.data not in ("own", "standard", "adhd", "both"):
+            raise UserError(f"--data {self.data!r}: choose own, standard, adhd or both")
+        if self.tokens < self.batch_size:
+            raise UserError(f"--tokens {self.tokens} is less than one batch ({self.batch_size})")
+
+    def hyperparams(self) -> dict[str, Any]:
+        names = {f.name for f in dataclasses.fields(SAEHyperparams)}
+        return {n: getattr(self, n) for n in names}
+
+
+@dataclass(kw_only=True)
+class SAETrainConfig(SAEHyperparams):
+    """One SAE: a model, a layer, a corpus and where to write."""
+
+    model: Path
+    """The model (run or export dir)."""
+    layer: int
+    """Block whose hook_resid_post the SAE reads."""
+    corpus: Path
+    """Corpus dir; its train split feeds training, its val split the quality metrics."""
+    out: Path
+    """Parent directory; the SAE goes to OUT/{model}_L{layer}_hook_resid_post/."""
+    model_name: str | None = None
+    """Name in the SAE's directory and metadata; default the model's variant."""
+
+
+@dataclass(kw_only=True)
+class TrainAllConfig(SAEHyperparams):
+    """The card's set of SAEs on a matched pair (either model may be left out)."""
+
+    corpus: Path
+    """Corpus dir shared by both models."""
+    out: Path
+    """Parent directory of every SAE directory and of sae_summary.json."""
+    std: Path | None = None
+    """The standard model (run or export dir)."""
+    adhd: Path | None = None
+    """The ADHD model (run or export dir)."""
+    std_layers: tuple[int, ...] = (0, 1, 2, 3)
+    """Layers of the standard model that get an SAE."""
+    adhd_layers: tuple[int, ...] = (1, 2, 3)
+    """Layers of the ADHD model that get an SAE."""
+
+
+@dataclass
+class SAEQuality:
+    """Held-out quality of one SAE and whether it passes the card's gates."""
+
+    n_eval_tokens: int
+    fve: float
+    """1 - SSE / Σ‖x - mean(x)‖² over held-out tokens."""
+    mse: float
+    """Mean squared error per activation element."""
+    l0: float
+    """Mean number of active latents per token."""
+    dead_features: int
+    """Latents that fire on no held-out token."""
+    dead_fraction: float
+    ce_clean: float
+    """Next-token cross-entropy of the unmodified model on the held-out sequences."""
+    ce_spliced: float
+    """... with the SAE reconstruction in place of the activation."""
+    ce_increase: float
+    ce_zero_ablated: float
+    """... with the activation replaced by zeros."""
+    ce_loss_recovered: float
+    """(CE_zero - CE_spliced) / (CE_zero - CE_clean), as SAELens reports."""
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SAETrainResult:
+    """One trained SAE: its directory, quality and training time."""
+
+    path: Path
+    quality: SAEQuality
+    sae: TopKSAE
+    model_name: str
+    layer: int
+    seconds: float
+    """Wall time of training (shared model passes split evenly among a model's SAEs)."""
+
+
+@dataclass
+class TrainAllResult:
+    results: list[SAETrainResult]
+    summary_path: Path
+
+    @property
+    def passed(self) -> bool:
+        return all(r.quality.passed for r in self.results)
+
+
+def train_sae(config: SAETrainConfig) -> SAETrainResult:
+    """Train, evaluate and save one SAE; with `strict`, raise if it misses a gate."""
+    from interpgpt.artifacts import load_model
+
+    loaded = load_model(config.model)
+    name = config.model_name or loaded.name
+    result = _train_model_layers(loaded, name, (config.layer,), config)[0]
+    if config.strict:
+        _raise_on_failures([result])
+    return result
+
+
+def train_all(config: TrainAllConfig) -> TrainAllResult:
+    """Train the SAEs of both models; write OUT/sae_summary.json; strict raises on a fail."""
+    from interpgpt.artifacts import load_model
+
+    plan = [(config.std, config.std_layers), (config.adhd, config.adhd_layers)]
+    plan = [(path, layers) for path, layers in plan if path is not None and layers]
+    if not plan:
+        raise UserError("sae train-all: pass --std and/or --adhd with at least one layer each")
+    results: list[SAETrainResult] = []
+    for path, layers in plan:
+        loaded = load_model(path)
+        one = SAETrainConfig(
+            model=path,
+            layer=layers[0],
+            corpus=config.corpus,
+            out=config.out,
+            **config.hyperparams(),
+        )
+        results += _train_model_layers(loaded, loaded.name, tuple(layers), one)
+    summary = {
+        "saes": [_summary_row(r) for r in results],
+        "all_passed": all(r.quality.passed for r in results),
+        "provenance": provenance(config),
+    }
+    summary_path = write_json(Path(config.out) / SUMMARY_FILE, summary)
+    if config.strict:
+        _raise_on_failures(results)
+    return TrainAllResult(results, summary_path)
+
+
+def _raise_on_failures(results: list[SAETrainResult]) -> None:
+    failed = [r for r in results if not r.quality.passed]
+    if failed:
+        lines = "; ".join(
+            f"{r.model_name} L{r.layer}: {', '.join(r.quality.failures)}" for r in failed
+        )
+        raise UserError(
+            f"quality gates failed ({lines}); train longer (--tokens) or see quality.json"
+        )
+
+
+def _summary_row(r: SAETrainResult) -> dict[str, Any]:
+    return {
+        "model": r.model_name,
+        "layer": r.layer,
+        "path": r.path,
+        "seconds": r.seconds,
+        **dataclasses.asdict(r.quality),
+    }
+
+
+def _data_variants(choice: DataChoice, loaded) -> list[str]:
+    if choice == "both":
+        return ["standard", "adhd"]
+    if choice != "own":
+        return [choice]
+    if loaded.variant not in ("standard", "adhd"):
+        raise UserError(
+            f"{loaded.source}: the model records no corpus variant; pass --data standard, "
+            "adhd or both"
+        )
+    return [loaded.variant]
+
+
+def _sequences(corpus: Path, tokenizer, variants: list[str], split: str, n_ctx: int):
+    """Token ids of every record (all phrasings) of `split` for the given variants."""
+    records = []
+    for variant in variants:
+        path = Path(corpus) / variant / f"{split}.jsonl"
+        if not path.is_file():
+            raise UserError(
+                f"{path}: not found; pass a corpus dir written by `interpgpt corpus` "
+                f"that has the {variant!r} variant"
+            )
+        records += read_jsonl(path)
+    return encode_sequences(tokenizer, records, n_ctx)
+
+
+def _eval_sequences(sequences: list[list[int]], eval_tokens: int) -> list[list[int]]:
+    """The first val sequences holding `eval_tokens` tokens (all of them if fewer)."""
+    total, chosen = 0, []
+    for seq in sequences:
+        if total >= eval_tokens:
+            break
+        chosen.append(seq)
+        total += len(seq)
+    return chosen
+
+
+def _train_model_layers(
+    loaded, model_name: str, layers: tuple[int, ...], config: SAETrainConfig
+) -> list[SAETrainResult]:
+    """Train one SAE per layer of one model in lockstep on a shared activation stream."""
+    from interpgpt.analysis.data import resolve_device
+
+    model, tok = loaded.model, loaded.tokenizer
+    bad = [layer for layer in layers if not 0 <= layer < model.cfg.n_layer]
+    if bad:
+        raise UserError(f"--layer {bad[0]}: {loaded.source} has layers 0..{model.cfg.n_layer - 1}")
+    device = resolve_device(config.device)
+    model.to(device).eval()
+    variants = _data_variants(config.data, loaded)
+    train_seqs = _sequences(config.corpus, tok, variants, "train", model.cfg.n_ctx)
+    hooks = [sae_hook_name(layer) for layer in layers]
+    stream = activation_stream(
+        model,
+        cycle_sequences(train_seqs, config.seed),
+        hooks,
+        pad_id=tok.pad_id,
+        batch_size=config.batch_size,
+        # No point shuffling more activations than the whole budget.
+        buffer_tokens=max(2 * config.batch_size, min(config.buffer_tokens, config.tokens)),
+        seq_batch=config.seq_batch,
+        seed=config.seed,
+        autocast=config.autocast,
+    )
+    start = time.perf_counter()
+    saes, history = _fit(model_name, layers, stream, config)
+    seconds = (time.perf_counter() - start) / len(layers)
+    val_seqs = _eval_sequences(
+        _sequences(config.corpus, tok, variants, "val", model.cfg.n_ctx), config.eval_tokens
+    )
+    acts = collect_activations(model, val_seqs, hooks, tok.pad_id, config.seq_batch)
+    results = []
+    for layer, hook, sae in zip(layers, hooks, saes, strict=True):
+        quality = evaluate_sae(sae, model, acts[hook], val_seqs, tok.pad_id, config)
+        layer_config = dataclasses.replace(config, layer=layer, model_name=model_name)
+        path = _write_sae(sae, quality, history[hook], seconds, layer_config, variants)
+        results.append(SAETrainResult(path, quality, sae, model_name, layer, seconds))
+    return results
+
+
+class SAEFit:
+    """One SAE in training: the input scale, the data-based init and the trainer."""
+
+    def __init__(
+        self, first: Tensor, cfg: TopKSAEConfig, hyper: SAEHyperparams, steps: int, seed: int
+    ):
+        # One scalar so that E‖x‖² = d_in (SAELens's expected_average_only_in).
+        self.scale = math.sqrt(cfg.d_in / float(first.pow(2).sum(-1).mean().clamp(min=1e-12)))
+        gen = torch.Generator().manual_seed(seed)
+        self.sae = TopKSAE(cfg, generator=gen).to(first.device)
+        init_from_data(self.sae, first * self.scale, gen)
+        self.trainer = TopKTrainer(
+            self.sae,
+            lr=hyper.lr,
+            total_steps=steps,
+            aux_coef=hyper.aux_coef,
+            dead_tokens=hyper.dead_tokens,
+            autocast=hyper.autocast,
+        )
+
+    def step(self, x: Tensor) -> StepStats:
+        return self.trainer.step(x * self.scale)
+
+    def finish(self) -> TopKSAE:
+        """Fold the input scale into the biases: the SAE then reads raw activations."""
+        fold_input_scale(self.sae, self.scale)
+        return self.sae.eval()
+
+
+def _fit(model_name, layers, stream, config: SAETrainConfig):
+    """The training loop: every SAE takes one step on its hook's slice of each batch."""
+    hooks = [sae_hook_name(layer) for layer in layers]
+    first = next(stream)
+    steps = config.tokens // config.batch_size
+    fits = [
+        SAEFit(
+            first[hook],
+            TopKSAEConfig(d_in=first[hook].shape[1], d_sae=config.d_sae, k=config.k,
+                          layer=layer, model_name=model_name),
+            config, steps, config.seed + layer,
+        )
+        for layer, hook in zip(layers, hooks, strict=True)
+    ]  # fmt: skip
+    history: dict[str, list[dict[str, float]]] = {h: [] for h in hooks}
+    log_every = max(1, steps // 20)
+    batch = first
+    for step in range(steps):
+        for hook, fit in zip(hooks, fits, strict=True):
+            stats = fit.step(batch[hook])
+            if step % log_every == 0 or step == steps - 1:
+                history[hook].append({"step": step, **stats._asdict()})
+        if step + 1 < steps:
+            batch = next(stream)
+    return [fit.finish() for fit in fits], history
+
+
+class ReconstructionMetrics(NamedTuple):
+    fve: float
+    mse: float
+    l0: float
+    dead_features: int
+
+
+@torch.no_grad()
+def init_from_data(sae: TopKSAE, x: Float[Tensor, "n d_in"], generator: torch.Generator) -> None:
+    """b_dec at the geometric median (Bricken et al. 2023); decoder rows at data points.
+
+    Each decoder row starts as a random centred activation (normalised), the encoder as
+    its transpose: every latent then wins the TopK for the activations near its row from
+    the first step, instead of random directions that point where the (anisotropic)
+    residual stream has no mass and die before AuxK can find them.
+    """
+    median = geometric_median(x[:8192])
+    centred = x - median
+    rows = torch.randint(0, x.shape[0], (sae.cfg.d_sae,), generator=generator).to(x.device)
+    w_dec = centred[rows] + 0.1 * centred.std() * torch.randn(
+        sae.cfg.d_sae, sae.cfg.d_in, generator=generator
+    ).to(x.device)
+    w_dec /= w_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    sae.b_dec.copy_(median)
+    sae.W_dec.copy_(w_dec)
+    sae.W_enc.copy_(w_dec.T / sae.cfg.k)
+
+
+@torch.no_grad()
+def reconstruction_metrics(sae: TopKSAE, acts: Float[Tensor, "n d_in"]) -> ReconstructionMetrics:
+    """FVE about the mean, per-element MSE, L0 and never-firing latents over `acts`."""
+    sse, l0 = 0.0, 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=acts.device)
+    for chunk in acts.split(8192):
+        code = sae.encode_topk(chunk)
+        sse += float((sae.decode_topk(code) - chunk).double().pow(2).sum())
+        active = code.values > 0
+        l0 += float(active.sum())
+        fired[code.indices[active]] = True
+    n = acts.shape[0]
+    total_var = float((acts.double() - acts.double().mean(0)).pow(2).sum())
+    return ReconstructionMetrics(
+        fve=1.0 - sse / max(total_var, 1e-12),
+        mse=sse / (n * sae.cfg.d_in),
+        l0=l0 / n,
+        dead_features=int((~fired).sum()),
+    )
+
+
+def evaluate_sae(
+    sae: TopKSAE,
+    model,
+    acts: Tensor,
+    sequences: list[list[int]],
+    pad_id: int,
+    config: SAEHyperparams,
+) -> SAEQuality:
+    """Held-out metrics of `sae` on activations `acts` (n_tokens, d_in) and the CE splice."""
+    rec = reconstruction_metrics(sae, acts)
+    ce = splice_cross_entropy(model, sae, sequences, pad_id, config.seq_batch)
+    # Recovered fraction is undefined when zero-ablation does not hurt (e.g. an untrained model).
+    harm = ce["zero"] - ce["clean"]
+    recovered = (ce["zero"] - ce["spliced"]) / harm if harm > 1e-3 else float("nan")
+    quality = SAEQuality(
+        n_eval_tokens=acts.shape[0],
+        fve=rec.fve,
+        mse=rec.mse,
+        l0=rec.l0,
+        dead_features=rec.dead_features,
+        dead_fraction=rec.dead_features / sae.cfg.d_sae,
+        ce_clean=ce["clean"],
+        ce_spliced=ce["spliced"],
+        ce_increase=ce["spliced"] - ce["clean"],
+        ce_zero_ablated=ce["zero"],
+        ce_loss_recovered=recovered,
+        passed=True,
+    )
+    quality.failures = gate_failures(quality, config)
+    quality.passed = not quality.failures
+    return quality
+
+
+def gate_failures(quality: SAEQuality, config: SAEHyperparams) -> list[str]:
+    """Human-readable reasons an SAE misses the card's quality gates (empty: passes)."""
+    failures = []
+    if not quality.fve >= config.min_fve:  # `not >=` also catches NaN
+        failures.append(f"FVE {quality.fve:.3f} < {config.min_fve}")
+    if not quality.dead_fraction < config.max_dead_fraction:
+        failures.append(
+            f"dead latents {quality.dead_fraction:.1%} >= {config.max_dead_fraction:.0%}"
+        )
+    return failures
+
+
+@torch.no_grad()
+def splice_cross_entropy(
+    model, sae: TopKSAE, sequences: list[list[int]], pad_id: int, seq_batch: int = 64
+) -> dict[str, float]:
+    """Mean next-token CE over non-pad targets: clean, SAE-spliced and zero-ablated."""
+    device = next(model.parameters()).device
+    hook = sae.cfg.hook_name
+    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    n_targets = 0
+    splices = {
+        "clean": [],
+        "spliced": [(hook, lambda act, hook: sae(act).to(act.dtype))],
+        "zero": [(hook, lambda act, hook: torch.zeros_like(act))],
+    }
+    for start in range(0, len(sequences), seq_batch):
+        ids, lengths = pad_batch(sequences[start : start + seq_batch], pad_id, device)
+        targets = ids[:, 1:]
+        mask = torch.arange(1, ids.shape[1], device=device)[None, :] < lengths[:, None]
+        for name, fwd_hooks in splices.items():
+            with model.hooks(fwd_hooks=fwd_hooks):
+                logits = model(ids)[:, :-1].float()
+            loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            totals[name] += float(loss[mask].sum())
+        n_targets += int(mask.sum())
+    return {name: total / max(n_targets, 1) for name, total in totals.items()}
+
+
+def _write_sae(sae, quality, history, seconds, config: SAETrainConfig, variants) -> Path:
+    directory = Path(config.out) / sae_dir_name(sae.cfg.model_name, sae.cfg.layer)
+    sae.save(
+        directory,
+        {
+            "corpus_variants": variants,
+            "fve": quality.fve,
+            "dead_fraction": quality.dead_fraction,
+            "l0": quality.l0,
+        },
+    )
+    write_json(
+        directory / QUALITY_FILE,
+        {
+            "model": sae.cfg.model_name,
+            "layer": sae.cfg.layer,
+            "hook_name": sae.cfg.hook_name,
+            "d_in": sae.cfg.d_in,
+            "d_sae": sae.cfg.d_sae,
+            "k": sae.cfg.k,
+            **dataclasses.asdict(quality),
+            "gates": {"min_fve": config.min_fve, "max_dead_fraction": config.max_dead_fraction},
+            "train": {
+                "tokens": config.tokens // config.batch_size * config.batch_size,
+                "seconds": seconds,
+                "corpus_variants": variants,
+                "history": history,
+            },
+            "provenance": provenance(config),
+        },
+    )
+    return directory
