@@ -209,11 +209,15 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1
             )
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.cfg.d_head)
+        causal_only = mask is None
         if mask is None:
             qp, kp = q.shape[2], k.shape[2]
             mask = torch.ones(qp, kp, dtype=torch.bool, device=q.device).tril(kp - qp)
         scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
-        pattern = self.hook_pattern(scores.softmax(dim=-1).nan_to_num(0.0))
+        pattern = scores.softmax(dim=-1)
+        if not causal_only:  # a fully masked (padding) row softmaxes to NaN: make it zero
+            pattern = pattern.nan_to_num(0.0)
+        pattern = self.hook_pattern(pattern)
         return pattern.to(v.dtype) @ v
 
 
@@ -304,7 +308,8 @@ class TaskGPT(HookedRootModule):
         attention_mask: False at left-padding positions (batched prompts of unequal
         length); positions are counted from each row's first real token.
         cache: a KVCache to read from and append to (incremental decoding).
-        stop_at_layer: return the residual stream entering this block instead of logits.
+        stop_at_layer: return the residual stream entering this block instead of logits
+        (n_layer: the residual stream after the last block, before the final norm).
         """
         batch, pos = input_ids.shape
         start = cache.length if cache is not None else 0
@@ -322,6 +327,8 @@ class TaskGPT(HookedRootModule):
             resid = block(resid, cos, sin, mask, kv)
         if cache is not None:
             cache.length = start + pos
+        if stop_at_layer == self.cfg.n_layer:  # as in TransformerLens: the final residual stream
+            return resid
         return self.unembed(resid)
 
     def _mask_and_positions(self, batch, pos, attention_mask, cache):

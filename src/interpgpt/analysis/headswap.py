@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -104,22 +105,24 @@ class HeadswapConfig:
     def __post_init__(self) -> None:
         self.standard, self.adhd = Path(self.standard), Path(self.adhd)
         self.corpus, self.out = Path(self.corpus), Path(self.out)
-        checks = {
-            "--bins": self.bins >= 1,
-            "--limit": self.limit is None or self.limit >= 1,
-            "--null-samples": self.null_samples >= 0,
-            "--bootstrap-samples": self.bootstrap_samples >= 0,
-            "--batch-size": self.batch_size >= 1,
+        minimum = {
+            "bins": 1,
+            "limit": 1,
+            "null_samples": 0,
+            "bootstrap_samples": 0,
+            "batch_size": 1,
         }
-        for option, ok in checks.items():
-            if not ok:
-                raise UserError(f"{option}: must be positive (got {getattr(self, _attr(option))})")
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"{option}: must be at least {low} (got {value})")
         if self.sequences not in MODELS:
             raise UserError(f"--sequences {self.sequences!r}: choose standard or adhd")
-
-
-def _attr(option: str) -> str:
-    return option.removeprefix("--").replace("-", "_")
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"--split {self.split!r}: choose train, val or test")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"--dtype {self.dtype!r}: choose float32 or bfloat16")
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -176,33 +179,45 @@ def attention_profile_sums(
     """Profile sums of every head of `model` (a TaskGPT or a HookedTransformer).
 
     Only `hook_pattern` is hooked, and each layer's pattern is reduced inside its hook,
-    so memory is one layer's pattern of one batch.
+    so memory is one layer's pattern of one batch. Sequences are batched in order of
+    length (less padding: attention cost grows with the square of the batch width), and
+    the forward pass is cut short after the last layer's pattern, since nothing
+    downstream of it (its values, the MLP, the unembedding) is needed.
     """
     n_layer, n_head = _shape(model)
     device = next(model.parameters()).device
     sums = torch.zeros(len(ids), n_layer, n_head, n_bins, dtype=torch.float64)
+    order = torch.argsort(lengths, stable=True)
     for start in range(0, len(ids), batch_size):
-        rows = slice(start, start + batch_size)
+        rows = order[start : start + batch_size]
         width = int(lengths[rows].max())
-        batch_ids = ids[rows, :width].to(device)
         onehot = query_bins(lengths[rows].to(device), width, n_bins)
         spec = special[rows, :width].to(device, torch.float32)
-        out = torch.zeros(len(batch_ids), n_layer, n_head, n_bins, device=device)
+        out = torch.zeros(len(rows), n_layer, n_head, n_bins, device=device)
         hooks = [
-            (f"blocks.{layer}.attn.hook_pattern", _reduce_hook(layer, spec, onehot, out))
+            (
+                f"blocks.{layer}.attn.hook_pattern",
+                _reduce_hook(layer, spec, onehot, out, layer == n_layer - 1),
+            )
             for layer in range(n_layer)
         ]
-        with model.hooks(fwd_hooks=hooks), _autocast(device, dtype):
-            model(batch_ids)
+        with model.hooks(fwd_hooks=hooks), _autocast(device, dtype), suppress(_PatternsDone):
+            model(ids[rows, :width].to(device))
         sums[rows] = out.double().cpu()
     counts = query_bins(lengths, ids.shape[1], n_bins).sum(1).double()
     return ProfileSums(sums, counts)
 
 
-def _reduce_hook(layer: int, special: Tensor, onehot: Tensor, out: Tensor):
+class _PatternsDone(Exception):
+    """Raised by the last layer's pattern hook to end a forward pass early."""
+
+
+def _reduce_hook(layer: int, special: Tensor, onehot: Tensor, out: Tensor, last: bool = False):
     def hook(pattern: Tensor, hook) -> None:
         mass = torch.einsum("bhqk,bk->bhq", pattern.float(), special)  # mass on specials
         out[:, layer] = torch.einsum("bhq,bqn->bhn", mass, onehot)
+        if last:
+            raise _PatternsDone
 
     return hook
 

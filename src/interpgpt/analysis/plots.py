@@ -130,9 +130,9 @@ def _draw_heatmap(ax, panel: HeatmapPanel, cmap: str, lo: float, hi: float):
     for row, col in panel.outlined:
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", lw=1))
     if panel.annotate:
-        mid = (lo + hi) / 2
         for (row, col), value in np.ndenumerate(matrix):
-            colour = "black" if value > mid else "white"
+            r, g, b, _ = image.cmap(image.norm(value))
+            colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
             ax.text(col, row, f"{value:.2g}", ha="center", va="center", fontsize=6, color=colour)
     return image
 

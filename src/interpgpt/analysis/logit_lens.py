@@ -1,0 +1,459 @@
+"""Regulation logit lens and direct logit attribution at step onsets.
+
+Logit lens (nostalgebraist 2020): read every layer's residual stream
+(`blocks.{layer}.hook_resid_post`, and optionally the embedding `hook_embed` as layer
+-1) through the model's own final RMSNorm and tied unembedding (`TaskGPT.unembed`).
+At every position that predicts a step onset (`<|steps|>`/`<|sep|>` followed by a
+step), P(regulation) is the probability mass on the *regulation first tokens* — the
+first token of each regulation action as the tokenizer encodes it at step start
+(`encode_text(action)[0]`; steps are encoded one by one, so that is exactly the onset
+token). Averaged over positions, one curve per model; the seeds report a 17× jump
+between the ADHD model's layers 1 and 2 and a standard model that never exceeds 1%.
+The final layer of the lens is the model's own prediction, so its mean should track the
+share of regulation steps in the ADHD data.
+
+Direct logit attribution (Elhage et al. 2021; TransformerLens
+`cache.stack_head_results(apply_ln=True)` + `logit_attrs`): the final residual at a
+position is the sum of the embedding, every head's output (`attn.hook_result`) and
+every MLP's output (`hook_mlp_out`); no biases. Dividing each term by the final
+RMSNorm scale of that position (`ln_final.hook_scale`, frozen as in TL's apply_ln)
+and projecting onto a direction in the normalised space decomposes the logit along
+that direction exactly. The direction chosen is the *regulation logit*
+
+    u = g ⊙ ( mean_{t ∈ R} W_U[:, t] − mean_{t ∈ V} W_U[:, t] )
+
+with g the final RMSNorm gain, R the regulation first tokens, V the vocabulary: the
+mean logit of the regulation tokens minus the mean logit over the vocabulary. Subtracting
+the vocabulary mean makes it invariant to a shift of all logits (which softmax ignores)
+without depending on which non-regulation token happens to be most likely, so it is
+linear in the residual and the components sum to it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interpgpt.analysis import plots
+from interpgpt.analysis.data import (
+    EncodedSet,
+    Split,
+    Variant,
+    load_eval_set,
+    load_pair,
+    load_records,
+    resolve_device,
+)
+from interpgpt.corpus import REGULATION_ACTIONS, is_regulation
+from interpgpt.io import UserError, provenance, write_json
+
+LOGIT_LENS_JSON = "logit_lens.json"
+LOGIT_LENS_PLOT = "logit_lens.png"
+DLA_JSON = "dla.json"
+DLA_HEATMAP = "dla_heatmap.png"
+EMBED_LAYER = -1
+
+
+@dataclass
+class LogitLensConfig:
+    """Inputs and knobs of the regulation logit lens and DLA (`interpgpt logit-lens`)."""
+
+    standard: Path
+    """Run or export dir of the standard model."""
+    adhd: Path
+    """Run or export dir of the ADHD model."""
+    corpus: Path
+    """Corpus dir written by `interpgpt corpus`."""
+    out: Path
+    """Output dir for logit_lens.json, dla.json and the figures."""
+    sequences: Variant = "adhd"
+    """Which variant's held-out sequences are teacher-forced (ADHD: the regulation-bearing
+    context)."""
+    split: Split = "test"
+    """Corpus split to evaluate on."""
+    limit: int | None = None
+    """Use only the first N tasks of the split (None: all)."""
+    include_embed: bool = True
+    """Also read the embedding (layer -1, = blocks.0.hook_resid_pre) through the lens."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Matmul precision; under bfloat16 the DLA sums match the logit only to ~1e-2."""
+
+    def __post_init__(self) -> None:
+        self.standard, self.adhd = Path(self.standard), Path(self.adhd)
+        self.corpus, self.out = Path(self.corpus), Path(self.out)
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit: must be positive (got {self.limit})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size: must be positive (got {self.batch_size})")
+        if self.sequences not in ("standard", "adhd"):
+            raise UserError(f"--sequences {self.sequences!r}: choose standard or adhd")
+        if self.split not in ("train", "val", "test"):
+            raise UserError(f"--split {self.split!r}: choose train, val or test")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"--dtype {self.dtype!r}: choose float32 or bfloat16")
+
+
+def regulation_token_ids(tokenizer) -> dict[int, list[str]]:
+    """First token id of each regulation action -> the actions that start with it."""
+    first: dict[int, list[str]] = {}
+    for action in REGULATION_ACTIONS:
+        first.setdefault(tokenizer.encode_text(action)[0], []).append(action)
+    return dict(sorted(first.items()))
+
+
+def regulation_direction(model, reg_ids: list[int]) -> Float[Tensor, " d_model"]:
+    """u = g ⊙ (mean W_U[:, R] − mean W_U): the regulation logit in normalised space."""
+    w_u = model.W_U.detach().float()
+    return model.ln_final.weight.detach().float() * (w_u[:, reg_ids].mean(1) - w_u.mean(1))
+
+
+# ---------------------------------------------------------------------------- one pass
+
+
+@dataclass
+class OnsetReadout:
+    """Per onset-predictor position of one model, concatenated over the data set."""
+
+    p_regulation: Float[Tensor, "pos lens_layer"]
+    """Lens P(regulation) at each read-out layer (embed first when included)."""
+    next_is_regulation: Tensor
+    """(pos,) bool: the step that follows is a regulation action."""
+    dla_embed: Float[Tensor, " pos"]
+    """Embedding's contribution to the regulation logit."""
+    dla_heads: Float[Tensor, "pos layer head"]
+    """Each head's contribution."""
+    dla_mlp: Float[Tensor, "pos layer"]
+    """Each MLP's contribution."""
+    regulation_logit: Float[Tensor, " pos"]
+    """The regulation logit computed from the model's output logits."""
+
+
+@torch.no_grad()
+def onset_readout(
+    model, data: EncodedSet, reg_ids: list[int], *, batch_size: int = 32, dtype=torch.float32
+) -> OnsetReadout:
+    """One forward pass per batch gives the lens and the DLA at every onset predictor.
+
+    Hooks keep only rows at onset predictors; the lens is applied after the pass so that
+    its own `ln_final` call does not fire the captured `ln_final.hook_scale`.
+    """
+    device = next(model.parameters()).device
+    direction = regulation_direction(model, reg_ids).to(device)
+    reg = torch.tensor(reg_ids, device=device)
+    parts: dict[str, list[Tensor]] = {}
+    for batch in data.batches(batch_size):
+        mask = batch.onset_predictor_mask().to(device)
+        grabbed, hooks = _grab_hooks(model.cfg.n_layer, mask)
+        with model.hooks(fwd_hooks=hooks), _autocast(device, dtype):
+            logits = model(batch.ids.to(device))[mask].float()
+        resid = torch.stack([grabbed["embed"], *grabbed["resid"]], dim=1)  # (pos, layer+1, d)
+        probs = model.unembed(resid).float().softmax(-1)
+        scale = grabbed["scale"][:, 0]  # (pos,)
+        per_batch = {
+            "p_regulation": probs[..., reg].sum(-1),
+            "next_is_regulation": batch.regulation_next_mask().to(device)[mask],
+            "dla_embed": grabbed["embed"] @ direction / scale,
+            "dla_heads": torch.stack(grabbed["result"], 1) @ direction / scale[:, None, None],
+            "dla_mlp": torch.stack(grabbed["mlp"], 1) @ direction / scale[:, None],
+            "regulation_logit": logits[:, reg].mean(-1) - logits.mean(-1),
+        }
+        for name, value in per_batch.items():
+            parts.setdefault(name, []).append(value.cpu())
+    if not parts:
+        raise UserError("no sequence in the evaluation set")
+    return OnsetReadout(**{name: torch.cat(values) for name, values in parts.items()})
+
+
+def _grab_hooks(n_layer: int, mask: Tensor):
+    """Hooks that keep each activation's rows at `mask` positions."""
+    grabbed: dict = {"resid": [None] * n_layer, "result": [None] * n_layer, "mlp": [None] * n_layer}
+
+    def keep(slot: str, layer: int | None = None):
+        def hook(act: Tensor, hook) -> None:
+            rows = act[mask].float()
+            if layer is None:
+                grabbed[slot] = rows
+            else:
+                grabbed[slot][layer] = rows
+
+        return hook
+
+    hooks = [("hook_embed", keep("embed")), ("ln_final.hook_scale", keep("scale"))]
+    for layer in range(n_layer):
+        hooks += [
+            (f"blocks.{layer}.hook_resid_post", keep("resid", layer)),
+            (f"blocks.{layer}.attn.hook_result", keep("result", layer)),
+            (f"blocks.{layer}.hook_mlp_out", keep("mlp", layer)),
+        ]
+    return grabbed, hooks
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+@dataclass
+class Jump:
+    """The largest ratio between consecutive read-out layers of a lens curve."""
+
+    from_layer: int
+    to_layer: int
+    p_from: float
+    p_to: float
+    ratio: float
+
+
+@dataclass
+class LensCurve:
+    """Mean lens P(regulation) per read-out layer of one model."""
+
+    layers: list[int]
+    """Read-out layers; -1 is the embedding."""
+    p_regulation: list[float]
+    """Mean over all onset predictors."""
+    p_next_regulation: list[float]
+    """Mean over onset predictors whose next step is a regulation action (nan if none)."""
+    p_next_content: list[float]
+    """Mean over onset predictors whose next step is a content step (nan if none)."""
+    largest_jump: Jump | None
+    """Largest layer-to-layer ratio (None with fewer than two layers or zero mass)."""
+
+    @property
+    def final(self) -> float:
+        return self.p_regulation[-1]
+
+
+@dataclass
+class DLASummary:
+    """Mean direct logit attribution to the regulation logit at onset predictors."""
+
+    embed: float
+    heads: np.ndarray
+    """(layer, head)."""
+    mlp: np.ndarray
+    """(layer,)."""
+    total: float
+    """Mean regulation logit from the model's output."""
+    max_abs_residual: float
+    """max over positions |embed + heads + MLPs − regulation logit| (should be ~0)."""
+    heads_next_regulation: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """(layer, head) mean over positions whose next step is regulation."""
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    if not bool(mask.any()):
+        return torch.full(values.shape[1:], float("nan"))
+    return values[mask].double().mean(0)
+
+
+def lens_curve(readout: OnsetReadout, include_embed: bool) -> LensCurve:
+    p = readout.p_regulation if include_embed else readout.p_regulation[:, 1:]
+    n_layer = readout.p_regulation.shape[1] - 1
+    layers = ([EMBED_LAYER] if include_embed else []) + list(range(n_layer))
+    every = torch.ones(len(p), dtype=torch.bool)
+    means = _masked_mean(p, every).tolist()
+    return LensCurve(
+        layers=layers,
+        p_regulation=means,
+        p_next_regulation=_masked_mean(p, readout.next_is_regulation).tolist(),
+        p_next_content=_masked_mean(p, ~readout.next_is_regulation).tolist(),
+        largest_jump=largest_jump(layers, means),
+    )
+
+
+def largest_jump(layers: list[int], p: list[float]) -> Jump | None:
+    jumps = [
+        Jump(layers[i], layers[i + 1], p[i], p[i + 1], p[i + 1] / p[i])
+        for i in range(len(p) - 1)
+        if p[i] > 0
+    ]
+    return max(jumps, key=lambda j: j.ratio, default=None)
+
+
+def dla_summary(readout: OnsetReadout) -> DLASummary:
+    parts = (
+        readout.dla_embed
+        + readout.dla_heads.sum((1, 2))
+        + readout.dla_mlp.sum(1)
+        - readout.regulation_logit
+    )
+    return DLASummary(
+        embed=float(readout.dla_embed.double().mean()),
+        heads=readout.dla_heads.double().mean(0).numpy(),
+        mlp=readout.dla_mlp.double().mean(0).numpy(),
+        total=float(readout.regulation_logit.double().mean()),
+        max_abs_residual=float(parts.abs().max()),
+        heads_next_regulation=_masked_mean(readout.dla_heads, readout.next_is_regulation).numpy(),
+    )
+
+
+def regulation_step_share(records: list[dict]) -> float:
+    """Share of regulation steps among all steps of `records`."""
+    steps = [step for record in records for step in record["steps"]]
+    return sum(map(is_regulation, steps)) / max(len(steps), 1)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+@dataclass
+class LogitLensResult:
+    """What `run_logit_lens` computed and wrote."""
+
+    curves: dict[str, LensCurve]
+    """Per model, the lens curve."""
+    dla: dict[str, DLASummary]
+    """Per model, the direct logit attribution."""
+    regulation_tokens: dict[int, list[str]]
+    """Regulation first-token id -> actions starting with it."""
+    regulation_step_share: float
+    """Share of regulation steps among all steps of the ADHD split."""
+    n_tasks: int
+    """Sequences evaluated."""
+    n_positions: int
+    """Onset-predictor positions evaluated (per model)."""
+    files: dict[str, Path] = field(default_factory=dict)
+    """Artifact name -> path written."""
+
+    @property
+    def final_vs_share(self) -> float:
+        """|ADHD final-layer P(regulation) − regulation step share| / share."""
+        share = self.regulation_step_share
+        return abs(self.curves["adhd"].final - share) / share if share else float("nan")
+
+
+def run_logit_lens(config: LogitLensConfig) -> LogitLensResult:
+    """Lens curves and DLA of both models at step-onset predictors; writes JSON and PNGs."""
+    device = resolve_device(config.device)
+    pair = load_pair(config.standard, config.adhd, device)
+    data = load_eval_set(
+        config.corpus,
+        pair.tokenizer,
+        config.sequences,
+        config.split,
+        config.limit,
+        max_len=pair.standard.model.cfg.n_ctx,
+    )
+    reg_tokens = regulation_token_ids(pair.tokenizer)
+    # The share is taken over the ADHD sequences evaluated (those that fit the context).
+    adhd_records = data.records
+    if config.sequences != "adhd":
+        adhd_records = load_records(config.corpus, "adhd", config.split, config.limit)
+    dtype = getattr(torch, config.dtype)
+    readouts = {
+        name: onset_readout(
+            model, data, list(reg_tokens), batch_size=config.batch_size, dtype=dtype
+        )
+        for name, model in pair.models.items()
+    }
+    result = LogitLensResult(
+        curves={n: lens_curve(r, config.include_embed) for n, r in readouts.items()},
+        dla={n: dla_summary(r) for n, r in readouts.items()},
+        regulation_tokens=reg_tokens,
+        regulation_step_share=regulation_step_share(adhd_records),
+        n_tasks=len(data),
+        n_positions=len(readouts["standard"].regulation_logit),
+    )
+    result.files = write_outputs(result, pair.tokenizer, config)
+    return result
+
+
+def write_outputs(result: LogitLensResult, tokenizer, config: LogitLensConfig) -> dict[str, Path]:
+    out = config.out
+    tokens = [
+        {"id": i, "token": tokenizer.decode_text([i]), "actions": actions}
+        for i, actions in result.regulation_tokens.items()
+    ]
+    lens = {
+        "sequences": config.sequences,
+        "n_tasks": result.n_tasks,
+        "n_positions": result.n_positions,
+        "regulation_tokens": tokens,
+        "models": result.curves,
+        "regulation_step_share": result.regulation_step_share,
+        "adhd_final_p_regulation": result.curves["adhd"].final,
+        "final_vs_share_relative_difference": result.final_vs_share,
+        "final_within_20pct_of_share": bool(result.final_vs_share <= 0.2),
+        "provenance": provenance(config),
+    }
+    dla = {
+        "direction": "final-norm gain ⊙ (mean W_U over regulation first tokens − mean W_U "
+        "over the vocabulary); components divided by ln_final.hook_scale",
+        "positions": "onset predictors (<|steps|>/<|sep|> before a step)",
+        "models": result.dla,
+        "provenance": provenance(config),
+    }
+    return {
+        "logit_lens": write_json(out / LOGIT_LENS_JSON, lens),
+        "logit_lens_plot": _plot_lens(result, out / LOGIT_LENS_PLOT),
+        "dla": write_json(out / DLA_JSON, dla),
+        "dla_heatmap": _plot_dla(result, out / DLA_HEATMAP),
+    }
+
+
+def _plot_lens(result: LogitLensResult, path: Path) -> Path:
+    curves = result.curves
+    layers = curves["standard"].layers
+    ticks = ["embed" if layer == EMBED_LAYER else f"L{layer}" for layer in layers]
+    overall = plots.LinePanel(
+        [plots.Series(layers, c.p_regulation, name, marker="o") for name, c in curves.items()],
+        title="P(regulation first token) at step-onset predictors",
+        xlabel="residual stream read out (resid_post)",
+        ylabel="mean probability",
+        logy=True,
+        xticks=layers,
+        xticklabels=ticks,
+    )
+    split = plots.LinePanel(
+        [
+            plots.Series(layers, curves["adhd"].p_next_regulation, "ADHD, next is regulation", "o"),
+            plots.Series(layers, curves["adhd"].p_next_content, "ADHD, next is content", "o"),
+        ],
+        title="ADHD model by the step that follows",
+        xlabel="residual stream read out (resid_post)",
+        logy=True,
+        xticks=layers,
+        xticklabels=ticks,
+    )
+    return plots.save_line_plot(path, [overall, split])
+
+
+def _plot_dla(result: LogitLensResult, path: Path) -> Path:
+    panels, bound = [], 0.0
+    for name, summary in result.dla.items():
+        matrix = np.concatenate([summary.heads, summary.mlp[:, None]], axis=1)
+        bound = max(bound, float(np.abs(matrix).max()))
+        n_layer, n_head = summary.heads.shape
+        panels.append(
+            plots.HeatmapPanel(
+                matrix,
+                title=f"{name} (embedding {summary.embed:+.2f})",
+                xlabel="component",
+                ylabel="layer",
+                xticklabels=[f"H{h}" for h in range(n_head)] + ["MLP"],
+                yticklabels=[f"L{layer}" for layer in range(n_layer)],
+                annotate=n_head <= 16,
+            )
+        )
+    return plots.save_heatmaps(
+        path,
+        panels,
+        suptitle="direct logit attribution to the regulation logit at step-onset predictors",
+        cmap="RdBu_r",
+        vmin=-bound,
+        vmax=bound,
+        colorbar_label="logit",
+    )
