@@ -7,12 +7,19 @@ artifacts rather than mocks. Tiny sizes keep the whole setup to a few seconds.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two
+# threads per process oversubscribe the cores badly; subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
+torch.set_num_threads(1)
 
 TINY_TRAIN_STEPS = 150
 

@@ -12,9 +12,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from interpgpt.model import preset
 from interpgpt.study import Stage, StageOutput, StudyConfig, StudyContext
 
 VARIANTS = ("standard", "adhd")
+SAE_EXPANSION = 8  # the seed card's d_sae / d_model = 4096 / 512
 
 
 def corpus_dir(ctx: StudyContext) -> Path:
@@ -170,7 +172,7 @@ def headswap_stage(ctx: StudyContext) -> StageOutput:
         "n_tasks": result.n_tasks,
         "moved": [_match_summary(m) for m in moved],
         "strongest": _match_summary(moved[0] if moved else matches[0]),
-        "layers": [dataclasses.asdict(s) for s in inv.layer_stats],
+        "layers": [dataclasses.asdict(s) for s in inv.layers],
     }
     return StageOutput(list(result.files.values()), summary)
 
@@ -281,7 +283,7 @@ def sae_stage(ctx: StudyContext) -> StageOutput:
             std_layers=section.std_layers,
             adhd_layers=section.adhd_layers,
             k=section.k,
-            d_sae=section.d_sae,
+            d_sae=section.d_sae or SAE_EXPANSION * preset(ctx.config.preset).d_model,
             seed=ctx.config.seed,
             device=ctx.config.device,
             **overrides,

@@ -71,8 +71,8 @@ class SAESection:
     """Layers of the ADHD model that get an SAE."""
     k: int = 40
     """Active latents per token (TopK)."""
-    d_sae: int = 4096
-    """Dictionary size."""
+    d_sae: int | None = None
+    """Dictionary size (None: the seed card's expansion, 8 x d_model = 4096 for `full`)."""
     tokens: int | None = None
     """Training activations per SAE (None: the trainer's default)."""
     diff_layer: int = 2
@@ -266,12 +266,33 @@ def run_stages(
     return ctx.records
 
 
+def check_study_config(config: StudyConfig) -> None:
+    """Refuse settings that could only fail late (after training), naming the setting."""
+    from interpgpt.model import PRESETS
+
+    if config.preset not in PRESETS:
+        raise UserError(f"--preset {config.preset!r}: choose one of {sorted(PRESETS)}")
+    n_layer = PRESETS[config.preset].n_layer
+    for name in ("std_layers", "adhd_layers"):
+        bad = [layer for layer in getattr(config.sae, name) if not 0 <= layer < n_layer]
+        if bad:
+            raise UserError(
+                f"sae.{name}={bad}: the {config.preset} preset has layers 0..{n_layer - 1}"
+            )
+    if config.sae.diff_layer not in config.sae.adhd_layers:
+        raise UserError(
+            f"sae.diff_layer={config.sae.diff_layer} must be one of sae.adhd_layers "
+            f"{list(config.sae.adhd_layers)} (the diff uses the ADHD SAE at that layer)"
+        )
+
+
 def run_study(
     config: StudyConfig, out: Path, force: set[str] | None = None, console: Console | None = None
 ) -> StudyResult:
     """Run (or resume) the study into `out`; returns every stage's record."""
     from interpgpt.stages import STAGES
 
+    check_study_config(config)
     console = console or Console()
     ctx = StudyContext(config=config, out=Path(out), console=console)
     write_json(ctx.path("study_config.json"), config)
