@@ -34,15 +34,15 @@ def figures(outputs: list[str]) -> list[Path]:
 
 
 def corpus_section(summary: Summary, outputs: list[str]) -> Section:
+    tasks = summary["n_tasks"]
+    split = ", ".join(f"{n:,} {name}" for name, n in tasks.items())
     return Section(
         "Corpus",
-        f"{summary['n_tasks']:,} tasks, {summary['n_examples']:,} paired examples; step count "
-        f"follows task complexity (Spearman {fmt(summary['spearman'].get('standard'))} standard).",
+        f"{sum(tasks.values()):,} tasks ({split}), {summary['n_examples']:,} examples per "
+        f"variant; the number of standard steps follows task complexity "
+        f"(Spearman {fmt(summary['spearman'])}).",
         rows=[
-            (
-                "Spearman(complexity, steps)",
-                str({k: fmt(v) for k, v in summary["spearman"].items()}),
-            ),
+            ("Spearman(complexity, standard step count)", fmt(summary["spearman"])),
             ("regulation share of ADHD steps", fmt(summary["regulation_rate"])),
         ],
     )
