@@ -1,0 +1,182 @@
+"""Activation patching equals TransformerLens's; attribution patching is the true gradient
+approximation; the corpus pairs and the `patch` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+from typer.testing import CliRunner
+
+from interpgpt.analysis.interventions import act_name, patch_sites
+from interpgpt.analysis.patching import (
+    SITES,
+    RegulationLogitDiff,
+    activation_patch,
+    attribution_patch,
+    build_pairs,
+)
+from interpgpt.cli import app
+from interpgpt.convert import to_hooked_transformer
+from interpgpt.model import TaskGPT, preset
+
+TL_FUNCTIONS = {
+    "resid_pre": tl_patching.get_act_patch_resid_pre,
+    "attn_head_out": tl_patching.get_act_patch_attn_head_out_all_pos,
+    "attn_head_out_by_pos": tl_patching.get_act_patch_attn_head_out_by_pos,
+    "mlp_out": tl_patching.get_act_patch_mlp_out,
+}
+HOOK_OF = {"resid_pre": "resid_pre", "mlp_out": "mlp_out"}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A random tiny model with large weights (patch effects far from zero) and its TL twin."""
+    torch.manual_seed(0)
+    model = TaskGPT(preset("tiny", vocab_size=64, init_std=0.2)).eval()
+    clean = torch.randint(0, 64, (2, 7))
+    corrupted = torch.randint(0, 64, (2, 7))
+    return model, to_hooked_transformer(model), clean, corrupted
+
+
+def several_positions(logits: torch.Tensor) -> torch.Tensor:
+    """A metric reading three positions, so causal-prefix reuse is exercised."""
+    return logits[:, -1, 3].mean() - logits[:, -1, 5].mean() + 0.5 * logits[:, 3, 7].mean()
+
+
+def final_position(logits: torch.Tensor) -> torch.Tensor:
+    final = logits[:, -1]
+    return (final[:, :4].logsumexp(-1) - final[:, 4:20].logsumexp(-1)).mean()
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_exact_patching_equals_transformer_lens(toy, site):
+    model, tl_model, clean, corrupted = toy
+    _, clean_cache = tl_model.run_with_cache(clean)
+    expected = TL_FUNCTIONS[site](tl_model, corrupted, clean_cache, several_positions)
+    assert expected.std() > 1e-3  # the comparison is not between two constants
+    default = activation_patch(model, clean, corrupted, several_positions, site)
+    one_site_per_forward = activation_patch(
+        model, clean, corrupted, several_positions, site, max_chunk_mb=0
+    )
+    read_only = activation_patch(
+        model, clean, corrupted, several_positions, site, metric_positions=[3, -1]
+    )
+    for ours in (default, one_site_per_forward, read_only):
+        assert ours.shape == expected.shape
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_final_position_fast_path_equals_transformer_lens(toy):
+    model, tl_model, clean, corrupted = toy
+    _, clean_cache = tl_model.run_with_cache(clean)
+    for site in ("resid_pre", "attn_head_out_by_pos"):
+        expected = TL_FUNCTIONS[site](tl_model, corrupted, clean_cache, final_position)
+        ours = activation_patch(
+            model, clean, corrupted, final_position, site, metric_positions=[-1], min_chunk_rows=1
+        )
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_metric_reading_an_unpromised_position_is_nan(toy):
+    model, _, clean, corrupted = toy
+    out = activation_patch(
+        model, clean, corrupted, several_positions, "resid_pre", metric_positions=[-1]
+    )
+    # position 3 is read but not promised: every patch that can change it gives NaN
+    assert torch.isnan(out[:, :4]).all()
+
+
+def test_patch_sites_gives_each_block_of_the_batch_its_own_patch():
+    act = torch.zeros(3 * 2, 4, 5)  # (site * batch, pos, d_model)
+    clean = torch.ones(2, 4, 5)
+    site_mask = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    out = patch_sites("x", clean, site_mask).fn(act).view(3, 2, 4, 5)
+    assert out[0, :, 0].eq(1).all() and out[0, :, 1:].eq(0).all()
+    assert out[1, :, 2].eq(1).all() and out[1].sum() == 2 * 5
+    assert out[2].eq(0).all()
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_attribution_is_the_derivative_of_exact_patching(toy, site):
+    """attribution = d/da metric(patch corrupted + a (clean - corrupted)) at a = 0, checked
+    by a central difference of exact patching on interpolated activations."""
+    model, _, clean, corrupted = toy
+    hook = HOOK_OF.get(site, "z")
+    names = [act_name(hook, layer) for layer in range(model.cfg.n_layer)]
+    keep = lambda name: name in names  # noqa: E731
+    _, clean_cache = model.run_with_cache(clean, names_filter=keep)
+    _, corrupted_cache = model.run_with_cache(corrupted, names_filter=keep)
+    eps = 1e-2
+
+    def patched_at(alpha: float) -> torch.Tensor:
+        mixed = {
+            n: corrupted_cache[n] + alpha * (clean_cache[n] - corrupted_cache[n]) for n in names
+        }
+        return activation_patch(model, clean, corrupted, several_positions, site, clean_cache=mixed)
+
+    derivative = (patched_at(eps) - patched_at(-eps)) / (2 * eps)
+    attribution = attribution_patch(model, clean, corrupted, several_positions, [site])[site]
+    assert attribution.shape == derivative.shape
+    assert derivative.abs().max() > 1e-2
+    torch.testing.assert_close(attribution, derivative, atol=2e-3, rtol=2e-2)
+
+
+def test_attribution_leaves_no_parameter_gradients(toy):
+    model, _, clean, corrupted = toy
+    attribution_patch(model, clean, corrupted, final_position, ["resid_pre"])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_pairs_from_the_corpus(tiny_corpus, tiny_tokenizer):
+    pairs = build_pairs(tiny_corpus, tiny_tokenizer, n_pairs=6)
+    tok = tiny_tokenizer
+    assert pairs.clean.shape == pairs.corrupted.shape and len(pairs.task_ids) >= 1
+    assert set(pairs.regulation_tokens).isdisjoint(pairs.content_tokens)
+    for clean, corrupted in zip(pairs.clean.tolist(), pairs.corrupted.tolist(), strict=True):
+        # same task header, both end at an onset predictor
+        header = clean.index(tok.steps_id) + 1
+        assert clean[:header] == corrupted[:header] and clean[0] == tok.task_id
+        assert clean[-1] in (tok.steps_id, tok.sep_id) and corrupted[-1] in (
+            tok.steps_id,
+            tok.sep_id,
+        )
+        assert clean != corrupted
+
+
+def test_regulation_logit_diff_is_a_log_odds():
+    logits = torch.zeros(2, 3, 10)
+    logits[:, -1, 1] = 2.0
+    metric = RegulationLogitDiff(regulation=[1, 2], content=[5])
+    expected = torch.logsumexp(torch.tensor([2.0, 0.0]), 0)
+    torch.testing.assert_close(metric(logits), expected)
+
+
+def test_patch_command_writes_results(tiny_run_dirs, tiny_corpus, tmp_path):
+    out = tmp_path / "patch"
+    result = CliRunner().invoke(
+        app,
+        ["patch", str(tiny_run_dirs["adhd"]), "--corpus", str(tiny_corpus), "--out", str(out),
+         "--pairs", "4", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads((out / "patching.json").read_text())
+    n_layer, n_head = 2, 4
+    length = report["pairs"]["length"]
+    assert report["pairs"]["n"] >= 1 and "provenance" in report
+    shapes = {
+        "resid_pre": [n_layer, length],
+        "attn_head_out": [n_layer, n_head],
+        "attn_head_out_by_pos": [n_layer, length, n_head],
+        "mlp_out": [n_layer, length],
+    }
+    for site, shape in shapes.items():
+        entry = report["sites"][site]
+        assert list(torch.tensor(entry["exact"]).shape) == shape
+        assert list(torch.tensor(entry["attribution"]).shape) == shape
+        assert (out / f"patching_{site}.png").stat().st_size > 0
+    # both inputs start with the same task header, so patching its first token is a no-op
+    unchanged = report["sites"]["resid_pre"]["exact"][0][0]
+    assert unchanged == pytest.approx(report["metric"]["corrupted"], abs=1e-5)
