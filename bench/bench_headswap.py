@@ -4,13 +4,13 @@ Ours (`interpgpt.analysis.headswap`): batches of held-out sequences through Task
 with hooks on `blocks.*.attn.hook_pattern` only, each layer's pattern reduced inside
 its hook to per-example bin sums with two einsums; then cosines and Hungarian matching.
 
-Peer (the seed notebook `002`, its code copied here): one `run_with_cache` per prompt
-on a HookedTransformer of the same weights (every hook cached), each prompt's full
-(layer, head, T, T) attention kept, and the `profile()` Python loop over query
-positions, per head and model. The peer is timed on a subset of tasks and scaled
-linearly to the full set (both of its stages are per prompt, so its cost is linear in
-tasks); ours runs on the full set. Equality is checked on the subset: max |ours − peer|
-over every profile bin of every head of both models.
+Peer (the seed notebook `002`, its code from tests/seed_notebook.py): one
+`run_with_cache` per prompt on a HookedTransformer of the same weights (every hook
+cached), each prompt's full (layer, head, T, T) attention kept, and the `profile()`
+Python loop over query positions, per head and model. The peer is timed on a subset of
+tasks and scaled linearly to the full set (both of its stages are per prompt, so its
+cost is linear in tasks); ours runs on the full set. Equality is checked on the
+subset: max |ours − peer| over every profile bin of every head of both models.
 
 Models: the `small` preset (6 layers x 8 heads, the seed cards' head grid), random
 init (timing does not depend on training), fp32 so results are identical.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,50 +42,27 @@ from interpgpt.corpus import CorpusConfig, build_corpus
 from interpgpt.model import TaskGPT, preset
 from interpgpt.tokenizer import TaskTokenizer, train_tokenizer
 
-NBINS = 20
+# The seed notebook's reference code lives once, in tests/seed_notebook.py (the tests
+# check our profiles against it); the bench is run as a script, so put tests/ on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from seed_notebook import cache_attn, profile
 
 
-def notebook_profiles(tl_model, data, rows: range) -> np.ndarray:
+def notebook_profiles(tl_model, data, rows: range) -> tuple[np.ndarray, int]:
     """The notebook's cache_attn + profile (its code, with our encoded ids and roles)."""
-
-    def cache_attn(model, ids):
-        x = torch.tensor([ids], dtype=torch.long)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(x, return_type=None)
-        L, H = model.cfg.n_layers, model.cfg.n_heads
-        T = x.shape[1]
-        out = torch.zeros(L, H, T, T)
-        for layer in range(L):
-            out[layer] = cache[f"blocks.{layer}.attn.hook_pattern"][0].to("cpu")
-        return out
-
-    def profile(records, layer, head):
-        bins_struct = np.zeros(NBINS)
-        bins_count = np.zeros(NBINS)
-        for r in records:
-            attn = r["attn"][layer, head]
-            T = attn.shape[0]
-            spec = list(r["special_positions"])
-            if not spec:
-                continue
-            for q in range(1, T):
-                b = min(int(q / T * NBINS), NBINS - 1)
-                bins_struct[b] += attn[q, spec].sum().item()
-                bins_count[b] += 1
-        return bins_struct / np.maximum(bins_count, 1)
-
     records = []
     for row in rows:
         ids = data.ids[row, : data.lengths[row]].tolist()
         records.append(
             {
-                "attn": cache_attn(tl_model, ids),
-                "special_positions": data.roles[row].special_positions,
+                # The notebook's record layout; profile()'s `which` only picks the key.
+                "std_attn": cache_attn(tl_model, ids),
+                "roles": {"special_positions": data.roles[row].special_positions},
             }
         )
     L, H = tl_model.cfg.n_layers, tl_model.cfg.n_heads
-    profiles = np.array([[profile(records, i, h) for h in range(H)] for i in range(L)])
-    kept_bytes = sum(r["attn"].numel() * r["attn"].element_size() for r in records)
+    profiles = np.array([[profile(records, i, h, "std") for h in range(H)] for i in range(L)])
+    kept_bytes = sum(r["std_attn"].numel() * r["std_attn"].element_size() for r in records)
     return profiles, kept_bytes
 
 

@@ -24,6 +24,18 @@ torch.set_num_threads(1)
 TINY_TRAIN_STEPS = 150
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module, restored afterwards (a module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`): tiny models gain nothing from
+    intra-op threads, and on a busy 2-core machine OpenMP spin-waiting makes each step
+    ~100x slower in CPU time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     from interpgpt.corpus import CorpusConfig, build_corpus

@@ -22,14 +22,7 @@ FULL_PARAMETERS = 23_471_104
 SPECIALS = {"<|task|>": 0, "<|end|>": 3, "<|pad|>": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP spin-waiting makes each step ~100x slower in CPU time; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hf_model(model: TaskGPT):

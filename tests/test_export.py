@@ -1,8 +1,8 @@
 """Exports: every loading path of the seed model card accepts the export directory.
 
-The seed card's and seed notebook's snippets are kept verbatim below and run with
-only the hub id replaced by the local directory (hf_hub_download -> os.path.join)
-and `gpt_model` replaced by `interpgpt.model`.
+The seed card's snippets are kept verbatim below (the seed notebook's `load_tl` in
+tests/seed_notebook.py) and run with only the hub id replaced by the local directory
+(hf_hub_download -> os.path.join) and `gpt_model` replaced by `interpgpt.model`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from seed_notebook import LOAD_TL
 from typer.testing import CliRunner
 
 from interpgpt import export as ex
@@ -75,28 +76,7 @@ blob = torch.load(path, map_location="cpu", weights_only=False)
 model = TaskGPT(GPTConfig(**blob["config"]))
 model.load_state_dict(blob["model_state_dict"])
 """
-# --- verbatim from seed 002 (head-swap notebook), section 3 -------------------------------
-SEED_LOAD_TL = """
-from huggingface_hub import hf_hub_download
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-import torch
-
-def load_tl(repo_id: str) -> HookedTransformer:
-    path = hf_hub_download(repo_id, "hooked_transformer.pt")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    cfg_dict = blob["config"]
-    drop = {"dtype", "device", "attention_dir"}
-    cfg_keep = {
-        k: v for k, v in cfg_dict.items()
-        if k in HookedTransformerConfig.__dataclass_fields__
-        and not (k in drop and isinstance(v, str))
-        and not (isinstance(v, str) and v.startswith("torch."))
-    }
-    model = HookedTransformer(HookedTransformerConfig(**cfg_keep)).to(DEVICE)
-    model.load_state_dict(blob["model_state_dict"])
-    model.eval()
-    return model
-"""
+# The seed notebook's load_tl (seed 002, section 3) is `seed_notebook.LOAD_TL`.
 
 
 def localize(snippet: str, directory: Path, *, weights_only: bool = False) -> str:
@@ -122,14 +102,7 @@ def run_snippet(text: str, **namespace) -> dict:
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP spin-waiting makes each step ~100x slower in CPU time; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +287,7 @@ def test_seed_card_raw_snippet(export_dir: Path, source, weights_only: bool):
 
 @pytest.mark.parametrize("weights_only", [False, True])
 def test_seed_notebook_load_tl(export_dir: Path, source, weights_only: bool):
-    ns = run_snippet(localize(SEED_LOAD_TL, export_dir, weights_only=weights_only), DEVICE="cpu")
+    ns = run_snippet(localize(LOAD_TL, export_dir, weights_only=weights_only), DEVICE="cpu")
     model = ns["load_tl"](str(export_dir))
     with torch.no_grad():
         diff = (model(sample_ids(source)).cpu() - reference_logits(source)).abs().max()

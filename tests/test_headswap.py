@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from seed_notebook import NBINS, PAIRED, SeedNotebook, cache_attn, profile
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
@@ -28,6 +29,8 @@ from interpgpt.convert import to_hooked_transformer
 from interpgpt.io import UserError, write_json
 from interpgpt.model import TaskGPT, preset
 from interpgpt.tokenizer import TaskTokenizer
+
+STANDARD = [pair["standard"] for pair in PAIRED]  # the notebook's prompts: standard variants
 
 # ------------------------------------------------------------------ fixtures
 
@@ -70,90 +73,19 @@ def permute_heads(model: TaskGPT, perms: list[list[int]]) -> TaskGPT:
     return copy.eval()
 
 
-# ------------------------------------------------------------------ the notebook, verbatim
-
-PAIRED_STANDARD = [
-    ("Clean the kitchen", ["Wash dishes", "Wipe counters", "Sweep floor", "Take out trash"]),
-    ("Write a grocery list", ["Check pantry", "Plan meals", "Write items", "Sort by aisle"]),
-    ("Do laundry", ["Sort clothes", "Load washer", "Start cycle", "Move to dryer", "Fold"]),
-    ("Prepare breakfast", ["Pick recipe", "Gather ingredients", "Cook", "Plate food"]),
-    ("Pay the bills", ["Open statements", "Total amount", "Log in bank", "Pay each"]),
-    ("Water the plants", ["Fill watering can", "Water each plant", "Check soil"]),
-    ("Organize the closet", ["Empty closet", "Sort items", "Donate", "Rearrange by type"]),
-    ("Send a work email", ["Draft message", "Check recipients", "Attach files", "Send"]),
-    ("Study for an exam", ["Review notes", "Do practice problems", "Flashcards", "Sleep early"]),
-    ("Make the bed", ["Pull sheets", "Fluff pillows", "Smooth comforter"]),
-    ("Take a walk", ["Put on shoes", "Grab keys", "Walk 20 minutes"]),
-    ("Cook dinner", ["Pick recipe", "Prep ingredients", "Cook", "Plate"]),
-]
-NBINS = 20
+# ------------------------------------------------------------------ the notebook
 
 
-def notebook_profiles(tl_model, tok: Tokenizer) -> np.ndarray:
-    """The seed notebook's encode_example / token_roles / cache_attn / profile, unchanged
-    apart from indentation, run on a HookedTransformer."""
-    SPECIAL_NAMES = ["<|task|>", "<|steps|>", "<|sep|>", "<|end|>", "<|pad|>"]
-    special_ids = {n: tok.token_to_id(n) for n in SPECIAL_NAMES}
-
-    def encode_example(ex):
-        ids = [special_ids["<|task|>"]]
-        ids += tok.encode(ex["task"]).ids
-        ids += [special_ids["<|steps|>"]]
-        for i, step in enumerate(ex["steps"]):
-            if i > 0:
-                ids.append(special_ids["<|sep|>"])
-            ids += tok.encode(step).ids
-        ids += [special_ids["<|end|>"]]
-        return ids
-
-    def token_roles(ids):
-        steps_id = special_ids["<|steps|>"]
-        roles = {"task_range": [], "special_positions": []}
-        hit_steps = False
-        for i, t in enumerate(ids):
-            if t == steps_id:
-                hit_steps = True
-                roles["special_positions"].append(i)
-                continue
-            if t in set(special_ids.values()):
-                roles["special_positions"].append(i)
-            elif not hit_steps:
-                roles["task_range"].append(i)
-        return roles
-
-    def cache_attn(model, ids):
-        x = torch.tensor([ids], dtype=torch.long)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(x, return_type=None)
-        L, H = model.cfg.n_layers, model.cfg.n_heads
-        T = x.shape[1]
-        out = torch.zeros(L, H, T, T)
-        for layer in range(L):
-            out[layer] = cache[f"blocks.{layer}.attn.hook_pattern"][0].to("cpu")
-        return out
-
+def notebook_profiles(tl_model, tok: Tokenizer) -> tuple[np.ndarray, list[list[int]]]:
+    """The seed notebook's profiles of every head on its 12 standard prompts, with its
+    encode_example / token_roles / cache_attn / profile, run on a HookedTransformer."""
+    nb = SeedNotebook(tok)
     records = []
-    for task, steps in PAIRED_STANDARD:
-        ids = encode_example({"task": task, "steps": steps})
+    for ex in STANDARD:
+        ids = nb.encode_example(ex)
         records.append(
-            {"ids": ids, "roles": token_roles(ids), "std_attn": cache_attn(tl_model, ids)}
+            {"ids": ids, "roles": nb.token_roles(ids), "std_attn": cache_attn(tl_model, ids)}
         )
-
-    def profile(records, layer, head, which):
-        bins_struct = np.zeros(NBINS)
-        bins_count = np.zeros(NBINS)
-        for r in records:
-            attn = r[f"{which}_attn"][layer, head]
-            T = attn.shape[0]
-            spec = list(r["roles"]["special_positions"])
-            if not spec:
-                continue
-            for q in range(1, T):
-                b = min(int(q / T * NBINS), NBINS - 1)
-                bins_struct[b] += attn[q, spec].sum().item()
-                bins_count[b] += 1
-        return bins_struct / np.maximum(bins_count, 1)
-
     n_layer, n_head = tl_model.cfg.n_layers, tl_model.cfg.n_heads
     out = np.array([[profile(records, i, h, "std") for h in range(n_head)] for i in range(n_layer)])
     return out, [r["ids"] for r in records]
@@ -169,8 +101,7 @@ def test_profiles_equal_notebook(corpus_and_tokenizer) -> None:
     expected, notebook_ids = notebook_profiles(
         to_hooked_transformer(model), Tokenizer.from_file(str(tok_path))
     )
-    records = [{"task": t, "steps": s} for t, s in PAIRED_STANDARD]
-    data = encode_records(tokenizer, records)
+    data = encode_records(tokenizer, STANDARD)
     for row, ids in enumerate(notebook_ids):
         assert data.ids[row, : data.lengths[row]].tolist() == ids
     # batch_size 5: batches of unequal lengths, so right padding is exercised.

@@ -24,7 +24,7 @@ TINY_STUDY = [
     "sae.diff_layer=1",
     "sae.d_sae=64",
     "sae.k=4",
-    "sae.tokens=4000",
+    "sae.tokens=8192",
     "sae.n_null=3",
 ]
 
