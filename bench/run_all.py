@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import json
 import os
 import platform
+import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results.md"
+RESULTS_JSON = BENCH_DIR / "results.json"  # rows of the last runs, so a partial run merges
 
 
 def load_module(path: Path):
@@ -41,19 +43,43 @@ def fmt(value) -> str:
     return str(value)
 
 
+def run_one(path: Path) -> list[dict]:
+    """Run one bench module in a fresh interpreter, so no global torch state (grad mode,
+    thread count) leaks from one benchmark into the next."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import run_all; "
+        "r = run_all.load_module(run_all.Path(sys.argv[2])).run(); "
+        "print('BENCH_RESULT ' + json.dumps(r if isinstance(r, list) else [r], default=str))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(BENCH_DIR), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return json.loads(line.removeprefix("BENCH_RESULT "))
+        print(line, flush=True)
+    return [
+        {
+            "name": path.stem,
+            "ours": "error",
+            "peer": "",
+            "unit": "",
+            "ratio": "",
+            "notes": f"exit code {done.returncode}; see the log",
+        }
+    ]
+
+
 def run_all(selected: list[str]) -> list[dict]:
     rows = []
     for path in sorted(BENCH_DIR.glob("bench_*.py")):
         if selected and not any(name in path.stem for name in selected):
             continue
         print(f"== {path.stem}", flush=True)
-        try:
-            result = load_module(path).run()
-        except Exception:
-            traceback.print_exc()
-            result = {"name": path.stem, "ours": "error", "peer": "", "unit": "", "ratio": ""}
-            result["notes"] = "raised; see the log"
-        for row in result if isinstance(result, list) else [result]:
+        for row in run_one(path):
             row.setdefault("bench", path.stem)
             print(
                 f"   {row['name']}: ours {fmt(row['ours'])} vs peer {fmt(row['peer'])} "
@@ -93,5 +119,17 @@ def write_results(rows: list[dict]) -> None:
     print(f"wrote {RESULTS}")
 
 
+def merge_with_previous(rows: list[dict]) -> list[dict]:
+    """Rows of benchmarks not rerun now are kept from the previous results."""
+    rerun = {row["bench"] for row in rows}
+    previous = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else []
+    merged = [row for row in previous if row.get("bench") not in rerun] + rows
+    return sorted(merged, key=lambda row: row["bench"])
+
+
 if __name__ == "__main__":
-    write_results(run_all(sys.argv[1:]))
+    rows = merge_with_previous(run_all(sys.argv[1:]))
+    tmp = RESULTS_JSON.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    tmp.replace(RESULTS_JSON)
+    write_results(rows)
