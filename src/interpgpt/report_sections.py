@@ -123,7 +123,8 @@ def headswap_section(summary: Summary, outputs: list[str]) -> Section:
         )
     moved = summary["moved"]
     finding = (
-        f"{len(moved)} heads moved; strongest: {strongest['label']}, cos "
+        f"{len(moved)} head{'s' if len(moved) != 1 else ''} moved; "
+        f"strongest: {strongest['label']}, cos "
         f"{fmt(strongest['cosine'])} vs same-index {fmt(strongest['same_index'])}."
         if moved
         else "No head moved: every head's best within-layer partner is at its own index "
@@ -136,10 +137,24 @@ def headswap_section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Head-swap inventory", finding, rows=rows, table=table, figures=figures(outputs))
 
 
+def layer_jump(layers: list[int], probs: list[float]) -> dict[str, Any]:
+    """The largest ratio between consecutive transformer layers (the embedding excluded),
+    the quantity the seed card reports (0.014 -> 0.251 between layers 1 and 2)."""
+    pairs = [
+        (probs[i + 1] / probs[i], layers[i], layers[i + 1], probs[i], probs[i + 1])
+        for i in range(len(layers) - 1)
+        if layers[i] >= 0 and probs[i] > 0
+    ]
+    if not pairs:
+        return {}
+    ratio, start, end, p_from, p_to = max(pairs)
+    return {"ratio": ratio, "from_layer": start, "to_layer": end, "p_from": p_from, "p_to": p_to}
+
+
 def logit_lens_section(summary: Summary, outputs: list[str]) -> Section:
     curves = summary["curves"]
     adhd, std = curves.get("adhd", {}), curves.get("standard", {})
-    jump = adhd.get("largest_jump") or {}
+    jump = layer_jump(adhd.get("layers", []), adhd.get("p_regulation", []))
     share = summary.get("regulation_step_share")
     table = [["layer", *[str(layer) for layer in adhd.get("layers", [])]]]
     for name, curve in curves.items():
