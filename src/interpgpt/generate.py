@@ -19,7 +19,6 @@ tasks: it builds `<|task|>task<|steps|>` prompts and parses the continuation int
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,12 +91,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _precision(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 @torch.no_grad()
 def _generate_batch(
     model: TaskGPT,
@@ -122,7 +115,7 @@ def _generate_batch(
     dtype = torch.bfloat16 if config.autocast else model.embed.weight.dtype
     cache = KVCache.empty(model.cfg, len(prompts), width + budget, device, dtype)
     alive = list(range(len(prompts)))
-    with _precision(device, config.autocast):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast):
         logits = model(ids.to(device), attention_mask=mask.to(device), cache=cache)[:, -1]
         for t in range(budget):
             token = sample_next(logits.float(), config, generator)

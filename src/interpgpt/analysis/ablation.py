@@ -32,7 +32,6 @@ summary; more random nulls (`null_random`) sharpen it at linear cost.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,12 +211,6 @@ def compare_with_nulls(target_delta: float, null_deltas: list[float]) -> NullCom
     )
 
 
-def _autocast(device: torch.device, dtype: str):
-    if dtype != "bfloat16":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def run_ablation(config: AblationConfig) -> AblationResult:
     """Sample with and without each head set for every seed; write the JSON and figure."""
     device = resolve_device(config.device)
@@ -232,7 +225,7 @@ def run_ablation(config: AblationConfig) -> AblationResult:
     means = None
     if config.mode == "mean":
         encoded = encode_records(tokenizer, records, max_len=model.cfg.n_ctx)
-        with _autocast(device, config.dtype):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bfloat16"):
             means = head_means(model, encoded.ids, encoded.valid)
     conditions = conditions_for(target, n_layer, n_head, config)
     baseline: list[RunScore] = []

@@ -201,7 +201,11 @@ def attention_profile_sums(
             )
             for layer in range(n_layer)
         ]
-        with model.hooks(fwd_hooks=hooks), _autocast(device, dtype), suppress(_PatternsDone):
+        with (
+            model.hooks(fwd_hooks=hooks),
+            torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
+            suppress(_PatternsDone),
+        ):
             model(ids[rows, :width].to(device))
         sums[rows] = out.double().cpu()
     counts = query_bins(lengths, ids.shape[1], n_bins).sum(1).double()
@@ -225,10 +229,6 @@ def _reduce_hook(layer: int, special: Tensor, onehot: Tensor, out: Tensor, last:
 def _shape(model) -> tuple[int, int]:
     cfg = model.cfg
     return (cfg.n_layer, cfg.n_head) if hasattr(cfg, "n_layer") else (cfg.n_layers, cfg.n_heads)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 # ---------------------------------------------------------------------------- matching

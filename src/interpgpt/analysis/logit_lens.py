@@ -154,7 +154,10 @@ def onset_readout(
     for batch in data.batches(batch_size):
         mask = batch.onset_predictor_mask().to(device)
         grabbed, hooks = _grab_hooks(model.cfg.n_layer, mask)
-        with model.hooks(fwd_hooks=hooks), _autocast(device, dtype):
+        with (
+            model.hooks(fwd_hooks=hooks),
+            torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
+        ):
             logits = model(batch.ids.to(device))[mask].float()
         resid = torch.stack([grabbed["embed"], *grabbed["resid"]], dim=1)  # (pos, layer+1, d)
         probs = model.unembed(resid).float().softmax(-1)
@@ -196,10 +199,6 @@ def _grab_hooks(n_layer: int, mask: Tensor):
             (f"blocks.{layer}.hook_mlp_out", keep("mlp", layer)),
         ]
     return grabbed, hooks
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 # ---------------------------------------------------------------------------- summaries

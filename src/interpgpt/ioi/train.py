@@ -11,7 +11,6 @@ never mistakes an IOI model for a matched-pair run dir (different tokenizer).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -104,12 +103,6 @@ class IOITrainResult:
     """The smallest per-(pair, role assignment) mean logit difference on the held-out set."""
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def gpt_config(config: IOITrainConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig(
         vocab_size=vocab_size,
@@ -150,7 +143,7 @@ def _fit(model, tok, split, config, device) -> tuple[list[dict], float]:
         ).to(device)
         for group in opt.param_groups:
             group["lr"] = _lr(step, config)
-        with autocast(device, config.precision):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             logits = model(batch[:, :-1])
         targets = batch[:, 1:].masked_fill(batch[:, 1:] == tok.pad_id, -100)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
