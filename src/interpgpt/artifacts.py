@@ -68,10 +68,8 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a readable safetensors file ({err})") from None
 
 
-def build_model(cfg: GPTConfig, state: dict[str, torch.Tensor], source: Path) -> TaskGPT:
-    """A TaskGPT from a config and state dict; shape mismatches name the file."""
-    model = TaskGPT(cfg)
-    expected = model.state_dict()
+def check_state(state: dict[str, Any], expected: dict[str, torch.Tensor], source: Path) -> None:
+    """Keys and shapes of `state` against `expected`; a mismatch is a UserError naming the file."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -80,11 +78,19 @@ def build_model(cfg: GPTConfig, state: dict[str, torch.Tensor], source: Path) ->
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UserError(f"{source}: {name} is a {type(tensor).__name__}, not a tensor")
         if tensor.shape != expected[name].shape:
             raise UserError(
                 f"{source}: {name} has shape {tuple(tensor.shape)}, "
                 f"the config needs {tuple(expected[name].shape)}"
             )
+
+
+def build_model(cfg: GPTConfig, state: dict[str, torch.Tensor], source: Path) -> TaskGPT:
+    """A TaskGPT from a config and state dict; shape mismatches name the file."""
+    model = TaskGPT(cfg)
+    check_state(state, model.state_dict(), source)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
 

@@ -49,6 +49,7 @@ from interpgpt.artifacts import (
     TOKENIZER_FILE,
     LoadedModel,
     build_model,
+    check_state,
     gpt_config_from_dict,
     load_model,
     load_safetensors,
@@ -512,18 +513,4 @@ def _check_state(
     """Keys and shapes of a foreign-format state dict against what `cfg` needs."""
     with torch.device("meta"):  # shapes only: no memory, no init cost
         expected = to_format(TaskGPT(cfg).state_dict(), cfg)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserError(
-            f"{source}: state dict does not fit the config "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    for name, tensor in state.items():
-        if not isinstance(tensor, Tensor):
-            raise UserError(f"{source}: {name} is a {type(tensor).__name__}, not a tensor")
-        if tensor.shape != expected[name].shape:
-            raise UserError(
-                f"{source}: {name} has shape {tuple(tensor.shape)}, "
-                f"the config needs {tuple(expected[name].shape)}"
-            )
+    check_state(state, expected, source)
