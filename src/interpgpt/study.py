@@ -123,12 +123,9 @@ def apply_overrides(config: Any, overrides: dict[str, Any], source: str) -> Any:
         hints = typing.get_type_hints(type(config))
         if target not in fields:
             raise UserError(f"{source}: unknown study setting {key!r}; known: {sorted(fields)}")
-        if rest:
-            if isinstance(value, dict):
-                apply_overrides(getattr(config, target), value, source)
-            else:
-                apply_overrides(getattr(config, target), {rest[0]: value}, source)
-        elif isinstance(value, dict):
+        if rest:  # "sae.k" = 32 is the section "sae" with {"k": 32}
+            value = {rest[0]: value}
+        if isinstance(value, dict):
             apply_overrides(getattr(config, target), value, source)
         else:
             if isinstance(value, str):
