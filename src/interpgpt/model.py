@@ -204,10 +204,23 @@ class Attention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         hooked = any(h.fwd_hooks or h.bwd_hooks for h in (self.hook_attn_scores, self.hook_pattern))
-        if not hooked:
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1
-            )
+        on_cpu = q.device.type == "cpu"
+        # Measured on CPU (torch 2.13, d_head 16): PyTorch's flash-attention kernel is the
+        # fastest forward in fp32 (bf16 is slower), but its backward is several times slower
+        # than autograd through the explicit softmax path, so CPU training attends
+        # explicitly. GPUs use the fused kernel in the autocast dtype.
+        if hooked or (on_cpu and torch.is_grad_enabled() and q.requires_grad):
+            return self._attend_explicit(q, k, v, mask)
+        dtype = q.dtype
+        if on_cpu and dtype != torch.float32:
+            q, k, v = q.float(), k.float(), v.float()
+        z = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1
+        )
+        return z.to(dtype)
+
+    def _attend_explicit(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """softmax(q k^T / sqrt(d_head)) v with fp32 scores, through the pattern hooks."""
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.cfg.d_head)
         causal_only = mask is None
         if mask is None:

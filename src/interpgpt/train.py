@@ -46,7 +46,6 @@ from typing import Literal
 
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 from rich.console import Console
 
 from interpgpt import artifacts
@@ -70,6 +69,7 @@ from interpgpt.io import (
     write_text,
 )
 from interpgpt.model import PRESETS, GPTConfig, TaskGPT, preset
+from interpgpt.unembed_loss import unembed_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -253,13 +253,14 @@ def batch_loss(
     """This rank's share of the global-batch mean loss (see the module docstring).
 
     `forward` is the model or its DDP wrapper. Logits are computed only at positions whose
-    target carries loss: the vocabulary projection and softmax dominate a small model's
-    step, and right padding is often a third of a batch.
+    target carries loss (right padding is often a third of a batch), a chunk of rows at a
+    time and never all at once (`unembed_loss`): the vocabulary projection and softmax
+    dominate a small model's step.
     """
     resid = forward(batch.input_ids, stop_at_layer=model.cfg.n_layer)
     keep = batch.targets != IGNORE_INDEX
-    logits = model.unembed(resid[keep])  # (target, d_vocab)
-    loss_sum = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")
+    normed = model.ln_final(resid[keep])  # (target, d_model)
+    loss_sum = unembed_cross_entropy(normed, model.embed.weight, batch.targets[keep])
     return loss_sum * (world / total_targets)
 
 
