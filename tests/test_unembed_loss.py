@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interpgpt.unembed_loss import unembed_cross_entropy
+from interpgpt.train.unembed_loss import unembed_cross_entropy
 
 
 def _inputs(tokens=37, d_model=16, d_vocab=53):

@@ -1,0 +1,114 @@
+"""What a run writes besides checkpoints: the run dir's weights and config, metrics.jsonl,
+the loss-curve PNG, and the live progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from interpgpt import artifacts
+from interpgpt.io import (
+    atomic_path,
+    file_sha256,
+    provenance,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from interpgpt.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from interpgpt.train.loop import LoopState
+
+
+def write_run(state: LoopState, val_loss: float) -> None:
+    """The final run dir files: weights, config.json, a copy of the tokenizer."""
+    from safetensors.torch import save_file
+
+    config = state.config
+    out = config.out
+    weights = {
+        k: v.detach().float().contiguous().cpu() for k, v in state.model.state_dict().items()
+    }
+    with atomic_path(out / artifacts.MODEL_WEIGHTS) as tmp:
+        save_file(weights, str(tmp))
+    write_bytes(out / artifacts.TOKENIZER_FILE, config.tokenizer.read_bytes())
+    write_json(
+        out / artifacts.RUN_CONFIG,
+        {
+            "model": state.model.cfg.to_dict(),
+            "train": config,
+            "variant": config.variant,
+            "tokenizer_sha256": file_sha256(config.tokenizer),
+            "val_loss": val_loss,
+            "steps": state.step,
+            "tokens_seen": state.tokens_seen,
+            "provenance": provenance(config),
+        },
+    )
+
+
+def write_metrics(state: LoopState) -> None:
+    if state.dist.rank == 0:
+        lines = "".join(json.dumps(r, allow_nan=True) + "\n" for r in state.records)
+        write_text(state.config.out / artifacts.METRICS, lines)
+
+
+def write_loss_plot(records: list[dict], path: Path, title: str) -> Path:
+    """Training loss per log step and validation loss per evaluation, log-scaled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_pts = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val_pts = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train_pts:
+        ax.plot(*zip(*train_pts, strict=True), label="train", lw=1)
+    if val_pts:
+        ax.plot(*zip(*val_pts, strict=True), "o-", label="val", ms=4)
+    ax.set(xlabel="step", ylabel="cross-entropy (nats/token)", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+@contextlib.contextmanager
+def training_progress(console: Console, config: TrainConfig, start: int):
+    """A rich progress bar (step, loss, tokens/s, ETA); yields `advance(loss, rate)`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn(f"[bold]{config.variant}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[rate]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not config.progress,
+    )
+    with progress:
+        task = progress.add_task(
+            "train", total=config.steps, completed=start, loss=float("nan"), rate=0.0
+        )
+
+        def advance(loss: float, rate: float) -> None:
+            progress.update(task, advance=1, loss=loss, rate=rate)
+
+        yield advance
