@@ -14,6 +14,7 @@ from seed_notebook import NBINS, PAIRED, SeedNotebook, cache_attn, profile
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from interpgpt.analysis import onednn
 from interpgpt.analysis.data import encode_records, load_eval_set
 from interpgpt.analysis.headswap import (
     HeadswapConfig,
@@ -94,19 +95,29 @@ def notebook_profiles(tl_model, tok: Tokenizer) -> tuple[np.ndarray, list[list[i
 # ------------------------------------------------------------------ tests
 
 
-def test_profiles_equal_notebook(corpus_and_tokenizer) -> None:
+@pytest.mark.parametrize("path", ["taskgpt", "hooked_transformer"])
+def test_profiles_equal_notebook(corpus_and_tokenizer, path) -> None:
+    """Both ways of computing the mass equal the notebook: a TaskGPT's fused special-mass
+    forward (on oneDNN), and pattern hooks on a HookedTransformer."""
     _, tok_path = corpus_and_tokenizer
     tokenizer = TaskTokenizer.from_file(tok_path)
     model = distinct_model(tokenizer.vocab_size, seed=0)
-    expected, notebook_ids = notebook_profiles(
-        to_hooked_transformer(model), Tokenizer.from_file(str(tok_path))
-    )
+    tl_model = to_hooked_transformer(model)
+    expected, notebook_ids = notebook_profiles(tl_model, Tokenizer.from_file(str(tok_path)))
     data = encode_records(tokenizer, STANDARD)
     for row, ids in enumerate(notebook_ids):
         assert data.ids[row, : data.lengths[row]].tolist() == ids
-    # batch_size 5: batches of unequal lengths, so right padding is exercised.
+    # batch_size 5: batches of unequal lengths, so right padding is exercised; and each
+    # batch has enough tokens that the TaskGPT's linears run on oneDNN.
+    with torch.no_grad():
+        assert onednn.usable(model.embed(data.ids[:5]), model.blocks[0].attn.qkv_proj.weight)
     sums = attention_profile_sums(
-        model, data.ids, data.lengths, data.special_mask(), n_bins=NBINS, batch_size=5
+        model if path == "taskgpt" else tl_model,
+        data.ids,
+        data.lengths,
+        data.special_mask(),
+        n_bins=NBINS,
+        batch_size=5,
     )
     got = sums.profiles().numpy()
     assert got.shape == expected.shape == (2, 4, NBINS)

@@ -8,9 +8,10 @@ position axis; the profile is the per-bin mean over all queries of all examples.
 head that keeps broadcasting the step layout has a characteristic profile whatever
 its index, so comparing profiles across the two models finds heads that moved.
 
-Here the profiles are computed in batches with hooks on `blocks.{layer}.attn.hook_pattern`
-only, each reduced at once to per-example bin sums (the sufficient statistics, which
-also make the task bootstrap cheap); no cache of activations is kept.
+The profiles are computed in `headswap_profiles` as per-example bin sums (the
+sufficient statistics, which also make the task bootstrap cheap), never keeping a
+pattern or a cache of activations; matching and statistics live in `headswap_stats`.
+This module holds the config, the inventory and the files it writes.
 
 Inventory:
 - cosine of every standard head's profile against every ADHD head's profile, an
@@ -43,28 +44,40 @@ matched cosine beats the same-index cosine by at least `move_margin`.
 
 from __future__ import annotations
 
-import itertools
-import math
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from interpgpt.analysis import plots
 from interpgpt.analysis.data import Split, Variant, load_eval_set, load_pair, resolve_device
+from interpgpt.analysis.headswap_profiles import (  # noqa: F401  (public API of this module)
+    ProfileSums,
+    attention_profile_sums,
+    query_bins,
+)
+from interpgpt.analysis.headswap_stats import (  # noqa: F401  (public API of this module)
+    MODELS,
+    Bootstrap,
+    HeadMatch,
+    LayerStats,
+    best_partners,
+    bootstrap_layers,
+    cosine_matrix,
+    layer_stats,
+    match_heads,
+    permutation_null,
+    within_layer_matching,
+)
 from interpgpt.io import UserError, provenance, write_json, write_text
 
 HEADSWAP_JSON = "headswap.json"
 MIGRATION_MAP = "migration_map.md"
 SWAP_HEATMAP = "swap_heatmap.png"
 PROFILE_PAIR = "profile_pair.png"
-MODELS = ("standard", "adhd")
 
 
 @dataclass
@@ -123,305 +136,6 @@ class HeadswapConfig:
             raise UserError(f"--split {self.split!r}: choose train, val or test")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"--dtype {self.dtype!r}: choose float32 or bfloat16")
-
-
-# ---------------------------------------------------------------------------- profiles
-
-
-@dataclass
-class ProfileSums:
-    """Per-example sufficient statistics of the attention profiles."""
-
-    sums: Float[Tensor, "batch layer head bin"]
-    """Attention mass to specials summed over each example's queries in each bin (float64)."""
-    counts: Float[Tensor, "batch bin"]
-    """Queries of each example in each bin (float64)."""
-
-    def profiles(self, weights: Tensor | None = None) -> Float[Tensor, "layer head bin"]:
-        """Per-bin mean mass over all queries; `weights` (batch,) reweights examples."""
-        if weights is None:
-            sums, counts = self.sums.sum(0), self.counts.sum(0)
-        else:
-            sums = torch.einsum("b,blhn->lhn", weights, self.sums)
-            counts = weights @ self.counts
-        return sums / counts.clamp(min=1)
-
-    def profiles_batch(self, weights: Float[Tensor, "sample batch"]) -> Tensor:
-        """Profiles under many example reweightings at once: (sample, layer, head, bin)."""
-        sums = (weights @ self.sums.flatten(1)).view(len(weights), *self.sums.shape[1:])
-        return sums / (weights @ self.counts).clamp(min=1)[:, None, None, :]
-
-
-def query_bins(
-    lengths: Int[Tensor, " batch"], width: int, n_bins: int
-) -> Float[Tensor, "batch pos bin"]:
-    """One-hot bin of every query position; all-zero rows for q = 0 and for padding."""
-    q = torch.arange(width, dtype=torch.float64, device=lengths.device)[None, :]
-    length = lengths.to(torch.float64)[:, None]
-    # Same float64 arithmetic as the notebook's `int(q / T * NBINS)`.
-    index = torch.floor(q / length * n_bins).long().clamp(max=n_bins - 1)
-    valid = (q >= 1) & (q < length)
-    onehot = torch.nn.functional.one_hot(index.clamp(min=0), n_bins).to(torch.float32)
-    return onehot * valid[..., None]
-
-
-@torch.no_grad()
-def attention_profile_sums(
-    model: torch.nn.Module,
-    ids: Int[Tensor, "batch pos"],
-    lengths: Int[Tensor, " batch"],
-    special: Bool[Tensor, "batch pos"],
-    *,
-    n_bins: int = 20,
-    batch_size: int = 32,
-    dtype: torch.dtype = torch.float32,
-) -> ProfileSums:
-    """Profile sums of every head of `model` (a TaskGPT or a HookedTransformer).
-
-    Only `hook_pattern` is hooked, and each layer's pattern is reduced inside its hook,
-    so memory is one layer's pattern of one batch. Sequences are batched in order of
-    length (less padding: attention cost grows with the square of the batch width), and
-    the forward pass is cut short after the last layer's pattern, since nothing
-    downstream of it (its values, the MLP, the unembedding) is needed.
-    """
-    n_layer, n_head = _shape(model)
-    device = next(model.parameters()).device
-    sums = torch.zeros(len(ids), n_layer, n_head, n_bins, dtype=torch.float64)
-    order = torch.argsort(lengths, stable=True)
-    for start in range(0, len(ids), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows].max())
-        onehot = query_bins(lengths[rows].to(device), width, n_bins)
-        spec = special[rows, :width].to(device, torch.float32)
-        out = torch.zeros(len(rows), n_layer, n_head, n_bins, device=device)
-        hooks = [
-            (
-                f"blocks.{layer}.attn.hook_pattern",
-                _reduce_hook(layer, spec, onehot, out, layer == n_layer - 1),
-            )
-            for layer in range(n_layer)
-        ]
-        with (
-            model.hooks(fwd_hooks=hooks),
-            torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
-            suppress(_PatternsDone),
-        ):
-            model(ids[rows, :width].to(device))
-        sums[rows] = out.double().cpu()
-    counts = query_bins(lengths, ids.shape[1], n_bins).sum(1).double()
-    return ProfileSums(sums, counts)
-
-
-class _PatternsDone(Exception):
-    """Raised by the last layer's pattern hook to end a forward pass early."""
-
-
-def _reduce_hook(layer: int, special: Tensor, onehot: Tensor, out: Tensor, last: bool = False):
-    def hook(pattern: Tensor, hook) -> None:
-        mass = torch.einsum("bhqk,bk->bhq", pattern.float(), special)  # mass on specials
-        out[:, layer] = torch.einsum("bhq,bqn->bhn", mass, onehot)
-        if last:
-            raise _PatternsDone
-
-    return hook
-
-
-def _shape(model) -> tuple[int, int]:
-    cfg = model.cfg
-    return (cfg.n_layer, cfg.n_head) if hasattr(cfg, "n_layer") else (cfg.n_layers, cfg.n_heads)
-
-
-# ---------------------------------------------------------------------------- matching
-
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of every row of `a` (..., n, bin) with every row of `b` (..., m, bin); 0 when
-    either row is all zero, like the notebook's `cosine`."""
-    na = np.linalg.norm(a, axis=-1, keepdims=True)
-    nb = np.linalg.norm(b, axis=-1, keepdims=True)
-    a_unit = np.divide(a, na, out=np.zeros_like(a), where=na > 0)
-    b_unit = np.divide(b, nb, out=np.zeros_like(b), where=nb > 0)
-    return a_unit @ np.swapaxes(b_unit, -1, -2)
-
-
-def within_layer_matching(cos: np.ndarray) -> np.ndarray:
-    """(layer, head, head) cosines -> (layer, head) ADHD partner of each standard head."""
-    return np.stack([linear_sum_assignment(block, maximize=True)[1] for block in cos])
-
-
-@dataclass
-class HeadMatch:
-    """A standard head and its ADHD partner."""
-
-    std: tuple[int, int]
-    """(layer, head) in the standard model."""
-    adhd: tuple[int, int]
-    """(layer, head) of its partner in the ADHD model."""
-    cosine: float
-    """Profile cosine of the pair."""
-    same_index: float
-    """Cosine of the standard head with the ADHD head at the same index."""
-    partner_same_index: float
-    """Cosine of the ADHD partner with the standard head at the partner's index."""
-    stability: float | None = None
-    """Share of task-bootstrap resamples that match the same pair (None: not computed)."""
-    moved: bool = False
-    """Partner index differs and cosine - same_index >= move_margin."""
-
-    @property
-    def label(self) -> str:
-        return f"std L{self.std[0]}H{self.std[1]} → adhd L{self.adhd[0]}H{self.adhd[1]}"
-
-
-def _head_match(cos4: np.ndarray, std: tuple[int, int], adhd: tuple[int, int], margin: float):
-    cosine, same = float(cos4[std + adhd]), float(cos4[std + std])
-    return HeadMatch(
-        std=std,
-        adhd=adhd,
-        cosine=cosine,
-        same_index=same,
-        partner_same_index=float(cos4[adhd + adhd]),
-        moved=std != adhd and cosine - same >= margin,
-    )
-
-
-def match_heads(cos4: np.ndarray, margin: float) -> tuple[list[HeadMatch], list[HeadMatch]]:
-    """Within-layer and global one-to-one matchings from the (L, H, L, H) cosine array."""
-    n_layer, n_head = cos4.shape[:2]
-    per_layer = within_layer_matching(np.stack([cos4[i, :, i, :] for i in range(n_layer)]))
-    within = [
-        _head_match(cos4, (i, h), (i, int(per_layer[i, h])), margin)
-        for i in range(n_layer)
-        for h in range(n_head)
-    ]
-    cols = linear_sum_assignment(cos4.reshape(n_layer * n_head, -1), maximize=True)[1]
-    global_ = [
-        _head_match(cos4, divmod(row, n_head), divmod(int(col), n_head), margin)
-        for row, col in enumerate(cols)
-    ]
-    return within, global_
-
-
-def best_partners(cos4: np.ndarray) -> dict[str, list[dict]]:
-    """Each head's most similar head in the other model (not one-to-one)."""
-    n_layer, n_head = cos4.shape[:2]
-    flat = cos4.reshape(n_layer * n_head, n_layer * n_head)
-    out: dict[str, list[dict]] = {}
-    for name, matrix in (("standard", flat), ("adhd", flat.T)):
-        out[name] = [
-            {"head": _hl(row, n_head), "partner": _hl(int(col), n_head), "cosine": matrix[row, col]}
-            for row, col in enumerate(matrix.argmax(1))
-        ]
-    return out
-
-
-def _hl(flat_index: int, n_head: int) -> str:
-    layer, head = divmod(flat_index, n_head)
-    return f"L{layer}H{head}"
-
-
-# ---------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class LayerStats:
-    """Matched vs same-index profile cosine of one layer, with its uncertainty."""
-
-    layer: int
-    matched_mean: float
-    """Mean cosine of the within-layer Hungarian pairs."""
-    same_index_mean: float
-    """Mean cosine of standard head h with ADHD head h."""
-    gap: float
-    """matched_mean - same_index_mean."""
-    n_moved: int
-    """Heads of this layer that moved (see module docstring)."""
-    matched_ci: tuple[float, float] | None = None
-    """95% task-bootstrap percentile interval of matched_mean."""
-    same_index_ci: tuple[float, float] | None = None
-    """95% task-bootstrap percentile interval of same_index_mean."""
-    gap_ci: tuple[float, float] | None = None
-    """95% task-bootstrap percentile interval of the gap."""
-    null_mean: float | None = None
-    """Mean cosine of a uniformly random within-layer assignment."""
-    null_std: float | None = None
-    """Its standard deviation over assignments."""
-    p_matched: float | None = None
-    """Share of random assignments with mean cosine >= matched_mean."""
-    p_same_index: float | None = None
-    """Share of random assignments with mean cosine >= same_index_mean."""
-
-
-def permutation_null(block: np.ndarray, samples: int, rng: np.random.Generator):
-    """Mean cosine of random one-to-one assignments of a (head, head) block; exhaustive
-    when head! <= samples. Returns (means, exact)."""
-    n_head = block.shape[0]
-    if math.factorial(n_head) <= samples:
-        perms = np.array(list(itertools.permutations(range(n_head))))
-        exact = True
-    else:
-        perms = rng.permuted(np.tile(np.arange(n_head), (samples, 1)), axis=1)
-        exact = False
-    return block[np.arange(n_head), perms].mean(1), exact
-
-
-def _p_at_least(null: np.ndarray, observed: float, exact: bool) -> float:
-    """Upper-tail p-value; a sampled null counts the observation itself (Phipson & Smyth)."""
-    hits = int((null >= observed - 1e-12).sum())
-    return hits / len(null) if exact else (hits + 1) / (len(null) + 1)
-
-
-@dataclass
-class Bootstrap:
-    """Task-bootstrap replicates of the per-layer statistics."""
-
-    matched: np.ndarray  # (sample, layer)
-    same_index: np.ndarray  # (sample, layer)
-    stability: np.ndarray  # (layer, head): share of resamples reproducing each pair
-
-
-def bootstrap_layers(
-    sums: dict[str, ProfileSums], partners: np.ndarray, samples: int, rng: np.random.Generator
-) -> Bootstrap:
-    """Resample tasks with replacement and redo profiles, cosines and matching."""
-    n = sums["standard"].sums.shape[0]
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)])
-    weights_t = torch.from_numpy(weights).double()
-    std, adhd = (sums[m].profiles_batch(weights_t).numpy() for m in MODELS)  # (s, L, H, B)
-    cos = cosine_matrix(std, adhd)  # (sample, layer, head, head): same-layer pairs only
-    same = np.diagonal(cos, axis1=-2, axis2=-1).mean(-1)
-    boot_partners = np.stack([within_layer_matching(c) for c in cos])  # (sample, layer, head)
-    matched = np.take_along_axis(cos, boot_partners[..., None], -1)[..., 0].mean(-1)
-    return Bootstrap(matched, same, (boot_partners == partners[None]).mean(0))
-
-
-def _ci(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def layer_stats(
-    cos4: np.ndarray, within: list[HeadMatch], boot: Bootstrap | None, config: HeadswapConfig
-) -> list[LayerStats]:
-    n_layer, n_head = cos4.shape[:2]
-    rng = np.random.default_rng([config.seed, 1])
-    stats = []
-    for layer in range(n_layer):
-        pairs = within[layer * n_head : (layer + 1) * n_head]
-        matched = float(np.mean([p.cosine for p in pairs]))
-        same = float(np.mean([p.same_index for p in pairs]))
-        row = LayerStats(layer, matched, same, matched - same, sum(p.moved for p in pairs))
-        if boot is not None:
-            row.matched_ci = _ci(boot.matched[:, layer])
-            row.same_index_ci = _ci(boot.same_index[:, layer])
-            row.gap_ci = _ci(boot.matched[:, layer] - boot.same_index[:, layer])
-        if config.null_samples:
-            null, exact = permutation_null(cos4[layer, :, layer, :], config.null_samples, rng)
-            row.null_mean, row.null_std = float(null.mean()), float(null.std())
-            row.p_matched = _p_at_least(null, matched, exact)
-            row.p_same_index = _p_at_least(null, same, exact)
-        stats.append(row)
-    return stats
 
 
 @dataclass
