@@ -18,6 +18,7 @@ from interpgpt.sae.activations import (
     encode_sequences,
     pad_batch,
 )
+from interpgpt.sae.quality import gate_failures, reconstruction_metrics, splice_cross_entropy
 from interpgpt.sae.topk import (
     SAE_CFG_FILE,
     SAE_WEIGHTS_FILE,
@@ -29,13 +30,7 @@ from interpgpt.sae.topk import (
     sae_dir_name,
     sae_hook_name,
 )
-from interpgpt.sae.training import (
-    QUALITY_FILE,
-    SAEHyperparams,
-    gate_failures,
-    reconstruction_metrics,
-    splice_cross_entropy,
-)
+from interpgpt.sae.training import QUALITY_FILE, SAEHyperparams
 
 
 def random_sae(d_in=16, d_sae=64, k=4, seed=0) -> TopKSAE:
@@ -122,6 +117,31 @@ def test_step_keeps_decoder_rows_unit_norm():
     assert not torch.equal(before, sae.W_dec)
 
 
+def test_auxk_is_normalised_by_the_error_and_reaches_negative_latents():
+    """AuxK's known answer when the dead latents reconstruct nothing is SSE(e) / Var(e),
+    the error's own variance (Gao et al.'s normalized_mse); and a dead latent whose
+    pre-activation is negative on every token still gets a gradient (no ReLU)."""
+    sae = random_sae(d_in=8, d_sae=32, k=3)
+    trainer = TopKTrainer(sae, lr=1e-3, total_steps=10, dead_tokens=10**9, autocast=False)
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[20:] = True
+    x, error = torch.randn(50, 8), torch.randn(50, 8) * 0.1 + 0.05
+    with torch.no_grad():
+        sae.W_enc[:, 20:] = 0.0
+        sae.b_enc[20:] = 0.0
+    aux = trainer._aux_loss(x, trainer._pre_activations(x), error, dead)
+    expected = error.pow(2).sum() / (error - error.mean(0)).pow(2).sum()
+    torch.testing.assert_close(aux, expected)
+
+    with torch.no_grad():
+        sae.b_enc[20:] = -5.0  # dead latents: negative on every token
+    pre = trainer._pre_activations(x)
+    assert (pre[:, 20:] < 0).all()
+    trainer._aux_loss(x, pre, error, dead).backward()
+    assert (sae.b_enc.grad[20:] != 0).sum() >= 8 // 2  # each token's top-k_aux dead latents
+    assert (sae.b_enc.grad[:20] == 0).all()  # live latents take no part in AuxK
+
+
 def test_fold_input_scale_is_exact():
     sae = random_sae()
     x = torch.randn(20, 16)
@@ -165,6 +185,21 @@ def test_planted_dictionary_is_recovered():
     quality = type("Q", (), {"fve": metrics.fve, "dead_fraction": metrics.dead_features / 128})
     failures = gate_failures(quality, SAEHyperparams())
     assert metrics.dead_features > 2 and len(failures) == 1 and "dead" in failures[0]
+
+
+def test_auxk_revives_latents_that_start_dead():
+    """Half the latents start with a bias that keeps them out of every TopK; AuxK must
+    bring them back so that they fire on held-out data."""
+    gen = torch.Generator().manual_seed(0)
+    atoms = torch.randn(64, 32, generator=gen)
+    atoms /= atoms.norm(dim=-1, keepdim=True)
+    sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4), generator=gen)
+    with torch.no_grad():
+        sae.b_enc[32:] = -10.0
+    trainer = TopKTrainer(sae, lr=1e-2, total_steps=200, dead_tokens=1024, autocast=False)
+    for _ in range(200):
+        trainer.step(planted(256, atoms, 4, gen))
+    assert reconstruction_metrics(sae, planted(4000, atoms, 4, gen)).dead_features <= 2
 
 
 def test_exact_sae_has_perfect_quality(tiny_pair, tiny_corpus):

@@ -1,8 +1,9 @@
 """Phase 5: TopK sparse autoencoders on the residual stream, in SAELens's file format.
 
 `topk` holds the architecture (config, inference, save/load, training step),
-`activations` streams a model's activations over a corpus, `training` trains, judges
-and writes SAEs (`train_sae`, `train_all`); `diff` and `steering` analyse them.
+`activations` streams a model's activations over a corpus, `training` trains and writes
+SAEs (`train_sae`, `train_all`), `quality` measures them on held-out tokens and applies
+the seed card's gates; `diff` and `steering` analyse them.
 """
 
 from interpgpt.sae.topk import (
