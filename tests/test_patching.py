@@ -10,13 +10,15 @@ import torch
 from transformer_lens import patching as tl_patching
 from typer.testing import CliRunner
 
-from interpgpt.analysis.interventions import act_name, patch_sites
+from interpgpt.analysis import patching
+from interpgpt.analysis.interventions import Head, ablate_heads, act_name, patch_sites
 from interpgpt.analysis.patching import (
     SITES,
     RegulationLogitDiff,
     activation_patch,
     attribution_patch,
     build_pairs,
+    reference_patch,
 )
 from interpgpt.cli import app
 from interpgpt.convert import to_hooked_transformer
@@ -75,9 +77,72 @@ def test_final_position_fast_path_equals_transformer_lens(toy):
     for site in ("resid_pre", "attn_head_out_by_pos"):
         expected = TL_FUNCTIONS[site](tl_model, corrupted, clean_cache, final_position)
         ours = activation_patch(
-            model, clean, corrupted, final_position, site, metric_positions=[-1], min_chunk_rows=1
+            model, clean, corrupted, final_position, site, metric_positions=[-1]
         )
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def first_and_last(logits: torch.Tensor) -> torch.Tensor:
+    """A metric reading the first and the last position (valid for any prompt length)."""
+    return logits[:, -1, 3].mean() - logits[:, -1, 5].mean() + 0.5 * logits[:, 0, 7].mean()
+
+
+@pytest.mark.parametrize("n_pos", [1, 2, 5, 9])
+def test_suffix_path_equals_full_recomputation_and_transformer_lens(toy, n_pos, monkeypatch):
+    """The packed suffix/prefix path (causal prefix from the corrupted KV cache, rows joining
+    at their layer, last block only at read positions) equals one full forward per site
+    (`reference_patch`) and TransformerLens, for several prompt lengths, with inputs that
+    share a first token (those patches are skipped as no-ops), in one pass or split into
+    many small passes and scoring groups."""
+    model, tl_model, _, _ = toy
+    generator = torch.Generator().manual_seed(n_pos)
+    clean = torch.randint(0, 64, (3, n_pos), generator=generator)
+    corrupted = torch.randint(0, 64, (3, n_pos), generator=generator)
+    corrupted[:, 0] = clean[:, 0]
+    _, tl_cache = tl_model.run_with_cache(clean)
+    _, cache = model.run_with_cache(clean)
+    for site in SITES:
+        expected = TL_FUNCTIONS[site](tl_model, corrupted, tl_cache, first_and_last)
+        if n_pos > 1:
+            assert expected.std() > 1e-3
+        full = reference_patch(model, corrupted, first_and_last, site, cache)
+        torch.testing.assert_close(full, expected, atol=1e-4, rtol=1e-4)
+        runs = [
+            activation_patch(model, clean, corrupted, first_and_last, site),
+            activation_patch(model, clean, corrupted, first_and_last, site, clean_cache=cache),
+            activation_patch(
+                model, clean, corrupted, first_and_last, site, metric_positions=[0, -1]
+            ),
+        ]
+        monkeypatch.setattr(patching, "PASS_TOKENS", 7)
+        monkeypatch.setattr(patching, "SCORE_ROWS", 2)
+        runs.append(
+            activation_patch(
+                model, clean, corrupted, first_and_last, site, metric_positions=[-1, 0]
+            )
+        )
+        monkeypatch.undo()
+        for ours in runs:
+            torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_hooked_model_is_patched_with_its_hooks(toy):
+    """With hooks attached (here a head ablation), every forward must run them, as under
+    TransformerLens: the patching falls back to one hooked forward per site."""
+    model, tl_model, clean, corrupted = toy
+    ablate = ablate_heads([Head(0, 1)])
+    with tl_model.hooks(fwd_hooks=ablate):
+        _, tl_cache = tl_model.run_with_cache(clean)
+        expected = tl_patching.get_act_patch_resid_pre(
+            tl_model, corrupted, tl_cache, final_position
+        )
+    with model.hooks(fwd_hooks=ablate):
+        ours = activation_patch(
+            model, clean, corrupted, final_position, "resid_pre", metric_positions=[-1]
+        )
+    unhooked = activation_patch(model, clean, corrupted, final_position, "resid_pre")
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+    assert (ours - unhooked).abs().max() > 1e-3  # the ablation mattered
 
 
 def test_metric_reading_an_unpromised_position_is_nan(toy):

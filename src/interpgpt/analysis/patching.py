@@ -12,219 +12,85 @@ sites, index orders and result shapes, the metric a callable from logits
 `get_act_patch_mlp_out` (layer, pos) (tested to 1e-4). Head outputs are patched on
 `attn.hook_z`, as TransformerLens does.
 
-Speed. TransformerLens runs one full forward per site. Here many sites share one
-forward: the corrupted input is stacked once per site along the batch and a hook from
-`interventions.patch_sites` patches each block of rows differently. Nothing upstream
-of a patch changes, so a site at layer l joins the stacked batch at block l from the
-cached corrupted `resid_pre` (a wavefront: block k runs every row whose patch sits at
-a layer <= k). A patch at position p cannot change positions before p (causal
-attention), so sites are taken in order of position and a chunk whose first patch is
-at p computes only positions p.., with the corrupted run's keys and values before p as
-a KV-cache prefix; its logits before p are the corrupted ones. When the metric reads
-only some positions (`metric_positions`, e.g. the final one), only those are unembedded
-and the last block's MLP runs only there. Every result is still exact.
+Speed. TransformerLens runs one full forward per site. Here every patch computes only
+what it can change (`patching_suffix`): from its layer on, from its position on (the
+corrupted run's keys and values before it as a KV-cache prefix), and, when the metric
+reads only some positions (`metric_positions`, e.g. the final one), only those in the
+last block and the unembedding. The patched rows of many sites are packed into one
+pass. A patch before the first position where the clean and corrupted tokens differ
+(a shared header) replaces a value by an equal one and is not run. Every result is
+still exact. A model with hooks attached is patched the plain
+way (`reference_patch`, one full forward per site), so those hooks act as they would
+under TransformerLens.
 
-Attribution patching (Nanda 2023, "Attribution Patching"; Syed et al. 2023) is the
-first-order approximation: effect ~ (clean - corrupted) . d metric / d act, with the
-gradient taken on the corrupted run — one forward and one backward for every site at
-once. It is reported beside the exact effects with their correlation.
-
-Default pairs (`build_pairs`): for one held-out task, the clean input is an ADHD
-decomposition cut right after an onset predictor (`<|steps|>`/`<|sep|>`) whose next
-step is a regulation action; the corrupted input is a standard decomposition of the
-same task cut after an onset predictor, of exactly the same token length (both share
-the `<|task|>…<|steps|>` header). Every pair of one run must share one length to
-stack into one batch, so the length matched by the most tasks is used. The default
-metric (`RegulationLogitDiff`) is a logit difference between token classes at the
-final position: logsumexp of the logits of the regulation actions' first tokens minus
-logsumexp of the logits of the content steps' first tokens seen in the same records
-(the log-odds of "a regulation step starts next" among step onsets; it is the plain
-logit difference when each class has one token), averaged over pairs.
+Attribution patching (`patching_attribution`) is the first-order approximation, from
+one forward and one backward; it is reported beside the exact effects with their
+correlation. The default clean/corrupted pairs and metric are in `patching_pairs`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from interpgpt.analysis.data import resolve_device
-from interpgpt.analysis.interventions import Hook, act_name, patch_sites
+from interpgpt.analysis.interventions import act_name, patch_from
+from interpgpt.analysis.patching_attribution import attribution_patch
+from interpgpt.analysis.patching_pairs import PatchPairs, RegulationLogitDiff, build_pairs
+from interpgpt.analysis.patching_sites import (
+    SITE_AXES,
+    SITE_HOOK,
+    SITES,
+    Metric,
+    Site,
+    SiteSpec,
+    all_sites,
+    result_shape,
+    site_mask,
+)
+from interpgpt.analysis.patching_suffix import (
+    CorruptedRun,
+    corrupted_run,
+    patched_final,
+    site_entries,
+    unembed,
+)
 from interpgpt.analysis.plots import HeatmapPanel, save_heatmaps
 from interpgpt.artifacts import load_model
-from interpgpt.io import UserError, provenance, read_jsonl, write_json
+from interpgpt.io import UserError, provenance, write_json
 
-Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
-Site = Literal["resid_pre", "attn_head_out", "attn_head_out_by_pos", "mlp_out"]
-SITES: tuple[Site, ...] = ("resid_pre", "attn_head_out", "attn_head_out_by_pos", "mlp_out")
+__all__ = [
+    "RESULT_FILE",
+    "SITES",
+    "Metric",
+    "PatchPairs",
+    "PatchingConfig",
+    "PatchingResult",
+    "RegulationLogitDiff",
+    "Site",
+    "activation_patch",
+    "attribution_patch",
+    "build_pairs",
+    "reference_patch",
+    "run_patching",
+]
+
 RESULT_FILE = "patching.json"
-
-# Per site: the hook it patches and the axes after `layer`, in TransformerLens's order.
-_SITE_HOOK = {
-    "resid_pre": "resid_pre",
-    "attn_head_out": "z",
-    "attn_head_out_by_pos": "z",
-    "mlp_out": "mlp_out",
-}
-_SITE_AXES = {
-    "resid_pre": ("layer", "pos"),
-    "attn_head_out": ("layer", "head"),
-    "attn_head_out_by_pos": ("layer", "pos", "head"),
-    "mlp_out": ("layer", "pos"),
-}
-
-
-@dataclass
-class _CorruptedRun:
-    """What every patched forward reuses from the unpatched corrupted run."""
-
-    logits: Tensor  # (batch pos d_vocab)
-    resid_pre: list[Tensor]  # per layer (batch pos d_model)
-    keys: list[Tensor]  # per layer, rotated (batch head pos d_head)
-    values: list[Tensor]
-
-
-@torch.no_grad()
-def _corrupted_run(model, ids: Tensor, read: list[int] | None) -> _CorruptedRun:
-    """One unpatched forward that keeps each block's input and rotated keys/values (the
-    blocks write them into per-layer KV buffers, as in cached decoding). With `read`,
-    only those positions are unembedded; the others are NaN."""
-    batch, n_pos = ids.shape
-    if n_pos > model.cfg.n_ctx:
-        raise ValueError(f"{n_pos} tokens exceed the model context of {model.cfg.n_ctx}")
-    cos, sin = model.rope_cos[:n_pos][None], model.rope_sin[:n_pos][None]
-    resid = model.hook_embed(model.embed(ids))
-    run = _CorruptedRun(logits=resid, resid_pre=[], keys=[], values=[])
-    for block in model.blocks:
-        run.resid_pre.append(resid)
-        shape = (batch, model.cfg.n_head, n_pos, model.cfg.d_head)
-        kv = (resid.new_empty(shape), resid.new_empty(shape), 0)
-        resid = block(resid, cos, sin, None, kv)
-        run.keys.append(kv[0])
-        run.values.append(kv[1])
-    if read is None:
-        run.logits = model.unembed(resid)
-    else:
-        run.logits = resid.new_full((batch, n_pos, model.cfg.vocab_size), float("nan"))
-        run.logits[:, read] = model.unembed(resid[:, read])
-    return run
-
-
-class _SiteSpec(NamedTuple):
-    """One patch: its layer, its index after the layer (TransformerLens's order), and the
-    first position it changes (0 for a patch over every position)."""
-
-    layer: int
-    where: tuple[int, ...]
-    first: int
-
-
-def _all_sites(site: Site, n_layer: int, n_pos: int, n_head: int) -> list[_SiteSpec]:
-    """Every patch of a site kind, ordered by first patched position, then layer."""
-    per_layer: list[tuple[tuple[int, ...], int]]
-    if site == "attn_head_out":
-        per_layer = [((head,), 0) for head in range(n_head)]
-    elif site == "attn_head_out_by_pos":
-        per_layer = [((pos, head), pos) for pos in range(n_pos) for head in range(n_head)]
-    else:
-        per_layer = [((pos,), pos) for pos in range(n_pos)]
-    sites = [_SiteSpec(layer, i, first) for layer in range(n_layer) for i, first in per_layer]
-    return sorted(sites, key=lambda s: (s.first, s.layer))
-
-
-def _site_mask(site: Site, index: tuple[int, ...], n_pos: int, n_head: int) -> Tensor:
-    """Which entries of the hooked activation's (pos[, head]) dims one patch replaces."""
-    if site in ("resid_pre", "mlp_out"):
-        mask = torch.zeros(n_pos, dtype=torch.bool)
-        mask[index[0]] = True
-        return mask
-    mask = torch.zeros(n_pos, n_head, dtype=torch.bool)
-    if site == "attn_head_out":
-        mask[:, index[0]] = True
-    else:
-        mask[index[0], index[1]] = True
-    return mask
-
-
-def _plan_chunks(
-    sites: list[_SiteSpec], n_pos: int, per_chunk: int, min_sites: int, max_waste: float = 0.25
-) -> list[list]:
-    """Cut position-sorted sites into chunks of at most `per_chunk`. A chunk runs from its
-    first site's position, so a later site recomputes (p - start) unchanged positions; a
-    new chunk starts at a position boundary once the current one has `min_sites` (batched
-    enough), or when that waste would exceed `max_waste` of the site's useful positions."""
-    chunks: list[list[_SiteSpec]] = [[]]
-    for spec in sites:
-        current = chunks[-1]
-        boundary = bool(current) and spec.first != current[-1].first
-        waste = (spec.first - current[0].first) / (n_pos - spec.first) if current else 0.0
-        full = len(current) >= per_chunk
-        if current and (full or (boundary and (len(current) >= min_sites or waste > max_waste))):
-            chunks.append([])
-        chunks[-1].append(spec)
-    return chunks
-
-
-def _kv_prefix(run: _CorruptedRun, layer: int, start: int, rows: int):
-    """Per-layer KV buffers for `rows` rows holding the corrupted keys/values before `start`."""
-    keys, values = run.keys[layer], run.values[layer]
-    reps = rows // keys.shape[0]
-    k_buf = keys.new_empty(rows, *keys.shape[1:])
-    v_buf = torch.empty_like(k_buf)
-    k_buf[:, :, :start] = keys[:, :, :start].repeat(reps, 1, 1, 1)
-    v_buf[:, :, :start] = values[:, :, :start].repeat(reps, 1, 1, 1)
-    return k_buf, v_buf, start
-
-
-def _run_chunk(model, run, chunk, start, patch_at, read, trim: bool):
-    """Logits of every patch of a chunk, computed as a wavefront over the blocks.
-
-    Rows of a patch at layer l join the batch at block l with the corrupted resid_pre
-    (stacked site-major); `patch_at(layer, specs_so_far, n_new)` sets the hook that patches
-    only the rows joining there. Every row computes positions start.. with the corrupted
-    keys/values before `start` as a cache prefix. Returns the logits at positions start..
-    or, with `read`, only at those absolute positions: (n_sites * batch, pos', d_vocab);
-    with `trim` as well, the last block's MLP runs only at the read positions.
-    """
-    width = run.logits.shape[1]
-    cos, sin = model.rope_cos[start:width][None], model.rope_sin[start:width][None]
-    mask = None  # start == 0: the plain causal kernel
-    if start > 0:
-        causal = torch.ones(width - start, width, dtype=torch.bool, device=cos.device)
-        mask = causal.tril(start)[None, None]
-    keep = None if read is None else [pos - start for pos in read]
-    resid, joined = None, []
-    for layer, block in enumerate(model.blocks):
-        new = [spec for spec in chunk if spec.layer == layer]
-        if new:
-            entering = run.resid_pre[layer][:, start:].repeat(len(new), 1, 1)
-            resid = entering if resid is None else torch.cat([resid, entering])
-            joined += new
-        patch_at(layer, joined, len(new))
-        if resid is None:
-            continue
-        kv = _kv_prefix(run, layer, start, resid.shape[0]) if start > 0 else None
-        if keep is not None and trim and layer == len(model.blocks) - 1:
-            return model.unembed(_last_block(block, resid, cos, sin, mask, kv, keep)), joined
-        resid = block(resid, cos, sin, mask, kv)
-    assert resid is not None, "a chunk holds at least one site"
-    return model.unembed(resid if keep is None else resid[:, keep]), joined
-
-
-def _last_block(block, resid, cos, sin, mask, kv, keep: list[int]) -> Tensor:
-    """`Block.forward` with its MLP half only at positions `keep`: in the last block the
-    other positions matter only through the keys/values the attention half makes."""
-    resid = block.hook_resid_pre(resid)
-    attn_out = block.hook_attn_out(block.attn(block.ln1(resid), cos, sin, mask, kv))
-    resid = block.hook_resid_mid(resid + attn_out)[:, keep]
-    return block.hook_resid_post(resid + block.hook_mlp_out(block.mlp(block.ln2(resid))))
+PASS_TOKENS = 2048
+"""Most suffix tokens in one packed pass. Larger passes batch more sites per GEMM but
+outgrow the cache and fault in fresh pages; on the study CPU (bench_patching) 2,048 beat
+512, 1,024 and 4,096."""
+SCORE_ROWS = 128
+"""Patched tokens unembedded at a time: (rows, d_vocab) logits stay cache-sized, and the
+rows fill one oneDNN row bucket (`onednn.ROW_BUCKET`)."""
 
 
 @torch.no_grad()
@@ -238,18 +104,16 @@ def activation_patch(
     metric_positions: Sequence[int] | None = None,
     clean_cache: dict[str, Tensor] | None = None,
     max_chunk_mb: int = 256,
-    min_chunk_rows: int = 96,
 ) -> Tensor:
     """Exact activation patching of every `site` index: the metric of the corrupted run
     with that one activation taken from the clean run. Shape as TransformerLens's
-    (`_SITE_AXES`).
+    (`SITE_AXES`).
 
     metric_positions: the positions whose logits the metric reads (e.g. `[-1]`); only
-        those are unembedded and the others are NaN where a patch could change them, so
-        a metric that reads elsewhere fails loudly. None: full logits (slower).
+        those are computed and the others are NaN, so a metric that reads elsewhere
+        fails loudly. None: full logits (slower).
     clean_cache: hook name -> clean activation, used instead of running `clean_ids`.
-    max_chunk_mb: memory budget of one stacked forward; 0 patches one site per forward.
-    min_chunk_rows: batch rows a chunk gathers before it may end at a position boundary.
+    max_chunk_mb: memory budget of one packed pass; 0 patches one site per pass.
     """
     if clean_ids.shape != corrupted_ids.shape:
         raise ValueError(
@@ -257,218 +121,111 @@ def activation_patch(
             "inputs must have the same shape"
         )
     n_layer, n_head = len(model.blocks), model.cfg.n_head
-    batch, n_pos = corrupted_ids.shape
-    read = None if metric_positions is None else sorted({p % n_pos for p in metric_positions})
-    names = [act_name(_SITE_HOOK[site], layer) for layer in range(n_layer)]
+    n_pos = corrupted_ids.shape[1]
+    names = [act_name(SITE_HOOK[site], layer) for layer in range(n_layer)]
+    shared = 0  # leading positions where clean and corrupted tokens agree in every row
     if clean_cache is None:
         _, clean_cache = model.run_with_cache(clean_ids, names_filter=lambda n: n in names)
-    run = _corrupted_run(model, corrupted_ids, read)
-    width = n_pos if read is None else len(read)
-    site_bytes = 4 * batch * (width * run.logits.shape[-1] + 8 * n_pos * model.cfg.d_model)
-    per_chunk = max(1, (max_chunk_mb << 20) // site_bytes)
-    sites = _all_sites(site, n_layer, n_pos, n_head)
-    out = torch.zeros(n_layer, *[n_pos if a == "pos" else n_head for a in _SITE_AXES[site][1:]])
-    active: dict[str, Hook] = {}
-
-    def dispatch(act: Tensor, hook) -> Tensor | None:
-        patch = active.get(hook.name)
-        return None if patch is None else patch.fn(act, hook)
-
-    with model.hooks(fwd_hooks=[Hook(name, dispatch) for name in names]):
-        for chunk in _plan_chunks(sites, n_pos, per_chunk, -(-min_chunk_rows // batch)):
-            start = chunk[0].first
-            patch_at = _patch_setter(site, names, clean_cache, active, start, n_pos, n_head)
-            tail_read = None if read is None else [p for p in read if p >= start]
-            # Trimming the last MLP would hide it from an mlp_out patch there.
-            trim = site != "mlp_out"
-            tail, joined = _run_chunk(model, run, chunk, start, patch_at, tail_read, trim)
-            _score(out, metric, run.logits, tail, joined, start, tail_read)
+        same = (clean_ids == corrupted_ids).all(0).long()
+        shared = 0 if site == "attn_head_out" else int(same.cumprod(0).sum())
+    if any(point.fwd_hooks or point.bwd_hooks for point in model.hook_dict.values()):
+        return reference_patch(model, corrupted_ids, metric, site, clean_cache)
+    read = None if metric_positions is None else sorted({p % n_pos for p in metric_positions})
+    # Positions after the last one read cannot change what is read (causal attention).
+    width = n_pos if read is None else read[-1] + 1
+    run = corrupted_run(model, corrupted_ids[:, :width], read)
+    clean = [clean_cache[name][:, :width] for name in names]
+    out = torch.full(result_shape(site, n_layer, n_pos, n_head), float("nan"))
+    # A patch changes nothing if it sits after the last read position, or before the
+    # first position where the inputs differ (its clean and corrupted values are equal).
+    live = [s for s in all_sites(site, n_layer, n_pos, n_head) if shared <= s.first < width]
+    for chunk in _chunks(live, run, read, max_chunk_mb):
+        entries = site_entries(model, site, chunk, run, clean)
+        final, row, pos = patched_final(model, run, entries, read)
+        _score(out, metric, model, run, chunk, final, row, pos, n_pos, read)
+    computed = set(live)
+    unchanged = [s for s in all_sites(site, n_layer, n_pos, n_head) if s not in computed]
+    _score(out, metric, model, run, unchanged, None, None, None, n_pos, read)
     return out
 
 
-def _patch_setter(site, names, clean_cache, active: dict, start, n_pos, n_head):
-    """`patch_at` for `_run_chunk`: at block `layer`, patch only the rows joining there."""
-    blank = torch.zeros_like(_site_mask(site, (0, 0), n_pos, n_head))
-
-    def patch_at(layer: int, joined: list[_SiteSpec], n_new: int) -> None:
-        active.clear()
-        if n_new:
-            old = [blank] * (len(joined) - n_new)
-            new = [_site_mask(site, spec.where, n_pos, n_head) for spec in joined[-n_new:]]
-            masks = torch.stack(old + new)[:, start:]
-            clean = clean_cache[names[layer]][:, start:]
-            active[names[layer]] = patch_sites(names[layer], clean, masks)
-
-    return patch_at
-
-
-def _score(out, metric, corrupted_logits, tail, joined, start, read) -> None:
-    """Evaluate the metric on each patch's logits: corrupted logits before `start`, the
-    patched tail after (NaN at positions the metric promised not to read)."""
-    batch = corrupted_logits.shape[0]
-    tail = tail.view(len(joined), batch, *tail.shape[1:])
-    logits = corrupted_logits.clone()
-    if read is not None:
-        logits[:, start:] = float("nan")
-    for row, spec in enumerate(joined):
-        if read is None:
-            logits[:, start:] = tail[row]
-        else:
-            logits[:, read] = tail[row]
-        out[(spec.layer, *spec.where)] = float(metric(logits))
+def _chunks(specs: list[SiteSpec], run: CorruptedRun, read, max_chunk_mb: int):
+    """Consecutive sites (sorted by layer) of one packed pass: at most `PASS_TOKENS`
+    suffix tokens, and within `max_chunk_mb` (per token: its residual streams, MLP hidden,
+    padded attention inputs and, without `read`, its logits)."""
+    if max_chunk_mb == 0:
+        return [[spec] for spec in specs]
+    n_batch, width, d_model = run.resid_pre[0].shape
+    d_vocab = run.logits.shape[-1]
+    per_token = 4 * (16 * d_model + (d_vocab if read is None else 0))
+    limit = max(1, min(PASS_TOKENS, (max_chunk_mb << 20) // per_token))
+    chunks: list[list[SiteSpec]] = [[]]
+    used = 0
+    for spec in specs:
+        tokens = n_batch * (width - spec.first)
+        if chunks[-1] and used + tokens > limit:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(spec)
+        used += tokens
+    return [chunk for chunk in chunks if chunk]
 
 
-def attribution_patch(
-    model,
-    clean_ids: Int[Tensor, "batch pos"],
-    corrupted_ids: Int[Tensor, "batch pos"],
-    metric: Metric,
-    sites: Sequence[Site] = SITES,
-) -> dict[Site, Tensor]:
-    """Attribution patching: the first-order estimate of (patched - corrupted metric) of
-    every site index, from one forward and backward on the corrupted input."""
-    n_layer = len(model.blocks)
-    hooks_needed = sorted({_SITE_HOOK[site] for site in sites})
-    names = [act_name(h, layer) for h in hooks_needed for layer in range(n_layer)]
-    with torch.no_grad():
-        _, clean_cache = model.run_with_cache(clean_ids, names_filter=lambda n: n in names)
-    stored: dict[str, Tensor] = {}
+def _score(out, metric, model, run, specs, final, row, pos, n_pos: int, read) -> None:
+    """The metric of each site: the corrupted logits (NaN outside `read`) with its rows'
+    patched tokens put in (`final` residual streams at (`row`, `pos`), rows site-major,
+    so each site's tokens are one contiguous range). Unembeds `SCORE_ROWS` at a time."""
+    if not specs:
+        return
+    n_batch, width, d_vocab = run.logits.shape
+    base = run.logits.new_full((n_batch, n_pos, d_vocab), float("nan"))
+    base[:, :width] = run.logits
+    if final is None:  # nothing patched reaches the read logits
+        value = float(metric(base))
+        for spec in specs:
+            out[(spec.layer, *spec.where)] = value
+        return
+    flat_base = base.view(n_batch * n_pos, d_vocab)
+    working = flat_base.clone()
+    # Flat (batch * pos) index of each patched token; consecutive sites mostly change the
+    # same tokens, which then need no restoring in between.
+    flat = (row % n_batch * n_pos + pos).tolist()
+    sites = torch.arange(len(specs) + 1, device=row.device) * n_batch
+    bounds = torch.searchsorted(row, sites).tolist()
+    changed: list[int] = []
+    step = max(1, SCORE_ROWS // (n_batch * (width if read is None else len(read))))
+    for group in range(0, len(specs), step):
+        last = min(group + step, len(specs))
+        lo = bounds[group]
+        logits = unembed(model, final[lo : bounds[last]])
+        for i in range(group, last):
+            now = flat[bounds[i] : bounds[i + 1]]
+            if changed and changed != now:
+                where = torch.tensor(changed, device=base.device)
+                working.index_copy_(0, where, flat_base[where])
+            if now:
+                patched = logits[bounds[i] - lo : bounds[i + 1] - lo]
+                working.index_copy_(0, torch.tensor(now, device=base.device), patched)
+            changed = now
+            spec = specs[i]
+            out[(spec.layer, *spec.where)] = float(metric(working.view_as(base)))
 
-    def keep(act: Tensor, hook) -> Tensor:
-        stored[hook.name] = act
-        return act
 
-    def leaf(embed: Tensor, hook) -> Tensor:  # gradients flow even if the weights are frozen
-        return embed.detach().requires_grad_(True)
-
-    hooks = [Hook("hook_embed", leaf), *(Hook(name, keep) for name in names)]
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-        value = metric(model(corrupted_ids))
-        grads = torch.autograd.grad(value, [stored[name] for name in names], allow_unused=True)
-    grad_of = dict(zip(names, grads, strict=True))
-    out: dict[Site, Tensor] = {}
-    for site in sites:
-        per_layer = []
-        for layer in range(n_layer):
-            name = act_name(_SITE_HOOK[site], layer)
-            grad = grad_of[name]
-            delta = (clean_cache[name] - stored[name].detach()).float()
-            prod = delta * (torch.zeros_like(delta) if grad is None else grad.float())
-            per_layer.append(_reduce_attribution(site, prod))
-        out[site] = torch.stack(per_layer).cpu()
+@torch.no_grad()
+def reference_patch(
+    model, corrupted_ids: Tensor, metric: Metric, site: Site, clean_cache: dict[str, Tensor]
+) -> Tensor:
+    """Activation patching the plain way, as TransformerLens does it: one full forward of
+    the corrupted input per site, with an `interventions.patch_from` hook."""
+    n_layer, n_head = len(model.blocks), model.cfg.n_head
+    batch, n_pos = corrupted_ids.shape
+    out = torch.zeros(result_shape(site, n_layer, n_pos, n_head))
+    for spec in all_sites(site, n_layer, n_pos, n_head):
+        name = act_name(SITE_HOOK[site], spec.layer)
+        mask = site_mask(site, spec, batch, n_pos, n_head).to(corrupted_ids.device)
+        with model.hooks(fwd_hooks=[patch_from(name, clean_cache[name], mask)]):
+            out[(spec.layer, *spec.where)] = float(metric(model(corrupted_ids)))
     return out
-
-
-def _reduce_attribution(site: Site, prod: Tensor) -> Tensor:
-    """Sum (clean - corrupted) * grad over everything a site's patch covers."""
-    if site == "attn_head_out":
-        return prod.sum(dim=(0, 1, 3))  # (head)
-    if site == "attn_head_out_by_pos":
-        return prod.sum(dim=(0, 3))  # (pos head)
-    return prod.sum(dim=(0, 2))  # (pos)
-
-
-@dataclass
-class RegulationLogitDiff:
-    """logsumexp(final logits of regulation onsets) - logsumexp(of content onsets), mean
-    over the batch; see the module docstring."""
-
-    regulation: list[int]
-    """First token ids of the regulation actions."""
-    content: list[int]
-    """First token ids of content steps (regulation first tokens excluded)."""
-    positions: tuple[int, ...] = (-1,)
-    """The positions whose logits it reads (`activation_patch`'s `metric_positions`)."""
-
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
-        final = logits[:, -1].float()
-        reg = final[:, self.regulation].logsumexp(-1)
-        content = final[:, self.content].logsumexp(-1)
-        return (reg - content).mean()
-
-
-@dataclass
-class PatchPairs:
-    """Clean/corrupted inputs of one shared length, and the metric's token classes."""
-
-    clean: Int[Tensor, "pair pos"]
-    corrupted: Int[Tensor, "pair pos"]
-    task_ids: list[str]
-    regulation_tokens: list[int]
-    content_tokens: list[int]
-    tasks_with_a_match: int
-    """Held-out tasks that had some equal-length pair (before choosing one length)."""
-
-
-def _prefixes(tokenizer, record: dict, regulation_next: bool) -> list[list[int]]:
-    """Prefixes of one record ending at an onset predictor whose next step is (not)
-    regulation, shortest first."""
-    ids = tokenizer.encode_example(record["task"], record["steps"])
-    roles = tokenizer.roles(ids)
-    return [
-        ids[: pos + 1]
-        for pos, is_reg in zip(roles.onset_predictors, roles.step_is_regulation, strict=True)
-        if is_reg == regulation_next
-    ]
-
-
-def _onset_tokens(tokenizer, records: list[dict]) -> tuple[set[int], set[int]]:
-    regulation: set[int] = set()
-    content: set[int] = set()
-    for record in records:
-        ids = tokenizer.encode_example(record["task"], record["steps"])
-        roles = tokenizer.roles(ids)
-        for onset, is_reg in zip(roles.step_onsets, roles.step_is_regulation, strict=True):
-            (regulation if is_reg else content).add(ids[onset])
-    return regulation, content - regulation
-
-
-def _by_task(corpus_dir: Path, variant: str, phrasings: int) -> dict[str, list[dict]]:
-    path = corpus_dir / variant / "test.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; pass a corpus dir written by `interpgpt corpus`")
-    grouped: dict[str, list[dict]] = {}
-    for record in read_jsonl(path):
-        rows = grouped.setdefault(str(record["task_id"]), [])
-        if len(rows) < phrasings:
-            rows.append(record)
-    return grouped
-
-
-def build_pairs(
-    corpus_dir: str | Path, tokenizer, n_pairs: int, phrasings: int = 8, max_len: int = 512
-) -> PatchPairs:
-    """The default clean (ADHD, regulation next) / corrupted (standard) pairs."""
-    adhd = _by_task(Path(corpus_dir), "adhd", phrasings)
-    standard = _by_task(Path(corpus_dir), "standard", phrasings)
-    matches: dict[int, dict[str, tuple[list[int], list[int]]]] = {}
-    for task_id, records in adhd.items():
-        corrupt = {
-            len(p): p for r in standard.get(task_id, []) for p in _prefixes(tokenizer, r, False)
-        }
-        for record in records:
-            for clean in _prefixes(tokenizer, record, True):
-                if len(clean) in corrupt and len(clean) <= max_len:
-                    matches.setdefault(len(clean), {}).setdefault(
-                        task_id, (clean, corrupt[len(clean)])
-                    )
-    if not matches:
-        raise UserError(
-            f"{corpus_dir}: no held-out task has an ADHD prefix before a regulation step and "
-            "a standard prefix of the same token length; use a larger corpus"
-        )
-    length = max(matches, key=lambda n: (len(matches[n]), n))
-    chosen = list(matches[length].items())[:n_pairs]
-    all_records = [r for rows in (*adhd.values(), *standard.values()) for r in rows]
-    regulation, content = _onset_tokens(tokenizer, all_records)
-    return PatchPairs(
-        clean=torch.tensor([pair[0] for _, pair in chosen]),
-        corrupted=torch.tensor([pair[1] for _, pair in chosen]),
-        task_ids=[task_id for task_id, _ in chosen],
-        regulation_tokens=sorted(regulation),
-        content_tokens=sorted(content),
-        tasks_with_a_match=len({t for by_task in matches.values() for t in by_task}),
-    )
 
 
 @dataclass
@@ -615,7 +372,7 @@ def _report(config, name, pairs: PatchPairs, result: PatchingResult, timings) ->
     sites = {}
     for site, exact in result.exact.items():
         sites[site] = {
-            "axes": list(_SITE_AXES[site]),
+            "axes": list(SITE_AXES[site]),
             "exact": exact,
             "exact_normalized": (exact - result.corrupted_metric) / gap if gap else None,
             "attribution": result.attribution.get(site),
