@@ -128,7 +128,7 @@ def decompositions() -> dict:
     )
     lengths = [len(row) for rows in ours_out for row in rows]
     tokens = sum(lengths)
-    ours_rate, peer_rate = tokens / _best(ours, 1), tokens / _best(peer, 1)
+    ours_rate, peer_rate = tokens / _best(ours), tokens / _best(peer)
     return {
         "name": "generate decompositions tokens/s (small, trained) vs TL generate",
         "ours": ours_rate, "peer": peer_rate, "unit": "tokens/s", "ratio": ours_rate / peer_rate,
