@@ -27,7 +27,8 @@ regulation actions), with the intervention applied whenever the current input to
 Null: `n_null` random unit directions, each scaled to the feature vector's norm (for
 zero-ablate: to `f_F(x) * |W_dec[F]|` at each position), under the same intervention.
 Rule: the feature's effect is outside the null when |Δ - null_mean| > 2 * max(SEM, null_std),
-i.e. beyond both its own sampling noise and the spread of random directions.
+i.e. beyond both its own sampling noise and the spread of random directions
+(`steering_null`).
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ from interpgpt.analysis.data import EncodedSet, load_eval_set, load_pair, resolv
 from interpgpt.analysis.interventions import add_direction
 from interpgpt.io import UserError, provenance, read_json, write_json
 from interpgpt.sae.diff import encode_features, hook_layer, onset_feature_stats
+from interpgpt.sae.steering_null import (
+    RULE,
+    Delta,
+    NullComparison,
+    compare_to_null,
+    paired_delta,
+    random_directions,
+)
 
 STEERING_JSON = "deepdive_steering.json"
 STEERING_PLOT = "steering.png"
 VARIANTS: tuple[str, ...] = ("inject-std", "subtract-adhd", "zero-ablate", "inject-upstream")
-RULE = "outside_null = |delta - null_mean| > 2 * max(sem, null_std)"
 
 HookFn = Callable[[Tensor, object], Tensor]
 HookFactory = Callable[[Callable[[], Tensor]], HookFn]
@@ -105,38 +113,6 @@ class SteeringConfig:
             raise UserError("pass --feature N, or --feature auto with --diff feature_diff.json")
         if self.generate_tasks < 0 or self.n_null_generate < 0:
             raise UserError("--generate-tasks and --n-null-generate must be >= 0")
-
-
-@dataclass
-class Delta:
-    """A paired effect: mean over positions of intervened minus clean, with its SEM."""
-
-    delta: float
-    """Mean difference."""
-    sem: float
-    """Standard error over tasks (per-task mean difference), so a task counts once."""
-    n_positions: int
-    """Positions averaged."""
-    n_tasks: int
-    """Tasks (sequences) they come from."""
-
-
-@dataclass
-class NullComparison:
-    """One variant's effect against its random-direction null."""
-
-    effect: Delta
-    """The feature direction's effect."""
-    null_deltas: list[float]
-    """The same intervention with each random direction."""
-    null_mean: float
-    null_std: float
-    z: float
-    """(delta - null_mean) / null_std."""
-    outside_null: bool
-    """See `RULE`."""
-    verdict: str
-    """One line saying what the numbers mean, null or not."""
 
 
 @dataclass
@@ -258,49 +234,6 @@ def onset_p_regulation(
 
 def _constant(mask: Tensor) -> Callable[[], Tensor]:
     return lambda: mask
-
-
-def paired_delta(clean: Tensor, steered: Tensor, rows: Tensor) -> Delta:
-    """Mean of steered - clean with the SEM over tasks (per-task mean difference)."""
-    diff = (steered - clean).double()
-    if diff.numel() == 0:
-        return Delta(float("nan"), float("nan"), 0, 0)
-    per_task = torch.stack([diff[rows == r].mean() for r in rows.unique()])
-    n = per_task.numel()
-    sem = float(per_task.std(correction=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return Delta(float(diff.mean()), sem, int(diff.numel()), n)
-
-
-def compare_to_null(effect: Delta, null_deltas: list[float], what: str) -> NullComparison:
-    """z-score and the `RULE` verdict of one effect against its null."""
-    null = np.asarray(null_deltas, dtype=float)
-    if not np.isfinite(null).any():
-        verdict = f"no null drawn: {what} changes by {effect.delta:+.4f} ± {effect.sem:.4f} (SEM)"
-        return NullComparison(effect, [], math.nan, math.nan, math.nan, False, verdict)
-    mean, std = float(null.mean()), float(null.std(ddof=1)) if len(null) > 1 else 0.0
-    gap = effect.delta - mean
-    z = gap / std if std > 0 else (0.0 if gap == 0 else math.copysign(math.inf, gap))
-    band = 2 * max(effect.sem if math.isfinite(effect.sem) else 0.0, std)
-    outside = abs(gap) > band
-    if outside:
-        verdict = (
-            f"effect: {what} changes by {effect.delta:+.4f} (z = {z:+.1f}), outside the "
-            f"null band {mean:+.4f} ± {band:.4f}"
-        )
-    else:
-        verdict = (
-            f"null result: {what} changes by {effect.delta:+.4f}, within the null band "
-            f"{mean:+.4f} ± {band:.4f} (z = {z:+.1f}); the feature direction does no "
-            f"more than a random direction of the same norm"
-        )
-    return NullComparison(effect, [float(v) for v in null], mean, std, z, outside, verdict)
-
-
-def random_directions(n: int, d_model: int, seed: int) -> Float[Tensor, "n d_model"]:
-    """Unit vectors drawn uniformly on the sphere (normalised Gaussians)."""
-    gen = torch.Generator().manual_seed(seed)
-    dirs = torch.randn(n, d_model, generator=gen, dtype=torch.float64)
-    return (dirs / dirs.norm(dim=-1, keepdim=True)).float()
 
 
 # -------------------------------------------------------------------------- variants
