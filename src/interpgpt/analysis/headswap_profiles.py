@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interpgpt.analysis import onednn
+from interpgpt.analysis import onednn, unhooked
 from interpgpt.model import TaskGPT
 
 
@@ -132,11 +132,11 @@ def special_mass(
     value[..., d_head] = special[:, None, :]
     for layer, block in enumerate(model.blocks):
         attn, last = block.attn, layer == cfg.n_layer - 1
-        x = F.rms_norm(resid, (cfg.d_model,), block.ln1.weight, block.ln1.eps)
+        x = unhooked.rms_norm(block.ln1, resid)
         # The last block's values feed nothing the profile reads: project q and k only.
         w_qkv = attn.qkv_proj.weight[: 2 * inner] if last else attn.qkv_proj.weight
         qkv = onednn.linear(x, w_qkv).view(batch, width, -1, n_head, d_head)
-        _rotary_into(rotated, qkv[:, :, :2], cos, sin)
+        unhooked.rotary(qkv[:, :, :2], cos, sin, out=rotated)
         if not last:
             value[..., :d_head] = qkv[:, :, 2].transpose(1, 2)
         out = F.scaled_dot_product_attention(
@@ -147,17 +147,8 @@ def special_mass(
             break  # the last block's output feeds nothing the profile reads
         z = out[..., :d_head].transpose(1, 2).reshape(batch, width, inner)
         resid = onednn.linear(z, attn.o_proj.weight, residual=resid)
-        x = F.rms_norm(resid, (cfg.d_model,), block.ln2.weight, block.ln2.eps)
-        resid = onednn.swiglu_residual(block.mlp, x, resid)
+        resid = unhooked.mlp_residual(block, resid)
     return mass
-
-
-def _rotary_into(out: Tensor, x: Tensor, cos: Tensor, sin: Tensor) -> None:
-    """`out = apply_rotary(x)` (half-half layout) written into `out` without temporaries."""
-    half = x.shape[-1] // 2
-    torch.mul(x, cos, out=out)
-    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
-    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
 
 
 def _hooked_profile_sums(model, ids: Tensor, special: Tensor, onehot: Tensor) -> Tensor:

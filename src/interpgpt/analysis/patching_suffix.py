@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from interpgpt.analysis import onednn
+from interpgpt.analysis import onednn, unhooked
 
 
 @dataclass
@@ -59,11 +59,6 @@ class CorruptedRun:
         return self.q, self.k, self.v
 
 
-def _norm(norm, x: Tensor) -> Tensor:
-    """A TaskGPT `RMSNorm` as one fused kernel (its hooks are not run)."""
-    return F.rms_norm(x, x.shape[-1:], norm.weight, norm.eps)
-
-
 def _qkv(attn, h: Tensor, rope: tuple[Tensor, Tensor], which: str = "qkv") -> list[Tensor]:
     """The projections named in `which` (a slice of "qkv") of normed inputs h
     (... d_model), each (... head d_head), q and k rotated by `rope` (cos, sin of each
@@ -73,18 +68,8 @@ def _qkv(attn, h: Tensor, rope: tuple[Tensor, Tensor], which: str = "qkv") -> li
     weight = attn.qkv_proj.weight[lo * inner : (lo + len(which)) * inner]
     out = onednn.linear(h, weight).view(*h.shape[:-1], len(which), cfg.n_head, cfg.d_head)
     n_rot = len(which.replace("v", ""))  # q and k come first
-    parts = list(_rotate(out[..., :n_rot, :, :], *rope).unbind(-3)) if n_rot else []
+    parts = list(unhooked.rotary(out[..., :n_rot, :, :], *rope).unbind(-3)) if n_rot else []
     return parts + ([out[..., n_rot, :, :]] if "v" in which else [])
-
-
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """`model.apply_rotary` (half-half layout) with two fused multiply-adds instead of
-    `rotate_half`'s negated copy and concatenation."""
-    half = x.shape[-1] // 2
-    out = x * cos
-    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
-    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
-    return out
 
 
 def _rope(model, pos: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,14 +89,14 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
 def unembed(model, resid: Tensor) -> Tensor:
     """`model.unembed` (final norm, tied unembedding) on oneDNN (about twice MKL's fp32
     speed at this GEMM's shape on the study CPU)."""
-    return onednn.linear(_norm(model.ln_final, resid), model.embed.weight)
+    return onednn.linear(unhooked.rms_norm(model.ln_final, resid), model.embed.weight)
 
 
 def _tail(block, resid: Tensor, z: Tensor) -> Tensor:
     """The rest of a block after `attn.hook_z` (z flattened to head * d_head): output
     projection, residual, MLP."""
     mid = onednn.linear(z, block.attn.o_proj.weight, residual=resid)
-    return onednn.swiglu_residual(block.mlp, _norm(block.ln2, mid), mid)
+    return unhooked.mlp_residual(block, mid)
 
 
 @torch.no_grad()
@@ -125,7 +110,7 @@ def corrupted_run(model, ids: Tensor, read: list[int] | None) -> CorruptedRun:
     resid = model.embed(ids)
     run = CorruptedRun([], [], [], [], [], [], resid)
     for block in model.blocks:
-        q, k, v = _qkv(block.attn, _norm(block.ln1, resid), rope)
+        q, k, v = _qkv(block.attn, unhooked.rms_norm(block.ln1, resid), rope)
         z = _attend(q, k, v, None)
         mid = onednn.linear(z.flatten(-2), block.attn.o_proj.weight, residual=resid)
         for store, value in zip(
@@ -134,7 +119,7 @@ def corrupted_run(model, ids: Tensor, read: list[int] | None) -> CorruptedRun:
             strict=True,
         ):
             store.append(value.contiguous())
-        resid = onednn.swiglu_residual(block.mlp, _norm(block.ln2, mid), mid)
+        resid = unhooked.mlp_residual(block, mid)
     run.resid_pre.append(resid)
     if read is None:
         run.logits = model.unembed(resid)
@@ -217,7 +202,7 @@ def _block(model, layer: int, run: CorruptedRun, rows: _Rows, x: Tensor, fresh: 
     """Block `layer` on the packed tokens x (every active row's suffix)."""
     block, n_row, pos = model.blocks[layer], rows.row_end[layer], rows.token_pos[: len(x)]
     n_pos = run.q[layer].shape[1]
-    q, k, v = _qkv(block.attn, _norm(block.ln1, x[fresh]), _rope(model, pos[fresh]))
+    q, k, v = _qkv(block.attn, unhooked.rms_norm(block.ln1, x[fresh]), _rope(model, pos[fresh]))
     flat = rows.token_row[: len(x)] * n_pos + pos
     at = flat[fresh]
     q, k, v = (
@@ -235,7 +220,7 @@ def _last_block(model, layer, run, rows: _Rows, x, fresh, read: list[int]):
     is_read = torch.zeros(n_pos, dtype=torch.bool, device=x.device)
     is_read[read] = True
     column = torch.cumsum(is_read, 0) - 1
-    h = _norm(block.ln1, x[fresh])
+    h = unhooked.rms_norm(block.ln1, x[fresh])
     k, v = _qkv(block.attn, h, _rope(model, pos[fresh]), "kv")
     at = rows.token_row[fresh] * n_pos + pos[fresh]
     k_pad = _padded(run.k[layer], rows, n_row, at, k)
