@@ -71,11 +71,11 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         buffers = _Buffers(min(ctx.chunk_rows, h.shape[0]), w, h.dtype)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        arange = torch.arange(min(ctx.chunk_rows, h.shape[0]), device=h.device)
         for rows in _chunks(h.shape[0], ctx.chunk_rows):
             # d loss / d logits = softmax(logits) - onehot(target), from the saved log-sum-exp
             grad_logits = buffers.logits(h[rows], w).sub_(lse[rows, None]).exp_()
-            arange = torch.arange(grad_logits.shape[0], device=h.device)
-            grad_logits[arange, targets[rows]] -= 1.0
+            grad_logits[arange[: grad_logits.shape[0]], targets[rows]] -= 1.0
             grad_logits = buffers.to_compute(grad_logits.mul_(grad_loss))
             torch.mm(grad_logits, w, out=grad_h[rows])
             grad_w += torch.mm(grad_logits.T, h[rows], out=buffers.weight_grad)
