@@ -14,7 +14,7 @@ from seed_notebook import NBINS, PAIRED, SeedNotebook, cache_attn, profile
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
-from interpgpt.analysis import onednn
+from interpgpt import onednn
 from interpgpt.analysis.data import encode_records, load_eval_set
 from interpgpt.analysis.headswap import (
     HeadswapConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interpgpt.analysis import onednn
+from interpgpt import onednn
 from interpgpt.model import TaskGPT, preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,3 +44,16 @@ def test_not_used_with_autograd_or_off_fp32(block) -> None:
         assert not onednn.usable(x.double(), weight.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not onednn.usable(x, weight)
+
+
+def test_few_rows_on_request(block) -> None:
+    """The decoder's unembedding: oneDNN from one row, with and without a row bucket."""
+    weight = torch.randn(97, 32)
+    with torch.no_grad():
+        for rows in (1, 3):
+            x = torch.randn(rows, 32)
+            assert not onednn.usable(x, weight) and onednn.usable(x, weight, min_rows=1)
+            for bucket in (1, 8):
+                out = onednn.linear(x, weight, min_rows=1, row_bucket=bucket)
+                assert out.shape == (rows, 97)
+                torch.testing.assert_close(out, x @ weight.T)

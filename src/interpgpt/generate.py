@@ -8,9 +8,14 @@ each later step feeds only the newest token (incremental decoding, as in GPT-2's
 `past_key_values`). A row that samples `<|end|>` is finished and dropped from the batch
 (`KVCache.select`), so long generations do not pay for rows that are done.
 
-The model is called normally at every step, so `with model.hooks(fwd_hooks=...)` around
-a call intervenes on generation: the hooks see the prompt forward (batch, prompt_pos, ...)
-and then one-position forwards (batch_alive, 1, ...).
+The prompt forward is the model's own. With a hook attached to the model (e.g. `with
+model.hooks(fwd_hooks=...)` around the call), every later step calls the model too, so
+the intervention applies throughout generation: the hooks see the prompt forward (batch,
+prompt_pos, ...) and then one-position forwards (batch_alive, 1, ...). Without hooks, the
+steps run `decode.Decoder`: the same computation with the model's constants folded into
+its weights, no module calls and fewer than half the tensor operations (a step at these
+batch sizes costs mostly per-operation overhead). Only then is the prompt forward's last
+position alone unembedded.
 
 Sampling is seeded by a `torch.Generator` (same seed, prompts and batch size -> same
 outputs); temperature 0 is greedy argmax. `sample_decompositions` wraps the loop for
@@ -26,6 +31,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interpgpt import decode
+from interpgpt.decode import Decoder
 from interpgpt.io import UserError
 from interpgpt.model import KVCache, TaskGPT
 
@@ -99,8 +106,10 @@ def _generate_batch(
     end_id: int | None,
     pad_id: int,
     generator: torch.Generator,
+    decoder: Decoder | None,
 ) -> list[list[int]]:
-    """Generated ids (prompt excluded) for one batch of prompts."""
+    """Generated ids (prompt excluded) for one batch of prompts; steps after the prompt
+    run `decoder` when given, else the model."""
     device = model.embed.weight.device
     width = max(len(p) for p in prompts)
     budget = min(config.max_new_tokens, model.cfg.n_ctx - width)
@@ -116,7 +125,7 @@ def _generate_batch(
     cache = KVCache.empty(model.cfg, len(prompts), width + budget, device, dtype)
     alive = list(range(len(prompts)))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast):
-        logits = model(ids.to(device), attention_mask=mask.to(device), cache=cache)[:, -1]
+        logits = _prompt_logits(model, ids.to(device), mask.to(device), cache, decoder)
         for t in range(budget):
             token = sample_next(logits.float(), config, generator)
             for row, tok in zip(alive, token.tolist(), strict=True):
@@ -132,8 +141,22 @@ def _generate_batch(
                     cache.select(keep)
                     alive = [alive[i] for i in keep.tolist()]
                     token = token[keep]
-            logits = model(token[:, None], cache=cache)[:, -1]
+            if decoder is None:
+                logits = model(token[:, None], cache=cache)[:, -1]
+            else:
+                logits = decoder.step(token, cache)
     return out
+
+
+def _prompt_logits(
+    model: TaskGPT, ids: Tensor, mask: Tensor, cache: KVCache, decoder: Decoder | None
+) -> Float[Tensor, "batch d_vocab"]:
+    """Next-token logits after the prompt, filling `cache`. Without hooks (a decoder),
+    only the last position is unembedded."""
+    if decoder is None:
+        return model(ids, attention_mask=mask, cache=cache)[:, -1]
+    resid = model(ids, attention_mask=mask, cache=cache, stop_at_layer=model.cfg.n_layer)
+    return model.unembed(resid[:, -1])
 
 
 def generate_ids(
@@ -165,12 +188,13 @@ def generate_ids(
         model = model.to(resolve_device(config.device))
     device = model.embed.weight.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    decoder = Decoder(model) if decode.usable(model) and not config.autocast else None
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     results: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), config.batch_size):
         chunk = order[start : start + config.batch_size]
         batch = _generate_batch(
-            model, [prompts[k] for k in chunk], config, end_id, pad_id, generator
+            model, [prompts[k] for k in chunk], config, end_id, pad_id, generator, decoder
         )
         for k, ids in zip(chunk, batch, strict=True):
             results[k] = ids

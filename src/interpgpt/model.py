@@ -146,10 +146,18 @@ class KVCache:
         )
 
     def select(self, rows: Tensor) -> None:
-        """Keep only the batch rows in `rows` (drop finished sequences)."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
-        self.key_mask = self.key_mask[rows]
+        """Keep only the batch rows in `rows`, ascending (drop finished sequences).
+
+        Compacts in place: the kept rows' filled positions move to the front of the
+        same buffers, which stay contiguous; nothing is allocated for the whole length.
+        """
+        n, filled = rows.numel(), self.length
+        for buffers in (self.keys, self.values):
+            for layer, buf in enumerate(buffers):
+                buf[:n, :, :filled] = buf[rows, :, :filled]
+                buffers[layer] = buf[:n]
+        self.key_mask[:n] = self.key_mask[rows]
+        self.key_mask = self.key_mask[:n]
 
 
 class Attention(nn.Module):

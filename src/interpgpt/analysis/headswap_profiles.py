@@ -19,7 +19,7 @@ Two ways to get the mass, same numbers (tests check both against the notebook):
   fused attention kernel (`F.scaled_dot_product_attention`, flash attention on CPU)
   returns the head's output and its mass in one pass; queries and keys get a zero
   column so every score is unchanged. The last block stops after its attention, and
-  the linears run on oneDNN (`analysis.onednn`).
+  the linears run on oneDNN (`interpgpt.onednn`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interpgpt.analysis import onednn, unhooked
+from interpgpt import onednn
+from interpgpt.analysis import unhooked
 from interpgpt.model import TaskGPT
 
 

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from interpgpt.analysis import onednn, unhooked
+from interpgpt import onednn
+from interpgpt.analysis import unhooked
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interpgpt.analysis import onednn
+from interpgpt import onednn
 
 
 def rms_norm(norm: nn.Module, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:

@@ -11,11 +11,14 @@ and for the residual addition.
 
 Costs: oneDNN builds one kernel per input shape, ~2 ms and ~1.5 MiB the first time
 (then cached for the process), and under a few dozen rows its per-call overhead exceeds
-MKL's. So `usable` asks for enough rows, and the rows (tokens) are padded up to a
-multiple of `ROW_BUCKET`, which bounds the number of shapes a run builds kernels for
-(a length-sorted pass over 1,000 tasks would otherwise build one per batch width) at
-the price of a few padded rows. Everywhere else — off CPU, non-fp32, autocast,
-autograd — the functions here are the plain torch computation.
+MKL's on the blocks' linears (d_out of a few hundred). So `usable` asks for enough rows
+(`min_rows`), and the rows (tokens) are padded up to a multiple of `row_bucket`, which
+bounds the number of shapes a run builds kernels for (a length-sorted pass over 1,000
+tasks would otherwise build one per batch width) at the price of a few padded rows. The
+wide unembedding (d_out 8,197) is the exception: from a few rows up oneDNN runs it
+faster than MKL, which decoding one token per row needs (`decode.Decoder` asks for a
+small `min_rows` and bucket). Everywhere else — off CPU, non-fp32, autocast, autograd —
+the functions here are the plain torch computation.
 """
 
 from __future__ import annotations
@@ -37,15 +40,15 @@ ROW_BUCKET = 128
 """oneDNN GEMMs run on a multiple of this many rows (see the module docstring)."""
 
 
-def usable(x: Tensor, weight: Tensor) -> bool:
-    """Whether `x @ weight.T` runs on oneDNN: CPU fp32 inference with enough rows."""
+def usable(x: Tensor, weight: Tensor, min_rows: int = MIN_ROWS) -> bool:
+    """Whether `x @ weight.T` runs on oneDNN: CPU fp32 inference with `min_rows` rows."""
     return (
         _LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
-        and x.numel() >= MIN_ROWS * x.shape[-1]
+        and x.numel() >= min_rows * x.shape[-1]
     )
 
 
@@ -53,14 +56,18 @@ def linear(
     x: Float[Tensor, "... d_in"],
     weight: Float[Tensor, "d_out d_in"],
     residual: Float[Tensor, "... d_out"] | None = None,
+    *,
+    min_rows: int = MIN_ROWS,
+    row_bucket: int = ROW_BUCKET,
 ) -> Float[Tensor, "... d_out"]:
-    """`F.linear(x, weight)` (bias-free, as every TaskGPT linear), plus `residual` if given."""
-    if not usable(x, weight):
+    """`F.linear(x, weight)` (bias-free, as every TaskGPT linear), plus `residual` if given;
+    on oneDNN from `min_rows` rows, padded to a multiple of `row_bucket`."""
+    if not usable(x, weight, min_rows):
         out = F.linear(x, weight)
         return out if residual is None else residual + out
     if residual is None:
-        return _run(x, weight, None, "none")
-    return _run(x, weight, residual, "add")
+        return _run(x, weight, None, "none", row_bucket)
+    return _run(x, weight, residual, "add", row_bucket)
 
 
 def swiglu_residual(
@@ -81,17 +88,18 @@ def swiglu_residual(
     return out[:rows].view(*shape, -1)
 
 
-def _run(x: Tensor, weight: Tensor, other: Tensor | None, post_op: str) -> Tensor:
+def _run(x: Tensor, weight: Tensor, other: Tensor | None, post_op: str, bucket: int) -> Tensor:
     """One oneDNN GEMM on rows padded to the bucket, with a binary post-op if `other`."""
     shape, rows = x.shape[:-1], x.numel() // x.shape[-1]
-    x = _pad_rows(x.reshape(rows, -1))
+    x = _pad_rows(x.reshape(rows, -1), bucket)
     if other is None:
         out = _LINEAR(x, weight, None, post_op, [], "")
     else:
-        out = _LINEAR_BINARY(x, _pad_rows(other.reshape(rows, -1)), weight, None, post_op)
+        other = _pad_rows(other.reshape(rows, -1), bucket)
+        out = _LINEAR_BINARY(x, other, weight, None, post_op)
     return out[:rows].view(*shape, -1)
 
 
-def _pad_rows(x: Float[Tensor, "rows d"]) -> Float[Tensor, "padded d"]:
-    missing = -x.shape[0] % ROW_BUCKET
+def _pad_rows(x: Float[Tensor, "rows d"], bucket: int = ROW_BUCKET) -> Float[Tensor, "padded d"]:
+    missing = -x.shape[0] % bucket
     return F.pad(x, (0, 0, 0, missing)) if missing else x
