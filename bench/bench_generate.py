@@ -1,7 +1,9 @@
 """Generation throughput: `generate_ids` vs `HookedTransformer.generate` on the same weights.
 
 Two workloads, both greedy fp32 with a KV cache on both sides (TransformerLens's default
-`use_past_kv_cache=True`), identical tokens checked:
+`use_past_kv_cache=True`), identical tokens checked. No hooks are attached, so ours runs
+`decode.Decoder` after the prompt (with hooks it would call the model at every step, as
+TransformerLens does):
 
 1. Fixed length: a random-weight `small` TaskGPT and its `convert.to_hooked_transformer`
    twin decode the same prompts for a fixed number of new tokens (no stop token), so
