@@ -30,18 +30,31 @@ def _batch(cfg, batch: int, pos: int) -> Batch:
     return Batch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), batch * pos).to(DEVICE)
 
 
+def _seconds(step) -> float:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def _timed(step, repeats: int) -> float:
     step()  # warm-up (allocations, kernel choice)
-    times = []
+    return statistics.median(_seconds(step) for _ in range(repeats))
+
+
+def _timed_interleaved(steps: list, repeats: int) -> list[float]:
+    """Median seconds of each step, timed in alternation (A B A B ...) so that a slow
+    spell of a shared machine falls on both sides rather than on one."""
+    for step in steps:
+        step()  # warm-up
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, record in zip(steps, times, strict=True):
+            record.append(_seconds(step))
+    return [statistics.median(record) for record in times]
 
 
 def ours_step(cfg, batch: Batch, autocast: bool = True):
@@ -107,15 +120,20 @@ def run() -> list[dict]:
     torch.set_num_threads(torch.get_num_threads())
     peak = bf16_peak_flops()
     rows = []
-    for name, batch_size, pos, repeats in (("small", 32, 96, 5), ("full", 8, 128, 3)):
+    for name, batch_size, pos, repeats in (("small", 32, 96, 9), ("full", 8, 128, 3)):
         cfg = preset(name)
         batch = _batch(cfg, batch_size, pos)
         tokens = batch_size * pos
-        ours = tokens / _timed(ours_step(cfg, batch), repeats)
+        if name == "small":
+            peer_step = tl_step(cfg, batch, autocast=False)
+            ours_s, peer_s = _timed_interleaved([ours_step(cfg, batch), peer_step], repeats)
+            ours, peer = tokens / ours_s, tokens / peer_s
+        else:
+            ours = tokens / _timed(ours_step(cfg, batch), repeats)
         mfu = ours * train_flops_per_token(cfg, pos) / peak
         notes = f"batch {batch_size}x{pos}; MFU {mfu:.0%} of bf16 peak {peak / 1e9:.0f} GFLOP/s"
         if name == "small":
-            peer = tokens / _timed(tl_step(cfg, batch, autocast=False), repeats)
+            notes += f"; ours and TL timed in alternation, median of {repeats}"
             try:
                 peer_bf16 = tokens / _timed(tl_step(cfg, batch, autocast=True), repeats)
                 notes += (

@@ -22,10 +22,12 @@ from interpgpt.analysis.interventions import (
     ablate_heads,
     add_direction,
     head_means,
+    heads_zeroed,
     parse_heads,
     project_out,
 )
 from interpgpt.cli import app
+from interpgpt.decode import has_hooks
 from interpgpt.generate import Decomposition, GenerationConfig, generate_ids
 from interpgpt.io import UserError
 from interpgpt.model import TaskGPT, preset
@@ -69,6 +71,24 @@ def test_zero_ablation_acts_during_cached_generation(model):
         hooked = generate_ids(model, prompts, config)
     edited = generate_ids(zero_o_proj_columns(model, heads), prompts, config)
     assert hooked == edited
+
+
+def test_heads_zeroed_is_the_hooked_ablation_without_hooks(model):
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    config = GenerationConfig(max_new_tokens=12, temperature=0.0)
+    heads = [Head(1, 3), Head(0, 0)]
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    with model.hooks(fwd_hooks=ablate_heads(heads, "zero")):
+        hooked = generate_ids(model, prompts, config)
+    with heads_zeroed(model, heads):
+        assert not has_hooks(model)  # generation runs the unhooked decoder
+        edited = generate_ids(model, prompts, config)
+    assert edited == hooked
+    assert edited != generate_ids(model, prompts, config)  # the ablation did something
+    with pytest.raises(RuntimeError), heads_zeroed(model, heads):
+        raise RuntimeError("an error inside the block")
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name  # restored exactly, also after errors
 
 
 def test_head_means_skip_padding(model):

@@ -10,8 +10,10 @@ model 0.83 -> 0.78 with L3H5 ablated, median delta -0.055 over 5 seeds).
 Protocol, for each of `seeds` sampling seeds:
 1. sample one decomposition of every held-out task with the unablated model — all tasks
    in one batched, KV-cached call of `generate.sample_decompositions`;
-2. sample again with the same seed under `interventions.ablate_heads` (zero or mean
-   ablation of `hook_z`) for the target heads and for every null head set;
+2. sample again with the same seed with the target heads ablated, and with every null
+   head set: zero ablation as `interventions.heads_zeroed` (the heads' `o_proj` columns
+   zeroed, exactly z_h := 0, so generation stays on its hook-free decoder), mean
+   ablation as `interventions.ablate_heads` hooks on `hook_z`;
 3. score each run by `scipy.stats.spearmanr(complexity, step count)` over the outputs
    that parse (ended with `<|end|>`, non-empty steps; see `generate.Decomposition`).
    Outputs that do not parse are not counted, and their number is reported per run.
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
+from torch import Tensor
 
 from interpgpt.analysis.data import (
     Split,
@@ -49,7 +52,13 @@ from interpgpt.analysis.data import (
     load_records,
     resolve_device,
 )
-from interpgpt.analysis.interventions import Head, ablate_heads, head_means, parse_heads
+from interpgpt.analysis.interventions import (
+    Head,
+    ablate_heads,
+    head_means,
+    heads_zeroed,
+    parse_heads,
+)
 from interpgpt.analysis.plots import save_figure
 from interpgpt.artifacts import load_model
 from interpgpt.generate import GenerationConfig, sample_decompositions
@@ -243,10 +252,18 @@ def run_ablation(config: AblationConfig) -> AblationResult:
             score(complexity, sample_decompositions(model, tokenizer, tasks, generation))
         )
         for condition in conditions:
-            with model.hooks(fwd_hooks=ablate_heads(condition.heads, config.mode, means)):
+            with _ablated(model, condition.heads, config.mode, means):
                 runs = sample_decompositions(model, tokenizer, tasks, generation)
             ablated[condition.label].append(score(complexity, runs))
     return _finish(config, loaded.name, target, conditions, baseline, ablated, len(tasks))
+
+
+def _ablated(model, heads: list[Head], mode: str, means: Tensor | None):
+    """The ablation as a context: zero mode edits o_proj (the model stays hook-free and
+    generation keeps its fast decoder), mean mode hooks `hook_z`."""
+    if mode == "zero":
+        return heads_zeroed(model, heads)
+    return model.hooks(fwd_hooks=ablate_heads(heads, mode, means))
 
 
 def _median_delta(baseline: list[RunScore], runs: list[RunScore]) -> float:

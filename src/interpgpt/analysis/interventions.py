@@ -18,6 +18,11 @@ The factories:
   ablated head still writes its typical output and only its input dependence is cut).
 - `head_means`: the per-head mean of `hook_z` over the real positions of a dataset,
   the reference value of mean ablation.
+- `heads_zeroed`: the one exception to hooks. Zero ablation as a weight edit for the
+  duration of a `with` block: the heads' input columns of `o_proj` set to zero, which
+  is exactly z_h := 0. It leaves the model hook-free, so KV-cached generation keeps
+  its unhooked decoder (`decode.Decoder`), and the ablation study's hundreds of
+  sampled decompositions per condition run at its speed.
 - `patch_from`: activation patching (Meng et al. 2022; Heimersheim & Nanda 2024):
   copy a clean run's activation into the current run wherever a mask is True.
 - `patch_sites`: many patches at once on a batch stacked site-major, each block of
@@ -35,7 +40,8 @@ generation), a sequence of position indices into the activation, or a bool mask
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -155,6 +161,24 @@ def ablate_heads(
 
         hooks.append(Hook(act_name("z", layer), fn))
     return hooks
+
+
+@contextmanager
+@torch.no_grad()
+def heads_zeroed(model, heads: Sequence[Head]) -> Iterator[None]:
+    """Zero-ablate `heads` of a TaskGPT inside the block by zeroing their columns of
+    `o_proj` (z_h := 0 exactly, as `ablate_heads(heads, "zero")`); restored on exit."""
+    d_head = model.cfg.d_head
+    saved = []
+    for head in heads:
+        columns = model.blocks[head.layer].attn.o_proj.weight[:, head.head * d_head :][:, :d_head]
+        saved.append((columns, columns.clone()))
+        columns.zero_()
+    try:
+        yield
+    finally:
+        for columns, original in saved:
+            columns.copy_(original)
 
 
 @torch.no_grad()
