@@ -75,8 +75,9 @@ class _Layer:
 class Decoder:
     """Folded weights of one TaskGPT and `step`, its unhooked incremental forward.
 
-    Build it right before decoding: it copies the weights as they are now. fp32 weights
-    without autocast (`usable`): it has no mixed-precision casts of its own.
+    Build it right before decoding: the weights with constants folded in are copies made
+    now (the others are the model's own tensors). For fp32 weights without autocast
+    (`usable`): it has no mixed-precision casts of its own.
     """
 
     def __init__(self, model: TaskGPT):
