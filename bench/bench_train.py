@@ -41,15 +41,14 @@ def _seconds(step) -> float:
 
 
 def _timed(step, repeats: int) -> float:
-    step()  # warm-up (allocations, kernel choice)
-    return statistics.median(_seconds(step) for _ in range(repeats))
+    return _timed_interleaved([step], repeats)[0]
 
 
 def _timed_interleaved(steps: list, repeats: int) -> list[float]:
-    """Median seconds of each step, timed in alternation (A B A B ...) so that a slow
-    spell of a shared machine falls on both sides rather than on one."""
+    """Median seconds of each step after a warm-up, timed in alternation (A B A B ...) so
+    that a slow spell of a shared machine falls on both sides rather than on one."""
     for step in steps:
-        step()  # warm-up
+        step()  # warm-up (allocations, kernel choice)
     times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
         for step, record in zip(steps, times, strict=True):
@@ -116,41 +115,43 @@ def train_flops_per_token(cfg, pos: int) -> float:
     return 6 * params + attention
 
 
+def _mfu_notes(cfg, batch_size: int, pos: int, tokens_per_s: float, peak: float):
+    mfu = tokens_per_s * train_flops_per_token(cfg, pos) / peak
+    return mfu, f"batch {batch_size}x{pos}; MFU {mfu:.0%} of bf16 peak {peak / 1e9:.0f} GFLOP/s"
+
+
+def small_row(peak: float, batch_size: int = 32, pos: int = 96, repeats: int = 9) -> dict:
+    """Ours vs TransformerLens fp32 (and, in the notes, under the same autocast)."""
+    cfg = preset("small")
+    batch = _batch(cfg, batch_size, pos)
+    tokens = batch_size * pos
+    steps = [ours_step(cfg, batch), tl_step(cfg, batch, autocast=False)]
+    ours, peer = (tokens / seconds for seconds in _timed_interleaved(steps, repeats))
+    _, notes = _mfu_notes(cfg, batch_size, pos, ours, peak)
+    notes += f"; ours and TL timed in alternation, median of {repeats}"
+    try:
+        peer_bf16 = tokens / _timed(tl_step(cfg, batch, autocast=True), repeats)
+        notes += f"; TL under bf16 autocast {peer_bf16:,.0f} tok/s ({ours / peer_bf16:.2f}x)"
+    except Exception as err:  # autocast support differs across TL versions
+        notes += f"; TL under autocast failed ({type(err).__name__})"
+    return {"name": "train tokens/s (small) vs TL fp32", "ours": ours, "peer": peer,
+            "unit": "tokens/s", "ratio": ours / peer, "notes": notes}  # fmt: skip
+
+
+def full_mfu_row(peak: float, batch_size: int = 8, pos: int = 128, repeats: int = 3) -> dict:
+    """Model-FLOPs utilisation of the `full` preset against the 50% aim."""
+    cfg = preset("full")
+    ours = batch_size * pos / _timed(ours_step(cfg, _batch(cfg, batch_size, pos)), repeats)
+    mfu, notes = _mfu_notes(cfg, batch_size, pos, ours, peak)
+    notes += f"; {ours:,.0f} tok/s; peer = 50% target"
+    return {"name": "train MFU (full)", "ours": mfu, "peer": 0.5, "unit": "fraction of peak",
+            "ratio": mfu / 0.5, "notes": notes}  # fmt: skip
+
+
 def run() -> list[dict]:
     torch.set_num_threads(torch.get_num_threads())
     peak = bf16_peak_flops()
-    rows = []
-    for name, batch_size, pos, repeats in (("small", 32, 96, 9), ("full", 8, 128, 3)):
-        cfg = preset(name)
-        batch = _batch(cfg, batch_size, pos)
-        tokens = batch_size * pos
-        if name == "small":
-            peer_step = tl_step(cfg, batch, autocast=False)
-            ours_s, peer_s = _timed_interleaved([ours_step(cfg, batch), peer_step], repeats)
-            ours, peer = tokens / ours_s, tokens / peer_s
-        else:
-            ours = tokens / _timed(ours_step(cfg, batch), repeats)
-        mfu = ours * train_flops_per_token(cfg, pos) / peak
-        notes = f"batch {batch_size}x{pos}; MFU {mfu:.0%} of bf16 peak {peak / 1e9:.0f} GFLOP/s"
-        if name == "small":
-            notes += f"; ours and TL timed in alternation, median of {repeats}"
-            try:
-                peer_bf16 = tokens / _timed(tl_step(cfg, batch, autocast=True), repeats)
-                notes += (
-                    f"; TL under bf16 autocast {peer_bf16:,.0f} tok/s ({ours / peer_bf16:.2f}x)"
-                )
-            except Exception as err:  # autocast support differs across TL versions
-                notes += f"; TL under autocast failed ({type(err).__name__})"
-            rows.append(
-                {"name": "train tokens/s (small) vs TL fp32", "ours": ours, "peer": peer,
-                 "unit": "tokens/s", "ratio": ours / peer, "notes": notes}
-            )  # fmt: skip
-        else:
-            rows.append(
-                {"name": "train MFU (full)", "ours": mfu, "peer": 0.5, "unit": "fraction of peak",
-                 "ratio": mfu / 0.5, "notes": notes + f"; {ours:,.0f} tok/s; peer = 50% target"}
-            )  # fmt: skip
-    return rows
+    return [small_row(peak), full_mfu_row(peak)]
 
 
 if __name__ == "__main__":

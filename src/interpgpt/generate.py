@@ -32,7 +32,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interpgpt import decode
-from interpgpt.decode import Decoder
 from interpgpt.io import UserError
 from interpgpt.model import KVCache, TaskGPT
 
@@ -106,7 +105,7 @@ def _generate_batch(
     end_id: int | None,
     pad_id: int,
     generator: torch.Generator,
-    decoder: Decoder | None,
+    decoder: decode.Decoder | None,
 ) -> list[list[int]]:
     """Generated ids (prompt excluded) for one batch of prompts; steps after the prompt
     run `decoder` when given, else the model."""
@@ -149,7 +148,7 @@ def _generate_batch(
 
 
 def _prompt_logits(
-    model: TaskGPT, ids: Tensor, mask: Tensor, cache: KVCache, decoder: Decoder | None
+    model: TaskGPT, ids: Tensor, mask: Tensor, cache: KVCache, decoder: decode.Decoder | None
 ) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits after the prompt, filling `cache`. Without hooks (a decoder),
     only the last position is unembedded."""
@@ -188,7 +187,7 @@ def generate_ids(
         model = model.to(resolve_device(config.device))
     device = model.embed.weight.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    decoder = Decoder(model) if decode.usable(model) and not config.autocast else None
+    decoder = decode.Decoder(model) if decode.usable(model) and not config.autocast else None
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     results: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), config.batch_size):

@@ -171,7 +171,8 @@ def heads_zeroed(model, heads: Sequence[Head]) -> Iterator[None]:
     d_head = model.cfg.d_head
     saved = []
     for head in heads:
-        columns = model.blocks[head.layer].attn.o_proj.weight[:, head.head * d_head :][:, :d_head]
+        first = head.head * d_head
+        columns = model.blocks[head.layer].attn.o_proj.weight[:, first : first + d_head]
         saved.append((columns, columns.clone()))
         columns.zero_()
     try:
