@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	$(BIN)/interpgpt study
 
+# Style, architecture (import contracts), declared dependencies and types.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/deptry src
+	$(BIN)/mypy
 
 # The report test opens report.html in headless Chromium (Debian's chromium package).
 chromium:

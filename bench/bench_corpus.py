@@ -1,7 +1,7 @@
 """Corpus generation speed: `build_corpus` vs a naive writer over the same task pool.
 
 Ours: phrasings JSON-escaped once per task, records assembled by string joins, one
-buffered write per file, stats accumulated on the way (`interpgpt.corpus`).
+buffered write per file, stats accumulated on the way (`interpgpt.corpus.build`).
 
 Peer (naive baseline, written here): the same tasks, split and sampling rules, but each
 example recomputes its plan, builds a dict of plain strings, is serialised with
@@ -14,6 +14,7 @@ Both write 2 x n_tasks x examples_per_task records (standard + ADHD) to a temp d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import tempfile
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interpgpt.corpus import (
+from interpgpt.corpus.build import (
     REGULATION_ACTIONS,
     CorpusConfig,
     assign_splits,
@@ -29,7 +30,7 @@ from interpgpt.corpus import (
     select_tasks,
     split_path,
 )
-from interpgpt.taskpool import STEP_COUNTS, TaskSpec, plan
+from interpgpt.corpus.taskpool import STEP_COUNTS, TaskSpec, plan
 
 
 def _naive_example(spec: TaskSpec, rng: random.Random, reg_ratio: float) -> tuple[dict, dict]:
@@ -78,7 +79,7 @@ def _timed(fn: Any, *args: Any) -> tuple[float, float]:
 def run(n_tasks: int = 2000, examples_per_task: int = 500) -> dict[str, Any]:
     config = CorpusConfig(seed=0, n_tasks=n_tasks, examples_per_task=examples_per_task)
     with tempfile.TemporaryDirectory() as tmp:
-        ours, ours_cpu = _timed(build_corpus, config, Path(tmp) / "ours")
+        ours, ours_cpu = _timed(build_corpus, dataclasses.replace(config, out=Path(tmp) / "ours"))
     with tempfile.TemporaryDirectory() as tmp:
         peer, peer_cpu = _timed(naive_corpus, config, Path(tmp) / "peer")
     pairs = n_tasks * examples_per_task

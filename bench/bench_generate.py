@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from interpgpt.convert import to_hooked_transformer
-from interpgpt.generate import GenerationConfig, generate_ids
-from interpgpt.model import TaskGPT, preset
+from interpgpt.artifacts.convert import to_hooked_transformer
+from interpgpt.model.generate import GenerationConfig, generate_ids
+from interpgpt.model.taskgpt import TaskGPT, preset
 
 BATCH, PROMPT, NEW = 32, 12, 64
 TRAIN_STEPS = 200
@@ -77,13 +77,15 @@ def fixed_length() -> dict:
 
 def _trained_small_model(work: Path):
     """A `small` ADHD model trained for a few hundred steps on a default-size corpus."""
-    from interpgpt.artifacts import load_model
-    from interpgpt.corpus import CorpusConfig, build_corpus
-    from interpgpt.tokenizer import train_tokenizer
+    from interpgpt.artifacts.load import load_model
+    from interpgpt.corpus.build import CorpusConfig, build_corpus
+    from interpgpt.corpus.tokenizer import TokenizerConfig, train_tokenizer
     from interpgpt.train import TrainConfig, train
 
-    build_corpus(CorpusConfig(seed=0, examples_per_task=8), work / "corpus")
-    tokenizer = train_tokenizer(work / "corpus", work / "tokenizer.json")
+    build_corpus(CorpusConfig(out=work / "corpus", seed=0, examples_per_task=8))
+    tokenizer = train_tokenizer(
+        TokenizerConfig(corpus=work / "corpus", out=work / "tokenizer.json")
+    )
     config = TrainConfig(
         corpus=work / "corpus", tokenizer=tokenizer, out=work / "adhd", variant="adhd",
         preset="small", steps=TRAIN_STEPS, n_samples=0, progress=False,
@@ -103,7 +105,7 @@ def _equal_length_batches(prompts: list[list[int]], batch: int) -> list[list[lis
 
 
 def decompositions() -> dict:
-    from interpgpt.analysis.data import load_records
+    from interpgpt.corpus.evalset import load_records
 
     with tempfile.TemporaryDirectory() as tmp:
         loaded, corpus = _trained_small_model(Path(tmp))

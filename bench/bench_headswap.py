@@ -1,6 +1,6 @@
 """Head-swap inventory speed and memory: batched hook reduction vs the seed notebook.
 
-Ours (`interpgpt.analysis.headswap`): length-sorted batches of held-out sequences
+Ours (`interpgpt.analysis.headswap.inventory`): length-sorted batches of held-out sequences
 through TaskGPT's special-mass forward (`headswap_profiles.special_mass`: the mass on
 the specials comes out of the fused attention kernel as an extra value column, no
 pattern is materialised, the last block stops after its attention, linears on oneDNN),
@@ -22,6 +22,7 @@ init (timing does not depend on training), fp32 so results are identical.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -33,17 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from interpgpt.analysis.data import load_eval_set
-from interpgpt.analysis.headswap import (
+from interpgpt.analysis.headswap.inventory import (
     MODELS,
     HeadswapConfig,
     attention_profile_sums,
     build_inventory,
 )
-from interpgpt.convert import to_hooked_transformer
-from interpgpt.corpus import CorpusConfig, build_corpus
-from interpgpt.model import TaskGPT, preset
-from interpgpt.tokenizer import TaskTokenizer, train_tokenizer
+from interpgpt.artifacts.convert import to_hooked_transformer
+from interpgpt.corpus.build import CorpusConfig, build_corpus
+from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
+from interpgpt.model.taskgpt import TaskGPT, preset
 
 # The seed notebook's reference code lives once, in tests/seed_notebook.py (the tests
 # check our profiles against it); the bench is run as a script, so put tests/ on the path.
@@ -73,8 +74,8 @@ def build_inputs(root: Path, n_tasks: int):
     """A corpus with n_tasks held-out tasks, the shared tokenizer, two random small models."""
     config = CorpusConfig(seed=0, n_tasks=int(n_tasks / 0.8) + 1, examples_per_task=1,
                           val_fraction=0.1, test_fraction=0.8)  # fmt: skip
-    build_corpus(config, root / "corpus")
-    train_tokenizer(root / "corpus", root / "tokenizer.json")
+    build_corpus(dataclasses.replace(config, out=root / "corpus"))
+    train_tokenizer(TokenizerConfig(corpus=root / "corpus", out=root / "tokenizer.json"))
     tokenizer = TaskTokenizer.from_file(root / "tokenizer.json")
     models = {}
     for seed, name in enumerate(MODELS):
@@ -92,7 +93,7 @@ def time_ours(models, data, batch_size: int) -> tuple[float, dict, int]:
         name: attention_profile_sums(model, data.ids, data.lengths, special, batch_size=batch_size)
         for name, model in models.items()
     }
-    config = HeadswapConfig(Path(), Path(), Path(), Path(), null_samples=0, bootstrap_samples=0)
+    config = HeadswapConfig(null_samples=0, bootstrap_samples=0)
     build_inventory(sums, config)
     seconds = time.perf_counter() - start
     rss_delta_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
@@ -126,7 +127,7 @@ def _run(n_tasks: int, peer_tasks: int, batch_size: int, threads: int, repeats: 
     ours, sums, rss_kib = min(r[0] for r in runs), runs[0][1], runs[0][2]
     cold = runs[0][0]
     start = time.perf_counter()
-    build_inventory(sums, HeadswapConfig(Path(), Path(), Path(), Path()))
+    build_inventory(sums, HeadswapConfig())
     stats_seconds = time.perf_counter() - start
 
     subset = range(min(peer_tasks, len(data)))

@@ -22,9 +22,9 @@ import time
 import torch
 from transformer_lens import patching as tl_patching
 
-from interpgpt.analysis.patching import activation_patch
-from interpgpt.convert import to_hooked_transformer
-from interpgpt.model import TaskGPT, preset
+from interpgpt.analysis.patching.run import activation_patch
+from interpgpt.artifacts.convert import to_hooked_transformer
+from interpgpt.model.taskgpt import TaskGPT, preset
 
 N_PROMPTS = 4
 N_POS = 12

@@ -69,8 +69,9 @@ def held_out_quality(sae, x: torch.Tensor) -> tuple[float, int]:
 
 
 def train_ours(train: torch.Tensor):
+    from interpgpt.sae.hyperparams import SAEHyperparams
     from interpgpt.sae.topk import TopKSAEConfig
-    from interpgpt.sae.training import SAEFit, SAEHyperparams
+    from interpgpt.sae.training import SAEFit
 
     hyper = SAEHyperparams(
         k=K, d_sae=D_SAE, lr=LR, tokens=TRAIN_TOKENS, batch_size=BATCH,

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from interpgpt.convert import count_parameters, hooked_transformer_config
-from interpgpt.data import IGNORE_INDEX, Batch
-from interpgpt.model import TaskGPT, preset
+from interpgpt.artifacts.convert import count_parameters, hooked_transformer_config
+from interpgpt.model.taskgpt import TaskGPT, preset
 from interpgpt.train import TrainConfig, batch_loss, make_optimizer
+from interpgpt.train.batches import IGNORE_INDEX, Batch
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -59,7 +59,7 @@ def _timed_interleaved(steps: list, repeats: int) -> list[float]:
 def ours_step(cfg, batch: Batch, autocast: bool = True):
     torch.manual_seed(0)
     model = TaskGPT(cfg).to(DEVICE).train()
-    config = TrainConfig(corpus=".", tokenizer=".", out=".", lr=1e-4)
+    config = TrainConfig(lr=1e-4)
     optimizer = make_optimizer(model, config)
 
     def step():

@@ -406,8 +406,8 @@ import numpy as np
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interpgpt.artifacts import TL_BUNDLE, TOKENIZER_FILE
-from interpgpt.tokenizer import TaskTokenizer
+from interpgpt.artifacts.names import TL_BUNDLE, TOKENIZER_FILE
+from interpgpt.corpus.tokenizer import TaskTokenizer
 
 ARTIFACTS = Path(os.environ.get("INTERPGPT_ARTIFACTS", "runs"))
 STANDARD_DIR = Path(os.environ.get("INTERPGPT_STANDARD_EXPORT", ARTIFACTS / "export" / "standard"))
@@ -447,7 +447,7 @@ print(std_model.cfg.n_layers, "layers x", std_model.cfg.n_heads, "heads")"""),
             "toolkit's `analysis.headswap.attention_profile_sums` (the seed's `profile()`)."
         ),
         new_code_cell("""\
-from interpgpt.analysis.headswap import attention_profile_sums, cosine_matrix
+from interpgpt.analysis.headswap.inventory import attention_profile_sums, cosine_matrix
 
 NBINS = 20
 encoded = [tok.encode_example(task, steps) for task, steps in PAIRED]

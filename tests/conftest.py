@@ -38,23 +38,24 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
-    from interpgpt.corpus import CorpusConfig, build_corpus
+    from interpgpt.corpus.build import CorpusConfig, build_corpus
 
     out = tmp_path_factory.mktemp("corpus")
-    build_corpus(CorpusConfig(seed=0, n_tasks=300, examples_per_task=8), out)
+    build_corpus(CorpusConfig(out=out, seed=0, n_tasks=300, examples_per_task=8))
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_path(tiny_corpus, tmp_path_factory) -> Path:
-    from interpgpt.tokenizer import train_tokenizer
+    from interpgpt.corpus.tokenizer import TokenizerConfig, train_tokenizer
 
-    return train_tokenizer(tiny_corpus, tmp_path_factory.mktemp("tok") / "tokenizer.json", 2000)
+    out = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    return train_tokenizer(TokenizerConfig(corpus=tiny_corpus, out=out, vocab_size=2000))
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_tokenizer_path):
-    from interpgpt.tokenizer import TaskTokenizer
+    from interpgpt.corpus.tokenizer import TaskTokenizer
 
     return TaskTokenizer.from_file(tiny_tokenizer_path)
 
@@ -83,6 +84,6 @@ def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[st
 
 @pytest.fixture(scope="session")
 def tiny_pair(tiny_run_dirs) -> dict:
-    from interpgpt.artifacts import load_model
+    from interpgpt.artifacts.load import load_model
 
     return {variant: load_model(path) for variant, path in tiny_run_dirs.items()}

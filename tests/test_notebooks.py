@@ -36,13 +36,13 @@ def notebook_artifacts(tmp_path_factory, tiny_run_dirs) -> Path:
     """INTERPGPT_ARTIFACTS layout: ioi-demo/model and export/{standard,adhd}."""
     from test_ioi import TINY_IOI
 
-    from interpgpt.export import ExportConfig, export
+    from interpgpt.artifacts.export import ExportConfig, export
     from interpgpt.ioi.train import train_ioi_model
 
     root = tmp_path_factory.mktemp("artifacts")
     train_ioi_model(TINY_IOI, root / "ioi-demo" / "model")
     for variant, run_dir in tiny_run_dirs.items():
-        export(ExportConfig(run_dir, root / "export" / variant))
+        export(ExportConfig(model=run_dir, out=root / "export" / variant))
     return root
 
 

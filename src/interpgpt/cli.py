@@ -1,9 +1,9 @@
 """The `interpgpt` command line: one subcommand per pipeline stage.
 
-The CLI only dispatches. Each module in `interpgpt.commands` defines its
-subcommands in a `register(app)` function that parses options and calls the
-stage's public entry point; this file collects them and turns `UserError` into
-a one-line message with exit code 2.
+The CLI only dispatches. Each module in `interpgpt.commands` defines its subcommands
+in a `register(app)` function (options generated from the stage's config, see
+`interpgpt.settings`); this file collects them and answers every mistake the same
+way: the usage line, one line saying what is wrong, exit code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 
 import typer
 
-from interpgpt import commands
-from interpgpt.io import UserError
+from interpgpt import __version__, commands
+from interpgpt.errors import UserError
 
 app = typer.Typer(
     name="interpgpt",
@@ -25,27 +25,45 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"interpgpt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+) -> None:
+    """Matched-pair mechanistic interpretability: corpus, models, analyses, report."""
+
+
 for _module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
     importlib.import_module(f"{commands.__name__}.{_module.name}").register(app)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="interpgpt", standalone_mode=False)
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as done:
-        code = getattr(done, "exit_code", getattr(done, "code", 0))
-        sys.exit(code)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except typer.TyperException as err:  # click's usage errors (typer carries its own click)
+        ctx = getattr(err, "ctx", None)
+        message = err.format_message()
+        if ctx is not None and message == ctx.get_help():  # a group called without a command
+            typer.echo(message, err=True)
+            message = "missing command"
+        elif ctx is not None:
+            typer.echo(ctx.get_usage(), err=True)
+        typer.echo(f"error: {' '.join(message.split())}", err=True)
+        sys.exit(err.exit_code)

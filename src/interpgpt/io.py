@@ -19,9 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-class UserError(Exception):
-    """Bad input from the user: the CLI prints it as one line and exits with code 2."""
+from interpgpt.errors import UserError
 
 
 @contextlib.contextmanager

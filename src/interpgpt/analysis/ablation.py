@@ -30,11 +30,18 @@ each null the median delta over seeds is compared with the target's: the target'
 one-sided empirical p-value (1 + #nulls at or below) / (1 + #nulls) (Phipson & Smyth
 2010). With 7 layer nulls the smallest attainable p is 1/8, so the rank is the honest
 summary; more random nulls (`null_random`) sharpen it at linear cost.
+
+In the study (stage "ablation", after the head-swap inventory) the ADHD export is
+ablated and `heads = "auto"` names the ADHD partner of the strongest moved head the
+head-swap stage found: the head whose attention profile moved is the one whose use is
+tested.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,13 +52,6 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from interpgpt.analysis.data import (
-    Split,
-    Variant,
-    encode_records,
-    load_records,
-    resolve_device,
-)
 from interpgpt.analysis.interventions import (
     Head,
     ablate_heads,
@@ -60,26 +60,43 @@ from interpgpt.analysis.interventions import (
     parse_heads,
 )
 from interpgpt.analysis.plots import save_figure
-from interpgpt.artifacts import load_model
-from interpgpt.generate import GenerationConfig, sample_decompositions
-from interpgpt.io import UserError, provenance, write_json
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    figures,
+    fmt,
+)
+from interpgpt.artifacts.load import load_model
+from interpgpt.constants import Split, Variant
+from interpgpt.corpus.evalset import encode_eval_set, load_records
+from interpgpt.device import resolve_device
+from interpgpt.io import provenance, write_json
+from interpgpt.model.generate import GenerationConfig, sample_decompositions
+from interpgpt.settings import SettingError, at_least, check_choices, inputs
 
 RESULT_FILE = "causal_nulls_per_seed.json"
 FIGURE_FILE = "causal_nulls.png"
+AUTO_HEADS = "auto"
+"""`heads` value the study resolves to the ADHD partner of the strongest moved head."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class AblationConfig:
-    """Ablate heads while the model decomposes held-out tasks; compare with null heads."""
+    """Ablate heads while the model decomposes held-out tasks; compare with null heads
+    (`interpgpt ablate`, study `[ablation]`)."""
 
-    model: Path
+    model: Path = inputs.argument()
     """Run dir or export dir of the model to ablate."""
-    corpus_dir: Path
+    corpus: Path = inputs.option()
     """Corpus dir (written by `interpgpt corpus`): its tasks and their complexity."""
-    out_dir: Path
+    out: Path = inputs.option()
     """Where `causal_nulls_per_seed.json` and the figure are written."""
     heads: str = "L3H5"
-    """Target heads, comma separated: L3H5 or L3H5,L3H1 (ablated together)."""
+    """Target heads, comma separated: L3H5 or L3H5,L3H1 (ablated together). In a study,
+    auto: the ADHD partner of the strongest moved head of the head-swap stage."""
     seeds: int = 5
     """Sampling seeds; every condition is sampled once per seed."""
     mode: Literal["zero", "mean"] = "zero"
@@ -105,17 +122,27 @@ class AblationConfig:
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """float32, or bfloat16 autocast (about 4x faster on CPU, not bit-exact)."""
+    """float32, or bfloat16 autocast (faster, not bit-exact)."""
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise UserError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.mode not in ("zero", "mean"):
-            raise UserError(f"--mode must be zero or mean, got {self.mode!r}")
-        if self.null_random < 0:
-            raise UserError(f"--null-random must be >= 0, got {self.null_random}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise UserError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        check_choices(self)
+        at_least(
+            self,
+            seeds=1,
+            limit=1,
+            null_random=0,
+            max_new_tokens=1,
+            temperature=0,
+            top_k=1,
+            batch_size=1,
+        )
+        if self.heads != AUTO_HEADS:
+            tokens = [t.strip() for t in self.heads.split(",") if t.strip()]
+            bad = [t for t in tokens if not re.fullmatch(r"[Ll]\d+[Hh]\d+", t)]
+            if bad or not tokens:
+                raise SettingError(
+                    "heads", f"{self.heads!r}: write heads as L3H5 or L3H5,L3H1 (or auto)"
+                )
 
 
 @dataclass
@@ -228,12 +255,12 @@ def run_ablation(config: AblationConfig) -> AblationResult:
     n_layer, n_head = model.cfg.n_layer, model.cfg.n_head
     target = parse_heads(config.heads, n_layer, n_head)
     variant: Variant = "adhd" if loaded.variant == "adhd" else "standard"
-    records = load_records(config.corpus_dir, variant, config.split, config.limit)
+    records = load_records(config.corpus, variant, config.split, config.limit)
     tasks = [r["task"] for r in records]
     complexity = [float(r["complexity"]) for r in records]
     means = None
     if config.mode == "mean":
-        encoded = encode_records(tokenizer, records, max_len=model.cfg.n_ctx)
+        encoded = encode_eval_set(tokenizer, records, max_len=model.cfg.n_ctx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bfloat16"):
             means = head_means(model, encoded.ids, encoded.valid)
     conditions = conditions_for(target, n_layer, n_head, config)
@@ -273,7 +300,7 @@ def _median_delta(baseline: list[RunScore], runs: list[RunScore]) -> float:
 
 
 def _finish(config, name, target, conditions, baseline, ablated, n_tasks) -> AblationResult:
-    out_dir = Path(config.out_dir)
+    out_dir = Path(config.out)
     median = {c.label: _median_delta(baseline, ablated[c.label]) for c in conditions}
     target_condition = conditions[0]
     comparisons = {}
@@ -337,3 +364,66 @@ def _plot(result: AblationResult, conditions: list[Condition]) -> Path:
     ax.set_ylabel("Δ Spearman(complexity, step count)")
     ax.set_title("head ablation: target (red), layer nulls (blue), random nulls (gray)")
     return save_figure(fig, result.figure_path)
+
+
+# ---------------------------------------------------------------------------- in the study
+
+
+def study_heads(heads: str, headswap: Summary) -> str:
+    """The configured heads, or for auto the ADHD partner of the strongest moved head of
+    the head-swap stage's summary."""
+    if heads != AUTO_HEADS:
+        return heads
+    layer, head = headswap["strongest"]["adhd"]
+    return f"L{layer}H{head}"
+
+
+def stage(ws: Workspace, config: AblationConfig) -> StageOutput:
+    heads = study_heads(config.heads, ws.summary("headswap"))
+    result = run_ablation(
+        dataclasses.replace(
+            config,
+            model=ws.export("adhd"),
+            corpus=ws.corpus,
+            out=ws.analysis("ablation"),
+            heads=heads,
+        )
+    )
+    summary = {
+        "heads": heads,
+        "baseline": [s.spearman for s in result.baseline],
+        "target": [s.spearman for s in result.ablated[result.target.label]],
+        "median_delta": result.median_delta,
+        "target_label": result.target.label,
+        "comparisons": {k: dataclasses.asdict(v) for k, v in result.comparisons.items()},
+    }
+    return StageOutput([result.json_path, result.figure_path], summary)
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    delta = summary["median_delta"].get(summary["target_label"])
+    nulls = {k: v for k, v in summary["median_delta"].items() if k != summary["target_label"]}
+    comparisons = summary.get("comparisons", {})
+    overall: dict[str, Any] = comparisons.get("all") or next(iter(comparisons.values()), {})
+    finding = (
+        f"Ablating {summary['heads']} in the ADHD model changes Spearman(complexity, steps) by a "
+        f"median {fmt(delta)} over {len(summary['baseline'])} seeds; it ranks "
+        f"{overall.get('rank', 'n/a')} of {overall.get('n_null', 0) + 1} against null heads "
+        f"(one-sided p {fmt(overall.get('p_empirical'))})."
+    )
+    rows = [
+        ("baseline Spearman per seed", ", ".join(fmt(v) for v in summary["baseline"])),
+        ("ablated Spearman per seed", ", ".join(fmt(v) for v in summary["target"])),
+    ]
+    rows += [(f"null {k}", fmt(v)) for k, v in list(nulls.items())[:12]]
+    return Section("Causal head ablation", finding, rows=rows, figures=figures(outputs))
+
+
+ANALYSIS = Analysis(
+    name="ablation",
+    description="causal head ablation with nulls",
+    config=AblationConfig,
+    stage=stage,
+    section=section,
+    after=("headswap",),
+)

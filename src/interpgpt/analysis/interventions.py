@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interpgpt.io import UserError
+from interpgpt.errors import UserError
 
 HookFn = Callable[..., Tensor | None]
 Positions = Sequence[int] | Bool[Tensor, "batch pos"] | None

@@ -50,9 +50,9 @@ class HeatmapPanel:
 class Series:
     """One line of a line plot."""
 
-    x: Sequence[float]
+    x: Sequence[float] | np.ndarray
     """Abscissae."""
-    y: Sequence[float]
+    y: Sequence[float] | np.ndarray
     """Ordinates, one per abscissa."""
     label: str = ""
     """Legend entry; empty for none."""
@@ -111,6 +111,7 @@ def save_heatmaps(
     image = None
     for ax, panel in zip(axes, panels, strict=True):
         image = _draw_heatmap(ax, panel, cmap, lo, hi)
+    assert image is not None  # panels is non-empty
     fig.colorbar(image, ax=list(axes), label=colorbar_label, shrink=0.9)
     if suptitle:
         fig.suptitle(suptitle)

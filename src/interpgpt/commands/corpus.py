@@ -1,4 +1,9 @@
-"""CLI for the data stages: `corpus`, `corpus-stats` and `tokenizer`."""
+"""CLI for the data stages: `corpus`, `corpus-stats` and `tokenizer`.
+
+`corpus` and `tokenizer` take their options from `CorpusConfig` and `TokenizerConfig`
+(`interpgpt.settings`), the same dataclasses the study's `[corpus]` and `[tokenizer]`
+sections are; `corpus-stats` only reads a corpus directory.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +14,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interpgpt.corpus import REGULATION_ACTIONS, VARIANTS, CorpusConfig, build_corpus, read_stats
+from interpgpt import settings
+from interpgpt.constants import VARIANTS
+from interpgpt.corpus.build import REGULATION_ACTIONS, CorpusConfig, build_corpus, read_stats
+from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
 
-_DEFAULTS = CorpusConfig()
 
-
-def corpus(
-    out: Path = typer.Option(..., "--out", help="Directory to write the corpus into."),
-    seed: int = typer.Option(_DEFAULTS.seed, help="Seed for task choice, split and phrasing."),
-    tasks: int = typer.Option(_DEFAULTS.n_tasks, help="Distinct tasks drawn from the pool."),
-    examples_per_task: int = typer.Option(
-        _DEFAULTS.examples_per_task, help="Examples per task and variant."
-    ),
-    regulation_rate: float = typer.Option(
-        _DEFAULTS.regulation_rate, help="Target fraction of ADHD steps that are regulation."
-    ),
-    val_fraction: float = typer.Option(_DEFAULTS.val_fraction, help="Fraction of val tasks."),
-    test_fraction: float = typer.Option(_DEFAULTS.test_fraction, help="Fraction of test tasks."),
-) -> None:
+def corpus(config: CorpusConfig) -> None:
     """Build the paired standard/ADHD corpus."""
-    config = CorpusConfig(
-        seed=seed,
-        n_tasks=tasks,
-        examples_per_task=examples_per_task,
-        regulation_rate=regulation_rate,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
     console = Console()
     with console.status("building corpus"):
-        summary = build_corpus(config, out)
+        summary = build_corpus(config)
     console.print(
         f"wrote {summary.n_examples:,} paired examples over {sum(summary.n_tasks.values()):,} "
         f"tasks to {summary.out_dir} (Spearman {summary.spearman:.3f}, "
@@ -53,17 +39,11 @@ def corpus_stats(
     Console().print(*stats_tables(read_stats(corpus_dir)))
 
 
-def tokenizer(
-    corpus_dir: Path = typer.Option(..., "--corpus", help="Corpus directory to train on."),
-    out: Path = typer.Option(..., "--out", help="Where to write tokenizer.json."),
-    vocab_size: int = typer.Option(8192, help="BPE tokens, not counting the five specials."),
-) -> None:
+def tokenizer(config: TokenizerConfig) -> None:
     """Train the byte-level BPE tokenizer shared by both models."""
-    from interpgpt.tokenizer import TaskTokenizer, train_tokenizer
-
     console = Console()
     with console.status("training tokenizer"):
-        path = train_tokenizer(corpus_dir, out, vocab_size)
+        path = train_tokenizer(config)
     tok = TaskTokenizer.from_file(path)
     console.print(f"wrote {path} ({tok.vocab_size:,} tokens, sha256 {tok.sha256[:12]})")
 
@@ -100,6 +80,6 @@ def _kv(mapping: dict[str, Any]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("corpus")(corpus)
+    settings.command(app, "corpus", CorpusConfig)(corpus)
     app.command("corpus-stats")(corpus_stats)
-    app.command("tokenizer")(tokenizer)
+    settings.command(app, "tokenizer", TokenizerConfig)(tokenizer)

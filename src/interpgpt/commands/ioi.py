@@ -1,47 +1,21 @@
-"""CLI for the IOI sandbox: `ioi` (the pipeline on GPT-2 or a local model) and `ioi-demo`."""
+"""CLI for the IOI sandbox: `ioi` (the pipeline on GPT-2 or a local model) and `ioi-demo`.
+
+Their options are generated from `IOIConfig` and `IOIDemoConfig` (`interpgpt.settings`).
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from interpgpt import settings
 from interpgpt.ioi.analysis import IOIConfig, IOIResult, run_ioi
 from interpgpt.ioi.demo import IOIDemoConfig, run_demo
-from interpgpt.ioi.train import IOITrainConfig
-
-_IOI = IOIConfig(model="gpt2", out_dir=Path("."))
-_TRAIN = IOITrainConfig()
 
 
-def ioi(
-    model: str = typer.Option(
-        ..., "--model", help="gpt2 (local Hugging Face cache only) or an IOI model directory."
-    ),
-    out: Path = typer.Option(..., "--out", help="Directory for ioi.json, ioi_report.md, PNGs."),
-    prompts: int = typer.Option(_IOI.n_prompts, help="Prompts patched and attributed."),
-    eval_prompts: int = typer.Option(
-        _IOI.n_eval,
-        help="Cap on the baseline's evaluation prompts (held-out set for a local model).",
-    ),
-    corruption: str = typer.Option(
-        _IOI.corruption, help="Patching corruption: flip_s2 (S2 -> IO) or abc (fresh names)."
-    ),
-    seed: int = typer.Option(_IOI.seed, help="Seed of prompt sampling and corruption."),
-    device: str = typer.Option(_IOI.device, help="auto, cpu or cuda."),
-) -> None:
+def ioi(config: IOIConfig) -> None:
     """Run the IOI pipeline: baseline, patching, DLA, head scores, report."""
-    config = IOIConfig(
-        model=model,
-        out_dir=out,
-        n_prompts=prompts,
-        n_eval=eval_prompts,
-        corruption=corruption,  # type: ignore[arg-type]  # checked in __post_init__
-        seed=seed,
-        device=device,
-    )
     console = Console()
     with console.status("running the IOI pipeline"):
         result = run_ioi(config)
@@ -49,17 +23,8 @@ def ioi(
     console.print(f"wrote {result.report_path} and {len(result.figures)} figures")
 
 
-def ioi_demo(
-    out: Path = typer.Option(..., "--out", help="Directory for model/ and the IOI outputs."),
-    steps: int = typer.Option(_TRAIN.steps, help="Training steps of the IOI model."),
-    seed: int = typer.Option(_TRAIN.seed, help="Seed of init, data and held-out split."),
-    threads: int = typer.Option(_TRAIN.threads, help="CPU threads for training (0: default)."),
-    device: str = typer.Option(_TRAIN.device, help="auto, cpu or cuda."),
-    prompts: int = typer.Option(_IOI.n_prompts, help="Prompts patched and attributed."),
-) -> None:
+def ioi_demo(config: IOIDemoConfig) -> None:
     """Train a small model on the synthetic IOI language, then run the IOI pipeline on it."""
-    train = IOITrainConfig(steps=steps, seed=seed, threads=threads, device=device)
-    config = IOIDemoConfig(out_dir=out, train=train, n_prompts=prompts, device=device)
     console = Console()
     with console.status("training the IOI model and running the pipeline"):
         result = run_demo(config)
@@ -89,5 +54,5 @@ def summary_table(result: IOIResult) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ioi")(ioi)
-    app.command("ioi-demo")(ioi_demo)
+    settings.command(app, "ioi", IOIConfig)(ioi)
+    settings.command(app, "ioi-demo", IOIDemoConfig)(ioi_demo)

@@ -1,19 +1,20 @@
-"""CLI for the SAE stage: the `sae` command group with `train` and `train-all`.
+"""CLI for the SAEs: the `sae` command group with `train`, `train-all` and `diff`.
 
-`sae_app` is importable so other modules add their own `sae` subcommands to it:
-`interpgpt.commands.sae_analysis.register_sae(sae_app)` adds `sae diff`.
+Each command's options are generated from its config (`interpgpt.settings`):
+`train` from `SAETrainConfig`, `train-all` from `TrainAllConfig` (also the study's
+`[sae]` section). `diff` is the cross-model feature diff of one trained SAE
+(`interpgpt.analysis.feature_diff`), its options generated from `FeatureDiffConfig`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from interpgpt import settings
+from interpgpt.analysis.feature_diff import FeatureDiffConfig, FeatureDiffResult, feature_diff
 from interpgpt.sae.training import (
-    SAEHyperparams,
     SAETrainConfig,
     SAETrainResult,
     TrainAllConfig,
@@ -27,110 +28,23 @@ sae_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_H = SAEHyperparams()
-CORPUS = typer.Option(..., "--corpus", help="Corpus dir: train split to fit, val split to judge.")
-OUT = typer.Option(
-    ..., "--out", help="Parent dir; each SAE goes to {model}_L{layer}_hook_resid_post/."
-)
-K = typer.Option(_H.k, "--k", help="Active latents per token (TopK).")
-D_SAE = typer.Option(_H.d_sae, "--d-sae", help="Dictionary size (latents).")
-TOKENS = typer.Option(_H.tokens, "--tokens", help="Training activations per SAE.")
-BATCH = typer.Option(_H.batch_size, "--batch-size", help="Activations per optimiser step.")
-LR = typer.Option(_H.lr, "--lr", help="Adam learning rate (linear decay over the last 20%).")
-DATA = typer.Option(
-    _H.data, "--data", help="Corpus variant feeding the model: own, standard, adhd or both."
-)
-BUFFER = typer.Option(
-    _H.buffer_tokens, "--buffer-tokens", help="Shuffle-buffer size in activations (memory bound)."
-)
-EVAL_TOKENS = typer.Option(_H.eval_tokens, "--eval-tokens", help="Held-out val tokens to judge on.")
-STRICT = typer.Option(False, "--strict", help="Exit non-zero when an SAE misses a quality gate.")
-SEED = typer.Option(_H.seed, "--seed", help="Seed of the SAE init and the activation order.")
-DEVICE = typer.Option(_H.device, "--device", help="auto (CUDA when available), cpu or cuda.")
-AUTOCAST = typer.Option(
-    _H.autocast, "--autocast/--no-autocast", help="bf16 autocast for the model and encoder."
-)
 
-
-@sae_app.command("train")
-def train(
-    model: Path = typer.Argument(..., help="Run or export dir of the model."),
-    layer: int = typer.Option(..., "--layer", help="Block whose hook_resid_post the SAE reads."),
-    corpus: Path = CORPUS,
-    out: Path = OUT,
-    k: int = K,
-    d_sae: int = D_SAE,
-    tokens: int = TOKENS,
-    batch_size: int = BATCH,
-    lr: float = LR,
-    data: str = DATA,
-    eval_tokens: int = EVAL_TOKENS,
-    buffer_tokens: int = BUFFER,
-    name: str | None = typer.Option(None, "--name", help="SAE model name (default: variant)."),
-    strict: bool = STRICT,
-    seed: int = SEED,
-    device: str = DEVICE,
-    autocast: bool = AUTOCAST,
-) -> None:
+def train(config: SAETrainConfig) -> None:
     """Train one TopK SAE on one layer of one model, and judge it on held-out tokens."""
-    config = SAETrainConfig(
-        model=model, layer=layer, corpus=corpus, out=out, k=k, d_sae=d_sae, tokens=tokens,
-        batch_size=batch_size, lr=lr, data=data, eval_tokens=eval_tokens, model_name=name,
-        buffer_tokens=buffer_tokens,
-        strict=strict, seed=seed, device=device, autocast=autocast,
-    )  # fmt: skip
     console = Console()
-    with console.status(f"training SAE on {model} layer {layer}"):
+    with console.status(f"training SAE on {config.model} layer {config.layer}"):
         result = train_sae(config)
     console.print(quality_table([result]))
     console.print(f"wrote {result.path}")
 
 
-@sae_app.command("train-all")
-def train_all_command(
-    corpus: Path = CORPUS,
-    out: Path = OUT,
-    std: Path | None = typer.Option(None, "--std", help="Run or export dir of the standard model."),
-    adhd: Path | None = typer.Option(None, "--adhd", help="Run or export dir of the ADHD model."),
-    std_layers: str = typer.Option("0,1,2,3", help="Comma-separated standard-model layers."),
-    adhd_layers: str = typer.Option("1,2,3", help="Comma-separated ADHD-model layers."),
-    k: int = K,
-    d_sae: int = D_SAE,
-    tokens: int = TOKENS,
-    batch_size: int = BATCH,
-    lr: float = LR,
-    data: str = DATA,
-    eval_tokens: int = EVAL_TOKENS,
-    buffer_tokens: int = BUFFER,
-    strict: bool = STRICT,
-    seed: int = SEED,
-    device: str = DEVICE,
-    autocast: bool = AUTOCAST,
-) -> None:
+def train_all_command(config: TrainAllConfig) -> None:
     """Train the seed card's SAE set (standard L0-L3, ADHD L1-L3) or the given layers."""
-    config = TrainAllConfig(
-        corpus=corpus, out=out, std=std, adhd=adhd,
-        std_layers=parse_layers(std_layers, "--std-layers"),
-        adhd_layers=parse_layers(adhd_layers, "--adhd-layers"),
-        k=k, d_sae=d_sae, tokens=tokens, batch_size=batch_size, lr=lr, data=data,
-        eval_tokens=eval_tokens, strict=strict, seed=seed, device=device, autocast=autocast,
-        buffer_tokens=buffer_tokens,
-    )  # fmt: skip
     console = Console()
     with console.status("training SAEs"):
         result = train_all(config)
     console.print(quality_table(result.results))
     console.print(f"wrote {result.summary_path}")
-
-
-def parse_layers(text: str, option: str) -> tuple[int, ...]:
-    """Parse "0,1,2" as (0, 1, 2); an empty string means no layers."""
-    from interpgpt.io import UserError
-
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UserError(f"{option} {text!r}: expected comma-separated layer numbers") from None
 
 
 def quality_table(results: list[SAETrainResult]) -> Table:
@@ -148,12 +62,30 @@ def quality_table(results: list[SAETrainResult]) -> Table:
     return table
 
 
+def diff(config: FeatureDiffConfig) -> None:
+    """Features of one SAE that fire at ADHD step onsets and (almost) never at standard ones."""
+    console = Console()
+    with console.status("encoding both models' activations"):
+        result = feature_diff(config)
+    console.print(diff_table(result, config))
+    console.print(f"wrote {result.json_path}, {result.markdown_path}")
+
+
+def diff_table(result: FeatureDiffResult, config: FeatureDiffConfig, rows: int = 10) -> Table:
+    table = Table(title=f"{len(result.selected)} ADHD-specific features")
+    for column in ("feature", "ADHD rate", "standard rate", "asymmetry"):
+        table.add_column(column, justify="right")
+    for f in result.selected[:rows]:
+        a, s = float(result.adhd.onset_rate[f]), float(result.standard.onset_rate[f])
+        ratio = (a + config.epsilon) / (s + config.epsilon)
+        table.add_row(str(f), f"{a:.2%}", f"{s:.3%}", f"{ratio:.1f}×")
+    return table
+
+
+settings.command(sae_app, "train", SAETrainConfig)(train)
+settings.command(sae_app, "train-all", TrainAllConfig)(train_all_command)
+settings.command(sae_app, "diff", FeatureDiffConfig)(diff)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(sae_app, name="sae")
-    try:
-        from interpgpt.commands.sae_analysis import register_sae
-    except ModuleNotFoundError as err:
-        if err.name != "interpgpt.commands.sae_analysis":
-            raise
-        return
-    register_sae(sae_app)

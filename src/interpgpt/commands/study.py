@@ -7,31 +7,36 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interpgpt.study.config import load_study_config
+from interpgpt.study.pipeline import run_study
+
+
+def study(
+    preset: str = typer.Option(
+        None, help="Model preset of both models: small (default, CPU), full (GPU) or tiny."
+    ),
+    out: Path = typer.Option(Path("runs/study"), help="Study directory (resumed if present)."),
+    config: Path = typer.Option(
+        None,
+        help="TOML file of study settings: preset, seed, device, and one [section] per stage "
+        "(corpus, train, headswap, sae, ...) whose keys are that stage's command options.",
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override one setting, e.g. --set sae.k=32 (repeatable)."
+    ),
+    force: list[str] = typer.Option(
+        [], help="Rerun this stage even if its outputs are current (repeatable)."
+    ),
+) -> None:
+    """Run the whole matched-pair study and write report.html; a killed study resumes."""
+    console = Console()
+    study_config = load_study_config(config, set_, preset)
+    result = run_study(study_config, out, set(force), console)
+    console.print(
+        f"[bold green]study finished[/] in {result.seconds / 60:.1f} min: "
+        f"{result.out / 'report.html'}"
+    )
+
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def study(
-        preset: str = typer.Option(
-            None, help="Model preset of both models: small (default, CPU), full (GPU) or tiny."
-        ),
-        out: Path = typer.Option(Path("runs/study"), help="Study directory (resumed if present)."),
-        config: Path = typer.Option(
-            None, help="TOML file of study settings (sections corpus, train, analysis, sae)."
-        ),
-        set_: list[str] = typer.Option(
-            [], "--set", help="Override one setting, e.g. --set sae.k=32 (repeatable)."
-        ),
-        force: list[str] = typer.Option(
-            [], help="Rerun this stage even if its outputs are current (repeatable)."
-        ),
-    ) -> None:
-        """Run the whole matched-pair study and write report.html; a killed study resumes."""
-        from interpgpt.study import load_study_config, run_study
-
-        console = Console()
-        study_config = load_study_config(config, set_, preset)
-        result = run_study(study_config, out, set(force), console)
-        console.print(
-            f"[bold green]study finished[/] in {result.seconds / 60:.1f} min: "
-            f"{result.out / 'report.html'}"
-        )
+    app.command()(study)

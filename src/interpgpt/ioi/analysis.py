@@ -7,7 +7,7 @@ directly, then name the head families by their attention patterns — duplicate-
 and induction heads that detect the repeated subject, and name movers that attend
 from END to the indirect object and write it to the logits (Wang et al. 2022).
 
-`run_ioi(IOIConfig(model, out_dir))` works on GPT-2 small (`model="gpt2"`, local
+`run_ioi(IOIConfig(model, out))` works on GPT-2 small (`model="gpt2"`, local
 Hugging Face cache only) or on a local IOI model directory (`interpgpt ioi-demo`),
 and writes `ioi.json` (with provenance), `ioi_report.md` and the figures.
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from interpgpt.analysis.interventions import Head
-from interpgpt.io import UserError, provenance, write_json
+from interpgpt.errors import UserError
+from interpgpt.io import provenance, write_json
 from interpgpt.ioi.attribution import (
     DirectAttribution,
     attribute_heads,
@@ -36,8 +37,10 @@ from interpgpt.ioi.attribution import (
 )
 from interpgpt.ioi.baseline import Baseline, baseline, encode_for, end_logit_diff
 from interpgpt.ioi.prompts import Corruption, IOIBatch, corrupt, normalised_metric
+from interpgpt.ioi.report import write_figures, write_report
 from interpgpt.ioi.scores import HeadScores, head_scores
 from interpgpt.ioi.subjects import IOISubject, load_subject
+from interpgpt.settings import at_least, check_choices, inputs
 
 IOI_JSON = "ioi.json"
 IOI_REPORT = "ioi_report.md"
@@ -45,11 +48,11 @@ IOI_REPORT = "ioi_report.md"
 
 @dataclass(frozen=True)
 class IOIConfig:
-    """One run of the IOI pipeline."""
+    """One run of the IOI pipeline (`interpgpt ioi`)."""
 
     model: str
-    """"gpt2" (GPT-2 small from the local Hugging Face cache) or an IOI model directory."""
-    out_dir: Path
+    """gpt2 (GPT-2 small from the local Hugging Face cache) or an IOI model directory."""
+    out: Path = inputs.option()
     """Where ioi.json, ioi_report.md and the figures are written."""
     n_prompts: int = 96
     """Prompts patched and attributed (the baseline scores the whole evaluation set)."""
@@ -60,15 +63,13 @@ class IOIConfig:
     seed: int = 0
     """Seed of prompt sampling and corruption."""
     device: str = "auto"
-    """"auto", "cpu" or "cuda"."""
+    """auto, cpu or cuda."""
     top_k: int = 3
     """Heads listed per family in the findings."""
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 2 or self.n_eval < 2:
-            raise UserError("--prompts and n_eval must be at least 2")
-        if self.corruption not in ("flip_s2", "abc"):
-            raise UserError(f"--corruption {self.corruption!r}: choose flip_s2 or abc")
+        check_choices(self)
+        at_least(self, n_prompts=2, n_eval=2, top_k=1)
 
 
 @dataclass
@@ -258,12 +259,10 @@ def analyse(subject: IOISubject, config: IOIConfig) -> IOIResult:
 
 def run_ioi(config: IOIConfig) -> IOIResult:
     """Load the model, run the pipeline, write ioi.json, ioi_report.md and figures."""
-    from interpgpt.ioi.report import write_figures, write_report
-
     subject = load_subject(config.model, config.device)
     with torch.no_grad():
         result = analyse(subject, config)
-    out = Path(config.out_dir)
+    out = Path(config.out)
     result.figures = write_figures(result, out)
     result.json_path = write_json(out / IOI_JSON, result_json(result, subject))
     result.report_path = write_report(result, subject, out / IOI_REPORT)

@@ -21,16 +21,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import patching as tl_patching
 
 from interpgpt.analysis.interventions import Head, ablate_heads, act_name, head_means
-from interpgpt.analysis.patching import activation_patch, attribution_patch
+from interpgpt.analysis.patching.run import activation_patch, attribution_patch
 from interpgpt.ioi.prompts import IOIBatch, logit_diff
-from interpgpt.model import TaskGPT
+from interpgpt.model.taskgpt import TaskGPT
 
 
 class MeanLogitDiff:
@@ -43,13 +45,13 @@ class MeanLogitDiff:
         return logit_diff(logits, self.batch).mean()
 
 
-def patch(subject, clean: IOIBatch, corrupted: IOIBatch, site: str) -> Tensor:
+def patch(
+    subject, clean: IOIBatch, corrupted: IOIBatch, site: Literal["resid_pre", "attn_head_out"]
+) -> Tensor:
     """Patched mean logit difference per site index (TransformerLens layout)."""
     model, metric = subject.model, MeanLogitDiff(clean)
     if isinstance(model, TaskGPT):
         return activation_patch(model, clean.tokens, corrupted.tokens, metric, site)
-    from transformer_lens import patching as tl_patching
-
     _, cache = model.run_with_cache(clean.tokens)
     fn = {
         "resid_pre": tl_patching.get_act_patch_resid_pre,

@@ -29,12 +29,19 @@ from jaxtyping import Int
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import Tensor
 
-from interpgpt.io import UserError, atomic_path
+from interpgpt.errors import UserError
+from interpgpt.io import atomic_path
 from interpgpt.ioi.prompts import NAMES, OBJECTS, PLACES, TEMPLATES, IOIPrompt, sample_prompts
 
 BOS, PAD, UNK = "<|bos|>", "<|pad|>", "<|unk|>"
 HELD_OUT_TEMPLATES: tuple[int, ...] = (6, 8, 11)
 """Templates kept out of training; `test_ioi` checks their words all occur in the others."""
+HELDOUT_DEFINITION = (
+    "prompts whose (IO, S) name pair is one of the unordered pairs never used together "
+    "in training, in both role assignments, written in templates never used in training; "
+    "every name and every word occurs in training in other combinations"
+)
+"""What the held-out evaluation set (`IOISplit.held_out_prompts`) is, for reports."""
 
 
 def template_words(template: str) -> list[str]:
@@ -58,11 +65,10 @@ class IOITokenizer:
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        self.bos_id = tokenizer.token_to_id(BOS)
-        self.pad_id = tokenizer.token_to_id(PAD)
-        self.unk_id = tokenizer.token_to_id(UNK)
-        if None in (self.bos_id, self.pad_id, self.unk_id):
+        bos, pad, unk = (tokenizer.token_to_id(token) for token in (BOS, PAD, UNK))
+        if bos is None or pad is None or unk is None:
             raise UserError(f"IOI tokenizer lacks one of {BOS}, {PAD}, {UNK}")
+        self.bos_id, self.pad_id, self.unk_id = bos, pad, unk
 
     @classmethod
     def from_file(cls, path: str | Path) -> IOITokenizer:

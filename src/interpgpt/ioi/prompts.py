@@ -28,8 +28,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -197,8 +198,16 @@ class IOIBatch:
         return self.tokens.shape[0]
 
     def to(self, device: str | torch.device) -> IOIBatch:
-        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)}
-        return replace(self, **moved)
+        return replace(
+            self,
+            tokens=self.tokens.to(device),
+            io_pos=self.io_pos.to(device),
+            s1_pos=self.s1_pos.to(device),
+            s2_pos=self.s2_pos.to(device),
+            end_pos=self.end_pos.to(device),
+            io_token=self.io_token.to(device),
+            s_token=self.s_token.to(device),
+        )
 
     def subset(self, rows: Sequence[int]) -> IOIBatch:
         index = torch.tensor(list(rows), dtype=torch.long)
@@ -269,8 +278,10 @@ def logit_diff(
     return end[rows, batch.io_token.to(logits.device)] - end[rows, batch.s_token.to(logits.device)]
 
 
-def normalised_metric(
-    patched: Float[Tensor, ...] | float, clean: float, corrupted: float
-) -> Float[Tensor, ...] | float:
+_Metric = TypeVar("_Metric", Tensor, np.ndarray, float)
+"""A patched metric: one value, or a tensor or array of them."""
+
+
+def normalised_metric(patched: _Metric, clean: float, corrupted: float) -> _Metric:
     """(patched − corrupted) / (clean − corrupted): 0 at the corrupted run, 1 at the clean."""
     return (patched - corrupted) / (clean - corrupted)

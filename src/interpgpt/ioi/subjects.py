@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 import torch
+from huggingface_hub import try_to_load_from_cache
+from transformer_lens import HookedTransformer
 
-from interpgpt.analysis.data import resolve_device
-from interpgpt.io import UserError
+from interpgpt.device import resolve_device
+from interpgpt.errors import UserError
+from interpgpt.ioi.language import HELDOUT_DEFINITION
+from interpgpt.ioi.local_model import IOIModel, load_ioi_model
 from interpgpt.ioi.prompts import NAMES, IOIPrompt, sample_prompts
-from interpgpt.ioi.train import IOIModel, load_ioi_model
 
 GPT2_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 GPT2_HELP = (
@@ -69,8 +73,6 @@ class IOISubject:
 
 
 def subject_from_ioi_model(ioi: IOIModel) -> IOISubject:
-    from interpgpt.ioi.train import HELDOUT_DEFINITION
-
     held = ioi.split.held_out_prompts
 
     def eval_prompts(n: int, seed: int) -> list[IOIPrompt]:
@@ -96,38 +98,39 @@ def subject_from_ioi_model(ioi: IOIModel) -> IOISubject:
 
 def gpt2_cached() -> bool:
     """True when every GPT-2 small file is in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
     return all(isinstance(try_to_load_from_cache("gpt2", f), str) for f in GPT2_FILES)
 
 
 def load_gpt2(device: torch.device) -> IOISubject:
     """GPT-2 small from the local cache only, as a HookedTransformer."""
-    import huggingface_hub.constants
-
     # Never reach the network, even on a cache miss: the env var for libraries that read it
     # later, the constant for huggingface_hub, which read it at import.
     os.environ["HF_HUB_OFFLINE"] = "1"
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     if not gpt2_cached():
         raise UserError(GPT2_HELP)
-    from transformer_lens import HookedTransformer
-
     try:
         model = HookedTransformer.from_pretrained("gpt2", device=str(device))
     except OSError as err:  # a partial cache: some file from_pretrained wants is missing
         raise UserError(f"{GPT2_HELP} ({str(err).splitlines()[0]})") from None
     model.eval()
     tok = model.tokenizer
+    if tok is None or tok.eos_token_id is None:
+        raise UserError(f"{GPT2_HELP} (the cached GPT-2 came without its tokenizer)")
     names = tuple(n for n in NAMES if len(tok.encode(" " + n)) == 1)
 
     def eval_prompts(n: int, seed: int) -> list[IOIPrompt]:
         return sample_prompts(n, seed, names=names)
 
+    def decode(ids: list[int]) -> str:
+        text = tok.decode(ids)
+        assert isinstance(text, str)  # a list of ids decodes to one string
+        return text
+
     return IOISubject(
         model=model,
         encode=lambda text: tok.encode(text),
-        decode=lambda ids: tok.decode(ids),
+        decode=decode,
         bos=tok.bos_token_id,
         pad=tok.eos_token_id,
         names=names,

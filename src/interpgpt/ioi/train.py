@@ -1,36 +1,51 @@
-"""Train a small TaskGPT on the synthetic IOI language, and load it back.
+"""Train a small TaskGPT on the synthetic IOI language and write its directory.
 
 The IOI model is a TaskGPT (same blocks, hooks and conversions as the matched
 pair) with a narrow custom shape, trained with next-token loss on the stream of
-`language.training_batch` under bf16 autocast. Its directory is self-contained:
-`model.safetensors`, `ioi_model.json` (GPTConfig, training config, held-out
-split, held-out logit difference, provenance), the word-level `tokenizer.json`
-and `metrics.jsonl`. The config file has its own name so `artifacts.load_model`
-never mistakes an IOI model for a matched-pair run dir (different tokenizer).
+`language.training_batch` by the matched pair's optimizer step (`train.step`:
+AdamW with decay on matrices, warmup then cosine decay, the mean loss over non-pad
+targets, gradient clipping, bf16 autocast when `precision` asks for it). What is its
+own: the data stream, the shape and hyperparameters, and no checkpoints, validation
+loss or samples during training; the held-out logit difference is measured after.
+`local_model` reads the directory back (`model.safetensors`, `ioi_model.json`, the
+word-level `tokenizer.json`, `metrics.jsonl`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from interpgpt.analysis.data import resolve_device
-from interpgpt.artifacts import MODEL_WEIGHTS, TOKENIZER_FILE, build_model, load_safetensors
-from interpgpt.io import UserError, atomic_path, provenance, read_json, write_json, write_text
-from interpgpt.ioi.language import IOISplit, IOITokenizer, build_ioi_tokenizer, training_batch
-from interpgpt.model import GPTConfig, TaskGPT
+from interpgpt.artifacts.names import MODEL_WEIGHTS, TOKENIZER_FILE
+from interpgpt.device import resolve_device
+from interpgpt.errors import UserError
+from interpgpt.io import atomic_path, provenance, write_json, write_text
+from interpgpt.ioi.baseline import Baseline, baseline
+from interpgpt.ioi.language import (
+    HELDOUT_DEFINITION,
+    IOISplit,
+    IOITokenizer,
+    build_ioi_tokenizer,
+    training_batch,
+)
+from interpgpt.ioi.local_model import IOI_CONFIG, IOIModel
+from interpgpt.ioi.subjects import subject_from_ioi_model
+from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.settings import SettingError, at_least, check_choices, in_range
+from interpgpt.train.batches import Batch, next_token_batch
+from interpgpt.train.distributed import DistInfo
+from interpgpt.train.step import NonFiniteLoss, Stepper, adamw, warmup_cosine
 
-IOI_CONFIG = "ioi_model.json"
 IOI_METRICS = "metrics.jsonl"
+LOG_EVERY = 50
+"""Steps between metrics.jsonl records (and the last step)."""
 
 
 @dataclass(frozen=True)
@@ -66,30 +81,25 @@ class IOITrainConfig:
     seed: int = 0
     """Seed of the init, the data stream and the held-out split."""
     device: str = "auto"
-    """"auto" (CUDA when available), "cpu" or "cuda"."""
+    """auto (CUDA when available), cpu or cuda."""
     precision: Literal["bf16", "fp32"] = "fp32"
     """Autocast dtype of the matmuls. fp32 by default: at this width the casts cost more
     than bf16 saves on CPU (bf16 pays off at the matched pair's widths)."""
     threads: int = 1
     """CPU threads for training (0: torch's default). At this width one thread is as fast
-    as two and avoids OpenMP spinning when the cores are shared (measured 10x)."""
+    as two and avoids OpenMP spinning when the cores are shared."""
 
     def __post_init__(self) -> None:
-        if self.n_layer < 1 or self.steps < 1 or self.batch_size < 1:
-            raise UserError("IOI training needs n_layer, steps and batch_size >= 1")
+        check_choices(self)
+        at_least(
+            self, n_layer=1, n_head=1, d_model=1, d_head=1, d_mlp=1, n_ctx=1, steps=1,
+            batch_size=1, warmup=0, weight_decay=0, threads=0,
+        )  # fmt: skip
+        if not self.lr > 0:
+            raise SettingError("lr", f"must be positive (got {self.lr})")
+        in_range(self, "repeat_fraction", 0.0, 1.0)
         if not 0.0 <= self.pair_fraction < 1.0:
-            raise UserError(f"pair_fraction must be in [0, 1), got {self.pair_fraction}")
-
-
-@dataclass
-class IOIModel:
-    """A model that does IOI, with what the pipeline needs to prompt it."""
-
-    model: TaskGPT
-    tokenizer: IOITokenizer
-    split: IOISplit
-    source: Path
-    info: dict = field(default_factory=dict)
+            raise SettingError("pair_fraction", f"must be in [0, 1) (got {self.pair_fraction})")
 
 
 @dataclass
@@ -115,54 +125,66 @@ def gpt_config(config: IOITrainConfig, vocab_size: int) -> GPTConfig:
     )
 
 
-def _lr(step: int, config: IOITrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_at(step: int, config: IOITrainConfig) -> float:
+    """Linear warmup over `config.warmup` steps, cosine decay to a tenth of the peak."""
+    return warmup_cosine(
+        step, peak=config.lr, warmup=config.warmup, total=config.steps, min_ratio=0.1
+    )
 
 
-def _optimizer(model: TaskGPT, config: IOITrainConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
+@dataclass
+class IOIBatches:
+    """The training stream of the IOI language (`language.training_batch`) as a
+    `train.step.BatchSource`. A stream, not indexable: each call draws the next batch from
+    `rng`, so call it for steps 0, 1, 2, ... in order."""
+
+    tok: IOITokenizer
+    split: IOISplit
+    config: IOITrainConfig
+    rng: random.Random
+
+    def batch(self, step: int, dist: DistInfo) -> tuple[Batch, int]:
+        c = self.config
+        ids = training_batch(
+            self.tok, self.split, c.batch_size, self.rng, c.repeat_fraction, c.n_ctx
+        )
+        every = next_token_batch(ids, self.tok.pad_id)
+        per_rank = len(ids) // dist.world
+        mine = ids[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+        return next_token_batch(mine, self.tok.pad_id), every.n_tokens
 
 
-def _fit(model, tok, split, config, device) -> tuple[list[dict], float]:
-    rng = random.Random(config.seed)
-    opt = _optimizer(model, config)
-    log, loss_value = [], float("nan")
-    model.train()
+def _fit(
+    model: TaskGPT, tok: IOITokenizer, split: IOISplit, config: IOITrainConfig, device: torch.device
+) -> tuple[list[dict], float]:
+    """`config.steps` optimizer steps of `train.step.Stepper` on the IOI stream."""
+    optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    stepper = Stepper(
+        model,
+        optimizer,
+        DistInfo(rank=0, world=1, device=device),
+        schedule=lambda step: lr_at(step, config),
+        grad_clip=1.0,
+        autocast=config.precision == "bf16",
+    )
+    stream = IOIBatches(tok, split, config, random.Random(config.seed))
+    log, loss = [], float("nan")
     for step in range(config.steps):
-        batch = training_batch(
-            tok, split, config.batch_size, rng, config.repeat_fraction, config.n_ctx
-        ).to(device)
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, config)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            logits = model(batch[:, :-1])
-        targets = batch[:, 1:].masked_fill(batch[:, 1:] == tok.pad_id, -100)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss_value = float(loss.detach())
-        if step % 50 == 0 or step == config.steps - 1:
-            log.append({"step": step, "loss": loss_value, "lr": _lr(step, config)})
+        try:
+            loss, _ = stepper.step(step, stream)
+        except NonFiniteLoss:
+            raise UserError(
+                f"IOI training loss became NaN/inf at step {step}; lower lr or raise warmup"
+            ) from None
+        if step % LOG_EVERY == 0 or step == config.steps - 1:
+            log.append({"step": step, "loss": loss, "lr": lr_at(step, config)})
     model.eval()
-    return log, loss_value
+    return log, loss
 
 
 def train_ioi_model(config: IOITrainConfig, out_dir: str | Path) -> IOITrainResult:
-    """Train the IOI model and write its directory; returns held-out numbers."""
-    from interpgpt.ioi.baseline import baseline  # the pipeline's own metric
-    from interpgpt.ioi.subjects import subject_from_ioi_model
-
+    """Train the IOI model and write its directory; returns held-out numbers (measured
+    with the pipeline's own metric, `baseline`)."""
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -186,7 +208,9 @@ def train_ioi_model(config: IOITrainConfig, out_dir: str | Path) -> IOITrainResu
     )
 
 
-def _save(ioi: IOIModel, config: IOITrainConfig, log, seconds: float, base) -> None:
+def _save(
+    ioi: IOIModel, config: IOITrainConfig, log: list[dict], seconds: float, base: Baseline
+) -> None:
     out = ioi.source
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in ioi.model.state_dict().items()}
@@ -211,32 +235,3 @@ def _save(ioi: IOIModel, config: IOITrainConfig, log, seconds: float, base) -> N
             "provenance": provenance(config),
         },
     )
-
-
-HELDOUT_DEFINITION = (
-    "prompts whose (IO, S) name pair is one of the unordered pairs never used together "
-    "in training, in both role assignments, written in templates never used in training; "
-    "every name and every word occurs in training in other combinations"
-)
-
-
-def load_ioi_model(path: str | Path, device: str = "auto") -> IOIModel:
-    """Load a directory written by `train_ioi_model`."""
-    path = Path(path)
-    if not (path / IOI_CONFIG).is_file():
-        raise UserError(
-            f"{path}: not an IOI model directory (no {IOI_CONFIG}); "
-            "train one with `interpgpt ioi-demo --out DIR` or pass --model gpt2"
-        )
-    info = read_json(path / IOI_CONFIG)
-    try:
-        cfg = GPTConfig(**info["model"])
-        split = IOISplit(
-            held_out_pairs=tuple(tuple(p) for p in info["split"]["held_out_pairs"]),
-            held_out_templates=tuple(info["split"]["held_out_templates"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path / IOI_CONFIG}: malformed IOI model config ({err})") from None
-    model = build_model(cfg, load_safetensors(path / MODEL_WEIGHTS), path / MODEL_WEIGHTS)
-    tok = IOITokenizer.from_file(path / TOKENIZER_FILE)
-    return IOIModel(model.to(resolve_device(device)), tok, split, path, info)

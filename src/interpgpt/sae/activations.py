@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interpgpt.io import UserError
+from interpgpt.corpus.build import CorpusRecord
+from interpgpt.corpus.tokenizer import TaskTokenizer
+from interpgpt.errors import UserError
 
 
 def hook_layer(hook_name: str) -> int:
@@ -34,9 +35,11 @@ def hook_layer(hook_name: str) -> int:
     return int(parts[1])
 
 
-def encode_sequences(tokenizer, records: Sequence[dict[str, Any]], n_ctx: int) -> list[list[int]]:
+def encode_sequences(
+    tokenizer: TaskTokenizer, records: Sequence[CorpusRecord], n_ctx: int
+) -> list[list[int]]:
     """Token ids of every record that fits the context (longer ones are dropped)."""
-    encoded = (tokenizer.encode_example(r["task"], r["steps"]) for r in records)
+    encoded = (tokenizer.encode_example(r.task, r.steps) for r in records)
     sequences = [ids for ids in encoded if len(ids) <= n_ctx]
     if not sequences:
         raise UserError("no corpus example fits the model context; nothing to train an SAE on")
@@ -127,7 +130,16 @@ def activation_stream(
         kept = {h: acts[half:] for h, acts in buffer.items()}
 
 
-def _refill(model, sequences, hooks, kept, buffer_tokens, pad_id, seq_batch, autocast):
+def _refill(
+    model: torch.nn.Module,
+    sequences: Iterator[list[int]],
+    hooks: Sequence[str],
+    kept: dict[str, Tensor],
+    buffer_tokens: int,
+    pad_id: int,
+    seq_batch: int,
+    autocast: bool,
+) -> dict[str, Tensor]:
     """Run the model on fresh sequences until the buffer holds `buffer_tokens` tokens."""
     device = next(model.parameters()).device
     chunks: dict[str, list[Tensor]] = {h: [kept[h]] if h in kept else [] for h in hooks}

@@ -11,7 +11,7 @@ activation. `gate_failures` compares the result with the card's gates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,15 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interpgpt.sae.activations import pad_batch
+from interpgpt.sae.hyperparams import SAEHyperparams
 from interpgpt.sae.topk import TopKSAE
-
-if TYPE_CHECKING:
-    from interpgpt.sae.training import SAEHyperparams
-
-MIN_FVE = 0.87
-"""Quality gate of the seed SAE card: held-out fraction of variance explained."""
-MAX_DEAD_FRACTION = 0.02
-"""Quality gate of the seed SAE card: latents that never fire on held-out tokens."""
 
 
 @dataclass

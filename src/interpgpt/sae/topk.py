@@ -33,7 +33,9 @@ from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from interpgpt.io import UserError, atomic_path, read_json, write_json
+from interpgpt.artifacts.load import load_safetensors
+from interpgpt.errors import UserError
+from interpgpt.io import atomic_path, read_json, write_json
 
 SAE_CFG_FILE = "cfg.json"  # = sae_lens.constants.SAE_CFG_FILENAME
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # = sae_lens.constants.SAE_WEIGHTS_FILENAME
@@ -170,8 +172,6 @@ class TopKSAE(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> TopKSAE:
         """Read an SAELens-format TopK SAE directory (safetensors only, never pickle)."""
-        from interpgpt.artifacts import load_safetensors
-
         directory = Path(directory)
         cfg = cfg_from_saelens(read_json(directory / SAE_CFG_FILE), directory / SAE_CFG_FILE)
         state = load_safetensors(directory / SAE_WEIGHTS_FILE)
@@ -402,7 +402,7 @@ class TopKTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        W_dec /= W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        W_dec.div_(W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8))
 
 
 __all__ = [

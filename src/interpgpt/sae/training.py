@@ -17,6 +17,12 @@ all of its layers. Per SAE the recipe is (Gao et al. 2024 unless noted):
 
 Each SAE is written in SAELens's layout, `OUT/{model}_L{layer}_hook_resid_post/` with
 `cfg.json`, `sae_weights.safetensors` and our `quality.json`.
+
+`SAETrainConfig` is `sae train`'s options and `TrainAllConfig` both `sae train-all`'s
+and the study's `[sae]` section (`interpgpt.settings`): the shared hyperparameters
+(`hyperparams.SAEHyperparams`) after the paths each reads and writes. An unset `d_sae`
+is the seed card's expansion, 8 x the model's d_model, resolved from the loaded model,
+so one setting fits every preset.
 """
 
 from __future__ import annotations
@@ -26,20 +32,27 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interpgpt.io import UserError, provenance, read_jsonl, write_json
+from interpgpt.artifacts.load import LoadedModel, load_model
+from interpgpt.constants import VARIANTS, Split, Variant
+from interpgpt.corpus.build import CorpusRecord, load_split
+from interpgpt.corpus.tokenizer import TaskTokenizer
+from interpgpt.device import resolve_device
+from interpgpt.errors import UserError
+from interpgpt.io import provenance, write_json
 from interpgpt.sae.activations import (
     activation_stream,
     collect_activations,
     cycle_sequences,
     encode_sequences,
 )
-from interpgpt.sae.quality import MAX_DEAD_FRACTION, MIN_FVE, SAEQuality, evaluate_sae
+from interpgpt.sae.hyperparams import SAE_EXPANSION, DataChoice, SAEHyperparams
+from interpgpt.sae.quality import SAEQuality, evaluate_sae
 from interpgpt.sae.topk import (
     StepStats,
     TopKSAE,
@@ -50,103 +63,66 @@ from interpgpt.sae.topk import (
     sae_dir_name,
     sae_hook_name,
 )
+from interpgpt.settings import SettingError, at_least, inputs, option_name
 
 QUALITY_FILE = "quality.json"
 SUMMARY_FILE = "sae_summary.json"
-DataChoice = Literal["own", "standard", "adhd", "both"]
 
 
-@dataclass(kw_only=True)
-class SAEHyperparams:
-    """How every SAE is trained and judged (shared by `sae train` and `sae train-all`)."""
+@dataclass(frozen=True, kw_only=True)
+class _OneSAE:
+    """What `sae train` reads and writes (first in `--help`, before the hyperparameters)."""
 
-    k: int = 40
-    """Active latents per token (TopK)."""
-    d_sae: int = 4096
-    """Dictionary size."""
-    tokens: int = 500_000
-    """Training activations per SAE (the corpus is cycled when it has fewer)."""
-    batch_size: int = 512
-    """Activations per optimiser step. Small, so that the default budget is ~1,000 Adam
-    steps: with ~120 steps of 4096, 8-18% of the small preset's latents were still dead on
-    held-out tokens (AuxK needs steps to revive them); with 512, under 1%. A smaller step
-    is no slower per activation on CPU."""
-    lr: float = 4e-3
-    """Adam learning rate (constant, then linear decay to 0 over the last 20% of steps)."""
-    aux_coef: float = 1 / 32
-    """Weight of the AuxK dead-latent loss (Gao et al. 2024)."""
-    dead_tokens: int = 32_768
-    """A latent silent for this many training tokens counts as dead for AuxK."""
-    data: DataChoice = "own"
-    """Corpus variant(s) whose sequences feed the model: its own variant, one, or both."""
-    eval_tokens: int = 50_000
-    """Held-out (val split) tokens for the quality metrics."""
-    buffer_tokens: int = 262_144
-    """Shuffle-buffer size in activations (bounds memory)."""
-    seq_batch: int = 64
-    """Sequences per model forward pass when streaming activations."""
-    min_fve: float = MIN_FVE
-    """Gate: held-out FVE must be at least this."""
-    max_dead_fraction: float = MAX_DEAD_FRACTION
-    """Gate: the fraction of latents never firing on held-out tokens must be below this."""
-    strict: bool = False
-    """Fail (exit non-zero) when an SAE misses a quality gate."""
-    seed: int = 0
-    """Seed of the SAE init (plus the layer) and of the activation order."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    autocast: bool = True
-    """bf16 autocast for the model pass and the SAE encoder matmul."""
-
-    def __post_init__(self) -> None:
-        positive = ("k", "d_sae", "tokens", "batch_size", "eval_tokens", "seq_batch")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive")
-        if self.k > self.d_sae:
-            raise UserError(f"--k {self.k} exceeds --d-sae {self.d_sae}")
-        if self.data not in ("own", "standard", "adhd", "both"):
-            raise UserError(f"--data {self.data!r}: choose own, standard, adhd or both")
-        if self.tokens < self.batch_size:
-            raise UserError(f"--tokens {self.tokens} is less than one batch ({self.batch_size})")
-
-    def hyperparams(self) -> dict[str, Any]:
-        names = {f.name for f in dataclasses.fields(SAEHyperparams)}
-        return {n: getattr(self, n) for n in names}
-
-
-@dataclass(kw_only=True)
-class SAETrainConfig(SAEHyperparams):
-    """One SAE: a model, a layer, a corpus and where to write."""
-
-    model: Path
+    model: Path = inputs.argument()
     """The model (run or export dir)."""
+    corpus: Path = inputs.option()
+    """Corpus dir; its train split feeds training, its val split the quality metrics."""
+    out: Path = inputs.option()
+    """Parent directory; the SAE goes to OUT/{model}_L{layer}_hook_resid_post/."""
     layer: int
     """Block whose hook_resid_post the SAE reads."""
-    corpus: Path
-    """Corpus dir; its train split feeds training, its val split the quality metrics."""
-    out: Path
-    """Parent directory; the SAE goes to OUT/{model}_L{layer}_hook_resid_post/."""
     model_name: str | None = None
     """Name in the SAE's directory and metadata; default the model's variant."""
 
 
-@dataclass(kw_only=True)
-class TrainAllConfig(SAEHyperparams):
-    """The card's set of SAEs on a matched pair (either model may be left out)."""
+@dataclass(frozen=True, kw_only=True)
+class SAETrainConfig(SAEHyperparams, _OneSAE):
+    """One SAE: a model, a layer, a corpus and where to write (`interpgpt sae train`)."""
 
-    corpus: Path
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(self, layer=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PairSAEs:
+    """What `sae train-all` reads and writes (first in `--help`)."""
+
+    corpus: Path = inputs.option()
     """Corpus dir shared by both models."""
-    out: Path
+    out: Path = inputs.option()
     """Parent directory of every SAE directory and of sae_summary.json."""
-    std: Path | None = None
-    """The standard model (run or export dir)."""
+    standard: Path | None = None
+    """The standard model (run or export dir); the study passes its export."""
     adhd: Path | None = None
-    """The ADHD model (run or export dir)."""
+    """The ADHD model (run or export dir); the study passes its export."""
     std_layers: tuple[int, ...] = (0, 1, 2, 3)
-    """Layers of the standard model that get an SAE."""
+    """Layers of the standard model that get an SAE (comma-separated)."""
     adhd_layers: tuple[int, ...] = (1, 2, 3)
-    """Layers of the ADHD model that get an SAE."""
+    """Layers of the ADHD model that get an SAE (comma-separated)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainAllConfig(SAEHyperparams, _PairSAEs):
+    """The card's set of SAEs on a matched pair, either model may be left out
+    (`interpgpt sae train-all`, study `[sae]`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("std_layers", "adhd_layers"):
+            negative = [layer for layer in getattr(self, name) if layer < 0]
+            if negative:
+                raise SettingError(name, f"layer {negative[0]} is negative")
 
 
 @dataclass
@@ -174,8 +150,6 @@ class TrainAllResult:
 
 def train_sae(config: SAETrainConfig) -> SAETrainResult:
     """Train, evaluate and save one SAE; with `strict`, raise if it misses a gate."""
-    from interpgpt.artifacts import load_model
-
     loaded = load_model(config.model)
     name = config.model_name or loaded.name
     result = _train_model_layers(loaded, name, (config.layer,), config)[0]
@@ -186,14 +160,15 @@ def train_sae(config: SAETrainConfig) -> SAETrainResult:
 
 def train_all(config: TrainAllConfig) -> TrainAllResult:
     """Train the SAEs of both models; write OUT/sae_summary.json; strict raises on a fail."""
-    from interpgpt.artifacts import load_model
-
-    plan = [(config.std, config.std_layers), (config.adhd, config.adhd_layers)]
-    plan = [(path, layers) for path, layers in plan if path is not None and layers]
+    wanted = [
+        (config.standard, config.std_layers, "std_layers"),
+        (config.adhd, config.adhd_layers, "adhd_layers"),
+    ]
+    plan = [(path, layers, name) for path, layers, name in wanted if path is not None and layers]
     if not plan:
-        raise UserError("sae train-all: pass --std and/or --adhd with at least one layer each")
+        raise UserError("sae train-all: pass --standard and/or --adhd with at least one layer each")
     results: list[SAETrainResult] = []
-    for path, layers in plan:
+    for path, layers, setting in plan:
         loaded = load_model(path)
         one = SAETrainConfig(
             model=path,
@@ -202,7 +177,7 @@ def train_all(config: TrainAllConfig) -> TrainAllResult:
             out=config.out,
             **config.hyperparams(),
         )
-        results += _train_model_layers(loaded, loaded.name, tuple(layers), one)
+        results += _train_model_layers(loaded, loaded.name, tuple(layers), one, setting)
     summary = {
         "saes": [_summary_row(r) for r in results],
         "all_passed": all(r.quality.passed for r in results),
@@ -235,30 +210,26 @@ def _summary_row(r: SAETrainResult) -> dict[str, Any]:
     }
 
 
-def _data_variants(choice: DataChoice, loaded) -> list[str]:
+def _data_variants(choice: DataChoice, loaded: LoadedModel) -> list[Variant]:
     if choice == "both":
-        return ["standard", "adhd"]
+        return list(VARIANTS)
     if choice != "own":
         return [choice]
-    if loaded.variant not in ("standard", "adhd"):
-        raise UserError(
-            f"{loaded.source}: the model records no corpus variant; pass --data standard, "
-            "adhd or both"
-        )
-    return [loaded.variant]
+    for variant in VARIANTS:
+        if loaded.variant == variant:
+            return [variant]
+    raise UserError(
+        f"{loaded.source}: the model records no corpus variant; pass --data standard, adhd or both"
+    )
 
 
-def _sequences(corpus: Path, tokenizer, variants: list[str], split: str, n_ctx: int):
+def _sequences(
+    corpus: Path, tokenizer: TaskTokenizer, variants: list[Variant], split: Split, n_ctx: int
+) -> list[list[int]]:
     """Token ids of every record (all phrasings) of `split` for the given variants."""
-    records = []
+    records: list[CorpusRecord] = []
     for variant in variants:
-        path = Path(corpus) / variant / f"{split}.jsonl"
-        if not path.is_file():
-            raise UserError(
-                f"{path}: not found; pass a corpus dir written by `interpgpt corpus` "
-                f"that has the {variant!r} variant"
-            )
-        records += read_jsonl(path)
+        records += load_split(corpus, variant, split)
     return encode_sequences(tokenizer, records, n_ctx)
 
 
@@ -274,15 +245,30 @@ def _eval_sequences(sequences: list[list[int]], eval_tokens: int) -> list[list[i
 
 
 def _train_model_layers(
-    loaded, model_name: str, layers: tuple[int, ...], config: SAETrainConfig
+    loaded: LoadedModel,
+    model_name: str,
+    layers: tuple[int, ...],
+    config: SAETrainConfig,
+    setting: str = "layer",
 ) -> list[SAETrainResult]:
-    """Train one SAE per layer of one model in lockstep on a shared activation stream."""
-    from interpgpt.analysis.data import resolve_device
+    """Train one SAE per layer of one model in lockstep on a shared activation stream.
 
+    `setting` names the layers' setting in an error (`layer`, `std_layers`, ...).
+    """
     model, tok = loaded.model, loaded.tokenizer
     bad = [layer for layer in layers if not 0 <= layer < model.cfg.n_layer]
     if bad:
-        raise UserError(f"--layer {bad[0]}: {loaded.source} has layers 0..{model.cfg.n_layer - 1}")
+        raise UserError(
+            f"{option_name(setting)} {bad[0]}: {loaded.source} has layers "
+            f"0..{model.cfg.n_layer - 1}"
+        )
+    d_sae = config.dictionary_size(model.cfg.d_model)
+    if config.k > d_sae:
+        raise UserError(
+            f"k={config.k} exceeds d_sae={d_sae} ({SAE_EXPANSION} x the model's d_model "
+            f"{model.cfg.d_model}); lower k or set d_sae"
+        )
+    config = dataclasses.replace(config, d_sae=d_sae)  # provenance records the resolved size
     device = resolve_device(config.device)
     model.to(device).eval()
     variants = _data_variants(config.data, loaded)
@@ -301,7 +287,7 @@ def _train_model_layers(
         autocast=config.autocast,
     )
     start = time.perf_counter()
-    saes, history = _fit(model_name, layers, stream, config)
+    saes, history = _fit(model_name, layers, stream, config, d_sae)
     seconds = (time.perf_counter() - start) / len(layers)
     val_seqs = _eval_sequences(
         _sequences(config.corpus, tok, variants, "val", model.cfg.n_ctx), config.eval_tokens
@@ -345,7 +331,7 @@ class SAEFit:
         return self.sae.eval()
 
 
-def _fit(model_name, layers, stream, config: SAETrainConfig):
+def _fit(model_name, layers, stream, config: SAETrainConfig, d_sae: int):
     """The training loop: every SAE takes one step on its hook's slice of each batch."""
     hooks = [sae_hook_name(layer) for layer in layers]
     first = next(stream)
@@ -353,7 +339,7 @@ def _fit(model_name, layers, stream, config: SAETrainConfig):
     fits = [
         SAEFit(
             first[hook],
-            TopKSAEConfig(d_in=first[hook].shape[1], d_sae=config.d_sae, k=config.k,
+            TopKSAEConfig(d_in=first[hook].shape[1], d_sae=d_sae, k=config.k,
                           layer=layer, model_name=model_name),
             config, steps, config.seed + layer,
         )

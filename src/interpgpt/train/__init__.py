@@ -3,7 +3,7 @@
 The matched-pair recipe. Both variants start from bit-identical weights
 (`initial_model`: `torch.manual_seed(seed)` right before `TaskGPT(cfg)`, and the model
 shape comes from the preset alone, never from the corpus or tokenizer), and both read
-their corpus in an order that is a pure function of (seed, step) (`data.sample_indices`).
+their corpus in an order that is a pure function of (seed, step) (`batches.sample_indices`).
 Everything else — optimizer, schedule, batch, steps — comes from the same config, so
 the only difference between the two runs is the text they see.
 
@@ -42,7 +42,8 @@ from interpgpt.train.config import (
     make_optimizer,
     model_config,
 )
-from interpgpt.train.loop import batch_loss, train
+from interpgpt.train.loop import train
+from interpgpt.train.step import batch_loss
 
 __all__ = [
     "TRAIN_DEFAULTS",

@@ -8,21 +8,17 @@ functions of the step, so nothing else needs restoring.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from interpgpt import artifacts
-from interpgpt.io import (
-    UserError,
-    atomic_path,
-    file_sha256,
-    read_jsonl,
-)
+from interpgpt.artifacts.load import load_safetensors
+from interpgpt.artifacts.names import CHECKPOINT, METRICS
+from interpgpt.errors import UserError
+from interpgpt.io import atomic_path, file_sha256, read_jsonl
 from interpgpt.train.outputs import write_metrics
-
-if TYPE_CHECKING:
-    from interpgpt.train.loop import LoopState
+from interpgpt.train.state import LoopState, nan_message
 
 
 def fingerprint(state: LoopState) -> dict:
@@ -56,8 +52,6 @@ def save_checkpoint(state: LoopState) -> None:
     """
     if state.dist.rank != 0:
         return
-    from safetensors.torch import save_file
-
     if not all(bool(p.isfinite().all()) for p in state.model.parameters()):
         raise UserError(nan_message(state))
 
@@ -75,16 +69,14 @@ def save_checkpoint(state: LoopState) -> None:
         "tokens_seen": str(state.tokens_seen),
         "fingerprint": json.dumps(fingerprint(state), sort_keys=True),
     }
-    with atomic_path(state.config.out / artifacts.CHECKPOINT) as tmp:
+    with atomic_path(state.config.out / CHECKPOINT) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     write_metrics(state)
 
 
 def load_checkpoint(state: LoopState) -> None:
     """Restore a checkpoint written by `save_checkpoint` into `state`."""
-    from safetensors import safe_open
-
-    path = state.config.out / artifacts.CHECKPOINT
+    path = state.config.out / CHECKPOINT
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
     saved, current = json.loads(meta.get("fingerprint", "{}")), fingerprint(state)
@@ -94,7 +86,7 @@ def load_checkpoint(state: LoopState) -> None:
             f"{path}: was written with different settings ({', '.join(differ)}); "
             "resume with the original options or start a new --out"
         )
-    tensors = artifacts.load_safetensors(path)
+    tensors = load_safetensors(path)
     state.model.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     )
@@ -109,19 +101,6 @@ def load_checkpoint(state: LoopState) -> None:
         torch.cuda.set_rng_state(tensors["rng.cuda"], state.dist.device)
     state.step = state.resumed_from = int(meta["step"])
     state.tokens_seen = int(meta["tokens_seen"])
-    metrics = state.config.out / artifacts.METRICS
+    metrics = state.config.out / METRICS
     if metrics.is_file():
         state.records = [r for r in read_jsonl(metrics) if r.get("step", 0) <= state.step]
-
-
-def nan_message(state: LoopState) -> str:
-    path = state.config.out / artifacts.CHECKPOINT
-    kept = (
-        f"the last good checkpoint is kept in {path}"
-        if path.is_file()
-        else "no checkpoint was written yet"
-    )
-    return (
-        f"training loss became NaN/inf at step {state.step}; stopped, {kept}; "
-        "lower --lr (or raise warmup) and train again"
-    )

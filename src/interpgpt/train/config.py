@@ -1,4 +1,12 @@
-"""The training recipe as data: per-preset budgets, the run config, init, schedule, optimizer."""
+"""The training recipe as data: per-preset budgets, the run config, init, schedule, optimizer.
+
+`TrainConfig` is the one statement of a run's settings: its fields (and their
+docstrings) are the options of `interpgpt train` and the keys of the study's `[train]`
+section, and it validates itself on construction, so a bad value is reported as the
+user wrote it (`--steps`, `train.steps`) before any data is read. It is frozen;
+`resolved()` returns the copy with the preset's budget filled in, which is what the
+loop, the checkpoint fingerprint and the run dir's config.json see.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from interpgpt.io import (
-    UserError,
-)
-from interpgpt.model import PRESETS, GPTConfig, TaskGPT, preset
+from interpgpt.constants import Variant
+from interpgpt.model.taskgpt import PRESETS, GPTConfig, TaskGPT, preset
+from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
+from interpgpt.train.step import adamw, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -38,26 +45,27 @@ TRAIN_DEFAULTS: dict[str, PresetBudget] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """One model's training run. Unset budget fields take the preset's TRAIN_DEFAULTS."""
+    """One model's training run (`interpgpt train`, study `[train]`). Unset budget fields
+    take the preset's TRAIN_DEFAULTS."""
 
-    corpus: Path
+    corpus: Path = inputs.option()
     """Corpus directory written by `interpgpt corpus`."""
-    tokenizer: Path
+    tokenizer: Path = inputs.option()
     """tokenizer.json written by `interpgpt tokenizer`."""
-    out: Path
+    out: Path = inputs.option()
     """Run directory to write (model, config, metrics, checkpoint, loss plot)."""
-    variant: Literal["standard", "adhd"] = "standard"
+    variant: Variant = "standard"
     """Which corpus variant to train on; the only thing that differs within a pair."""
     preset: str = "small"
-    """Model preset (model.PRESETS)."""
+    """Model preset: full, small or tiny."""
     steps: int | None = None
-    """Optimizer steps."""
+    """Optimizer steps (None: the preset's)."""
     batch_size: int | None = None
-    """Sequences per optimizer step, summed over DDP ranks."""
+    """Sequences per optimizer step, summed over DDP ranks (None: the preset's)."""
     lr: float | None = None
-    """Peak learning rate."""
+    """Peak learning rate (None: the preset's)."""
     seed: int = 0
     """Seed of the initial weights and of the data order."""
     warmup_fraction: float = 0.05
@@ -67,11 +75,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     """AdamW decoupled weight decay, applied to matrices only."""
     betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas."""
+    """AdamW betas, as beta1,beta2."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     autocast: bool = True
-    """bf16 autocast for matmuls where the device supports it; False trains in fp32."""
+    """bf16 autocast for matmuls where the device supports it; off trains in fp32."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda; under torchrun, cuda means the local rank's GPU."""
     log_every: int = 10
@@ -92,24 +100,30 @@ class TrainConfig:
     """Show a rich progress bar."""
 
     def __post_init__(self) -> None:
-        self.corpus, self.tokenizer, self.out = (
-            Path(self.corpus),
-            Path(self.tokenizer),
-            Path(self.out),
-        )
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        if self.variant not in ("standard", "adhd"):
-            raise UserError(f"--variant must be standard or adhd, got {self.variant!r}")
+        check_choices(self)
         if self.preset not in PRESETS:
-            raise UserError(f"--preset {self.preset!r}: choose one of {sorted(PRESETS)}")
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "stop_after_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            choices = ", ".join(PRESETS)
+            raise SettingError("preset", f"{self.preset!r} is not one of {choices}")
+        at_least(
+            self,
+            steps=1,
+            batch_size=1,
+            seed=0,
+            weight_decay=0,
+            grad_clip=0,
+            log_every=1,
+            eval_every=1,
+            eval_batches=1,
+            n_samples=0,
+            checkpoint_every=1,
+            stop_after_steps=1,
+        )
         if self.lr is not None and not 0 < self.lr < math.inf:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
-        if self.log_every < 1 or self.eval_batches < 1 or self.n_samples < 0:
-            raise UserError("log_every and eval_batches must be >= 1, n_samples >= 0")
+            raise SettingError("lr", f"must be above 0 (got {self.lr})")
+        in_range(self, "warmup_fraction", 0, 1)
+        in_range(self, "min_lr_ratio", 0, 1)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise SettingError("betas", f"must be two numbers in [0, 1) (got {self.betas})")
 
     def resolved(self) -> TrainConfig:
         """This config with every None budget field filled from the preset's defaults."""
@@ -131,7 +145,7 @@ class TrainResult:
     """What a training run wrote and how it went."""
 
     run_dir: Path
-    """The run directory (load it with `artifacts.load_model`)."""
+    """The run directory (load it with `load_model`)."""
     finished: bool
     """False when `stop_after_steps` ended the run early (no final model written)."""
     steps: int
@@ -165,22 +179,14 @@ def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup to `lr`, then cosine decay to `min_lr_ratio * lr` at the last step."""
     assert config.steps is not None and config.lr is not None, "call on config.resolved()"
     warmup = max(1, round(config.warmup_fraction * config.steps))
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, config.steps - warmup)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+    return warmup_cosine(
+        step, peak=config.lr, warmup=warmup, total=config.steps, min_ratio=config.min_lr_ratio
+    )
 
 
 def make_optimizer(model: TaskGPT, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices (embedding, projections), none on norm gains."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr or 0.0, betas=config.betas)
+    return adamw(model, lr=config.lr or 0.0, weight_decay=config.weight_decay, betas=config.betas)
 
 
 def autocast_enabled(config: TrainConfig, device: torch.device) -> bool:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from interpgpt.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -24,8 +26,6 @@ class DistInfo:
 
 def init_distributed(device_name: str) -> DistInfo:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    from interpgpt.analysis.data import resolve_device
-
     device = resolve_device(device_name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:

@@ -1,30 +1,18 @@
-"""The training loop: one optimizer step, periodic validation and samples, NaN handling."""
+"""The matched-pair training loop: steps (`step.Stepper`) with periodic validation, samples
+and checkpoints; the run dir at the end."""
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 
-import torch
-import torch.distributed as torch_dist
 from rich.console import Console
 
-from interpgpt import artifacts
-from interpgpt.data import (
-    IGNORE_INDEX,
-    Batch,
-    TokenSet,
-    count_targets,
-    load_splits,
-    make_batch,
-    sample_indices,
-)
-from interpgpt.io import (
-    UserError,
-)
-from interpgpt.model import GPTConfig, TaskGPT
-from interpgpt.train.checkpoint import load_checkpoint, nan_message, save_checkpoint
+from interpgpt.artifacts.names import CHECKPOINT, LOSS_PLOT, MODEL_WEIGHTS
+from interpgpt.corpus.tokenizer import TaskTokenizer
+from interpgpt.errors import UserError
+from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.train.batches import TokenSet, load_splits
+from interpgpt.train.checkpoint import load_checkpoint, save_checkpoint
 from interpgpt.train.config import (
     TrainConfig,
     TrainResult,
@@ -36,30 +24,12 @@ from interpgpt.train.config import (
 )
 from interpgpt.train.distributed import DistInfo, finish_distributed, init_distributed
 from interpgpt.train.outputs import training_progress, write_loss_plot, write_metrics, write_run
-from interpgpt.train.unembed_loss import unembed_cross_entropy
+from interpgpt.train.state import LoopState
+from interpgpt.train.step import Stepper
 
 
-def batch_loss(
-    forward: torch.nn.Module, model: TaskGPT, batch: Batch, total_targets: int, world: int
-) -> torch.Tensor:
-    """This rank's share of the global-batch mean loss (see the module docstring).
-
-    `forward` is the model or its DDP wrapper. Logits are computed only at positions whose
-    target carries loss (right padding is often a third of a batch), a chunk of rows at a
-    time and never all at once (`unembed_loss`): the vocabulary projection and softmax
-    dominate a small model's step.
-    """
-    resid = forward(batch.input_ids, stop_at_layer=model.cfg.n_layer)
-    keep = batch.targets != IGNORE_INDEX
-    normed = model.ln_final(resid[keep])  # (target, d_model)
-    loss_sum = unembed_cross_entropy(normed, model.embed.weight, batch.targets[keep])
-    return loss_sum * (world / total_targets)
-
-
-def load_tokenizer(config: TrainConfig, cfg: GPTConfig):
+def load_tokenizer(config: TrainConfig, cfg: GPTConfig) -> TaskTokenizer:
     """The shared tokenizer; its ids must fit the preset's embedding."""
-    from interpgpt.tokenizer import TaskTokenizer
-
     tokenizer = TaskTokenizer.from_file(config.tokenizer)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise UserError(
@@ -72,7 +42,7 @@ def load_tokenizer(config: TrainConfig, cfg: GPTConfig):
 
 def check_run_dir(config: TrainConfig) -> None:
     """Refuse to overwrite an existing run unless resuming it."""
-    used = [n for n in (artifacts.CHECKPOINT, artifacts.MODEL_WEIGHTS) if (config.out / n).exists()]
+    used = [n for n in (CHECKPOINT, MODEL_WEIGHTS) if (config.out / n).exists()]
     if used and not config.resume:
         raise UserError(
             f"--out {config.out}: already holds a run ({used[0]}); pass --resume to continue "
@@ -99,9 +69,8 @@ def _train(config: TrainConfig, dist: DistInfo) -> TrainResult:
     tokenizer = load_tokenizer(config, model_config(config))
     train_set, val_set = load_splits(config.corpus, config.variant, tokenizer)
     model = initial_model(config).to(dist.device)
-    optimizer = make_optimizer(model, config)
     console = Console(quiet=dist.rank != 0)
-    state = LoopState.start(model, optimizer, config, dist, tokenizer, train_set, val_set)
+    state = start_state(model, config, dist, tokenizer, train_set, val_set)
     if state.step:
         console.print(f"resuming {config.out} from step {state.step}")
     seconds_training = run_loop(state, console)
@@ -112,7 +81,7 @@ def _train(config: TrainConfig, dist: DistInfo) -> TrainResult:
         val_loss = last[-1]["val_loss"] if last else state.evaluate()
         write_run(state, val_loss)
         write_loss_plot(
-            state.records, config.out / artifacts.LOSS_PLOT, f"{config.variant} ({config.preset})"
+            state.records, config.out / LOSS_PLOT, f"{config.variant} ({config.preset})"
         )
     dist.barrier()
     return TrainResult(
@@ -128,95 +97,27 @@ def _train(config: TrainConfig, dist: DistInfo) -> TrainResult:
     )
 
 
-@dataclass
-class LoopState:
-    """Everything the loop mutates; `step` counts completed optimizer steps."""
-
-    model: TaskGPT
-    ddp: torch.nn.Module  # the model, DDP-wrapped under torchrun
-    optimizer: torch.optim.AdamW
-    config: TrainConfig
-    dist: DistInfo
-    tokenizer: object
-    train_set: TokenSet
-    val_set: TokenSet
-    step: int = 0
-    tokens_seen: int = 0
-    tokens_this_run: int = 0
-    resumed_from: int = 0
-    records: list[dict] = field(default_factory=list)
-    last_samples: list[dict] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, model, optimizer, config, dist, tokenizer, train_set, val_set) -> LoopState:
-        ddp = model
-        if dist.world > 1:
-            ids = [dist.device.index] if dist.device.type == "cuda" else None
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        state = cls(model, ddp, optimizer, config, dist, tokenizer, train_set, val_set)
-        if config.resume and (config.out / artifacts.CHECKPOINT).is_file():
-            load_checkpoint(state)
-        return state
-
-    def precision(self):
-        enabled = autocast_enabled(self.config, self.dist.device)
-        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-    def train_step(self) -> float:
-        """One optimizer step on global batch `self.step`; returns its mean loss."""
-        config, dist, n_ctx = self.config, self.dist, self.model.cfg.n_ctx
-        indices = sample_indices(config.seed, self.step, config.batch_size, len(self.train_set))
-        total = count_targets(self.train_set, indices, n_ctx)
-        per_rank = len(indices) // dist.world
-        local = indices[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-        batch = make_batch(self.train_set, local, self.tokenizer.pad_id, n_ctx)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, config)
-        self.ddp.train()
-        with self.precision():
-            loss = batch_loss(self.ddp, self.model, batch.to(dist.device), total, dist.world)
-        value = loss.detach() / dist.world
-        if dist.world > 1:
-            torch_dist.all_reduce(value)
-        if not math.isfinite(float(value)):
-            raise UserError(nan_message(self))
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens_seen += total
-        self.tokens_this_run += total
-        return float(value)
-
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        """Token-weighted mean loss on a fixed subset of the val split (rank 0 only)."""
-        if self.dist.rank != 0:
-            return float("nan")
-        config, n_ctx = self.config, self.model.cfg.n_ctx
-        assert config.batch_size is not None
-        self.model.eval()
-        loss_sum, targets = 0.0, 0
-        for k in range(config.eval_batches):
-            indices = sample_indices(config.seed, k, config.batch_size, len(self.val_set))
-            batch = make_batch(self.val_set, indices, self.tokenizer.pad_id, n_ctx)
-            with self.precision():
-                batch = batch.to(self.dist.device)
-                loss_sum += float(batch_loss(self.model, self.model, batch, 1, 1))
-            targets += batch.n_tokens
-        return loss_sum / targets
-
-    def sample(self) -> list[dict]:
-        """Greedy decompositions of the first few distinct val tasks."""
-        from interpgpt.generate import GenerationConfig, sample_decompositions
-
-        tasks = list(dict.fromkeys(self.val_set.tasks))[: self.config.n_samples]
-        gen = GenerationConfig(max_new_tokens=self.model.cfg.n_ctx // 2, temperature=0.0)
-        self.model.eval()
-        decs = sample_decompositions(self.model, self.tokenizer, tasks, gen)
-        return [{"task": d.task, "steps": list(d.steps), "parsed": d.parsed} for d in decs]
+def start_state(
+    model: TaskGPT,
+    config: TrainConfig,
+    dist: DistInfo,
+    tokenizer: TaskTokenizer,
+    train_set: TokenSet,
+    val_set: TokenSet,
+) -> LoopState:
+    """A fresh run's state, or the checkpoint's when resuming one that has a checkpoint."""
+    stepper = Stepper(
+        model,
+        make_optimizer(model, config),
+        dist,
+        schedule=lambda step: lr_at(step, config),
+        grad_clip=config.grad_clip,
+        autocast=autocast_enabled(config, dist.device),
+    )
+    state = LoopState(stepper, config, tokenizer, train_set, val_set)
+    if config.resume and (config.out / CHECKPOINT).is_file():
+        load_checkpoint(state)
+    return state
 
 
 def run_loop(state: LoopState, console: Console) -> float:

@@ -6,40 +6,32 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from matplotlib.figure import Figure
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import save_file
 
-from interpgpt import artifacts
-from interpgpt.io import (
-    atomic_path,
-    file_sha256,
-    provenance,
-    write_bytes,
-    write_json,
-    write_text,
-)
+from interpgpt.artifacts.names import METRICS, MODEL_WEIGHTS, RUN_CONFIG, TOKENIZER_FILE
+from interpgpt.io import atomic_path, file_sha256, provenance, write_bytes, write_json, write_text
 from interpgpt.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    from interpgpt.train.loop import LoopState
+from interpgpt.train.state import LoopState
 
 
 def write_run(state: LoopState, val_loss: float) -> None:
     """The final run dir files: weights, config.json, a copy of the tokenizer."""
-    from safetensors.torch import save_file
-
     config = state.config
     out = config.out
     weights = {
         k: v.detach().float().contiguous().cpu() for k, v in state.model.state_dict().items()
     }
-    with atomic_path(out / artifacts.MODEL_WEIGHTS) as tmp:
+    with atomic_path(out / MODEL_WEIGHTS) as tmp:
         save_file(weights, str(tmp))
-    write_bytes(out / artifacts.TOKENIZER_FILE, config.tokenizer.read_bytes())
+    write_bytes(out / TOKENIZER_FILE, config.tokenizer.read_bytes())
     write_json(
-        out / artifacts.RUN_CONFIG,
+        out / RUN_CONFIG,
         {
             "model": state.model.cfg.to_dict(),
             "train": config,
@@ -56,19 +48,15 @@ def write_run(state: LoopState, val_loss: float) -> None:
 def write_metrics(state: LoopState) -> None:
     if state.dist.rank == 0:
         lines = "".join(json.dumps(r, allow_nan=True) + "\n" for r in state.records)
-        write_text(state.config.out / artifacts.METRICS, lines)
+        write_text(state.config.out / METRICS, lines)
 
 
 def write_loss_plot(records: list[dict], path: Path, title: str) -> Path:
     """Training loss per log step and validation loss per evaluation, log-scaled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train_pts = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val_pts = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no GUI backend, nothing global to close
+    ax = fig.subplots()
     if train_pts:
         ax.plot(*zip(*train_pts, strict=True), label="train", lw=1)
     if val_pts:
@@ -78,21 +66,14 @@ def write_loss_plot(records: list[dict], path: Path, title: str) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return path
 
 
 @contextlib.contextmanager
-def training_progress(console: Console, config: TrainConfig, start: int):
+def training_progress(
+    console: Console, config: TrainConfig, start: int
+) -> Iterator[Callable[[float, float], None]]:
     """A rich progress bar (step, loss, tokens/s, ETA); yields `advance(loss, rate)`."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     progress = Progress(
         TextColumn(f"[bold]{config.variant}"),
         BarColumn(),

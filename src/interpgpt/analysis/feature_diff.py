@@ -1,0 +1,410 @@
+"""Cross-model SAE feature diff: which dictionary features fire at ADHD step onsets only.
+
+One SAE (trained on one model's residual stream at `cfg.hook_name`) is applied to the
+activations of *both* models of the pair at that hook. Because the two models share
+architecture, seed and tokenizer, a single dictionary is a common coordinate system for
+the two residual streams (the "cross-model feature" comparison of the seed SAE card;
+cf. crosscoders, Lindsey et al. 2024, which learn the shared dictionary jointly).
+
+Positions: the *onset predictors* — the `<|steps|>`/`<|sep|>` position right before
+each step. Under the logit lens (`model.unembed(resid)`) the residual there predicts
+the step's first token, so a feature that fires there is one the model can use to
+choose what kind of step comes next (a regulation action or content). Each model is
+run on its own variant's held-out sequences by default (`sequences="own"`), which is
+the comparison the card reports; `sequences="adhd"` or `"standard"` feeds both models
+the same token ids instead.
+
+Per feature and model: the firing rate (fraction of onset predictors where the TopK
+latent is > 0), the mean activation when firing, and the asymmetry ratio
+(rate_adhd + eps) / (rate_standard + eps). Features with rate_adhd >= `adhd_min_rate`
+and rate_standard <= `standard_max_rate` are the ADHD-specific ones; they are ranked by
+the ratio. The thresholds make "specific" a stated, checkable claim rather than a top-k
+of whatever differs most; the smoothing keeps a feature that never fires in the
+standard model finite and still ranked by how often it fires in the ADHD one.
+
+In the study (`stage`), the SAE is the ADHD model's at `layer` (a study-only setting,
+`FeatureDiffStudyConfig`); the stage records that SAE and the diff file in its summary,
+so the steering stage reads the very feature the diff selected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
+from interpgpt.analysis.sae_features import (
+    FeatureStats,
+    encode_features,
+    hook_activations,
+    onset_feature_stats,
+)
+from interpgpt.artifacts.load import load_pair
+from interpgpt.constants import Split
+from interpgpt.corpus.evalset import EncodedSet, load_eval_set
+from interpgpt.device import resolve_device
+from interpgpt.errors import UserError
+from interpgpt.io import provenance, write_json, write_text
+from interpgpt.sae.topk import TopKSAE
+from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
+
+FEATURE_DIFF_JSON = "feature_diff.json"
+FEATURE_DIFF_MD = "feature_diff.md"
+
+
+@dataclass(frozen=True)
+class FeatureDiffConfig:
+    """What the feature diff compares and how it thresholds (`interpgpt sae diff`)."""
+
+    sae_dir: Path = inputs.argument()
+    """SAELens-format SAE directory (cfg.json + sae_weights.safetensors)."""
+    standard: Path = inputs.option()
+    """The standard model (run or export dir)."""
+    adhd: Path = inputs.option()
+    """The ADHD model (run or export dir)."""
+    corpus: Path = inputs.option()
+    """Corpus directory; its held-out split supplies the sequences."""
+    out: Path = inputs.option()
+    """Directory for feature_diff.json and feature_diff.md."""
+    sequences: Literal["own", "adhd", "standard"] = "own"
+    """"own": each model reads its own variant's sequences; otherwise both read that variant's."""
+    split: Split = "test"
+    """Corpus split of the held-out tasks."""
+    limit: int | None = 300
+    """Held-out tasks per variant (one phrasing each); None for all."""
+    adhd_min_rate: float = 0.05
+    """A selected feature fires at least this often at ADHD onset predictors."""
+    standard_max_rate: float = 0.005
+    """... and at most this often at standard onset predictors."""
+    epsilon: float = 1e-4
+    """Smoothing added to both rates in the asymmetry ratio, so a zero rate gives a finite ratio."""
+    top_n: int = 20
+    """Features shown with their contexts on the markdown page."""
+    n_contexts: int = 5
+    """Top-activating contexts per shown feature."""
+    context_tokens: int = 10
+    """Tokens of left context shown before the activating token."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        at_least(self, limit=1, top_n=0, n_contexts=0, context_tokens=0, batch_size=1)
+        in_range(self, "adhd_min_rate", 0, 1)
+        in_range(self, "standard_max_rate", 0, 1)
+        if self.standard_max_rate >= self.adhd_min_rate:
+            raise SettingError(
+                "standard_max_rate",
+                f"must be below adhd_min_rate {self.adhd_min_rate} (got {self.standard_max_rate})",
+            )
+        if self.epsilon <= 0:
+            raise SettingError("epsilon", f"must be positive (got {self.epsilon})")
+
+
+@dataclass(frozen=True)
+class FeatureDiffStudyConfig(FeatureDiffConfig):
+    """The study's `[feature_diff]` section: the diff's settings and which SAE it reads."""
+
+    layer: int = 2
+    """Layer of the ADHD SAE the study diffs (one of sae.adhd_layers); the study sets
+    sae_dir from it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(self, layer=0)
+
+
+@dataclass
+class Context:
+    """One top-activating position of a feature, with the tokens before it."""
+
+    example: int
+    """Row of the evaluation set."""
+    position: int
+    """Position of the activating token."""
+    activation: float
+    """The feature's activation there."""
+    tokens: list[str]
+    """Decoded tokens of the window, the activating token last."""
+    activations: list[float]
+    """The feature's activation at each token of the window."""
+
+
+@dataclass
+class FeatureDiffResult:
+    """What `feature_diff` wrote and found."""
+
+    json_path: Path
+    """feature_diff.json."""
+    markdown_path: Path
+    """feature_diff.md."""
+    selected: list[int]
+    """ADHD-specific features, strongest asymmetry first."""
+    standard: FeatureStats
+    """Statistics in the standard model."""
+    adhd: FeatureStats
+    """Statistics in the ADHD model."""
+
+
+def asymmetry(standard: FeatureStats, adhd: FeatureStats, epsilon: float) -> Tensor:
+    """(rate_adhd + eps) / (rate_standard + eps), per feature."""
+    return (adhd.onset_rate + epsilon) / (standard.onset_rate + epsilon)
+
+
+def select_features(
+    standard: FeatureStats, adhd: FeatureStats, config: FeatureDiffConfig
+) -> list[int]:
+    """Features firing often at ADHD onsets and (almost) never at standard ones."""
+    keep = (adhd.onset_rate >= config.adhd_min_rate) & (
+        standard.onset_rate <= config.standard_max_rate
+    )
+    ratio = asymmetry(standard, adhd, config.epsilon)
+    idx = keep.nonzero().flatten().tolist()
+    return sorted(idx, key=lambda f: (-float(ratio[f]), -float(adhd.onset_rate[f]), f))
+
+
+@torch.no_grad()
+def top_contexts(
+    model,
+    sae,
+    tokenizer,
+    eset: EncodedSet,
+    hook_name: str,
+    features: list[int],
+    n_contexts: int = 5,
+    context_tokens: int = 10,
+    batch_size: int = 32,
+) -> dict[int, list[Context]]:
+    """The highest activations of each feature over all real positions of `eset`."""
+    if not features:
+        return {}
+    device = next(model.parameters()).device
+    per_row: list[Tensor] = []  # (pos, n_features) per example
+    for batch in eset.batches(batch_size):
+        acts = hook_activations(model, batch.ids.to(device), hook_name)
+        feats = encode_features(sae, acts)[..., features].float().cpu()
+        per_row += [feats[i, : int(n)] for i, n in enumerate(batch.lengths)]
+    contexts: dict[int, list[Context]] = {}
+    for j, feature in enumerate(features):
+        scored = [(float(v), r, p) for r, f in enumerate(per_row) for p, v in enumerate(f[:, j])]
+        scored = sorted((s for s in scored if s[0] > 0), reverse=True)[:n_contexts]
+        contexts[feature] = [
+            _context(tokenizer, eset, per_row[r][:, j], r, p, context_tokens) for _, r, p in scored
+        ]
+    return contexts
+
+
+def _context(tokenizer, eset, acts: Tensor, row: int, pos: int, width: int) -> Context:
+    start = max(0, pos - width)
+    ids = eset.ids[row, start : pos + 1].tolist()
+    return Context(
+        example=row,
+        position=pos,
+        activation=float(acts[pos]),
+        tokens=[tokenizer.decode_text([t]) for t in ids],
+        activations=[round(float(a), 4) for a in acts[start : pos + 1]],
+    )
+
+
+def feature_diff(config: FeatureDiffConfig) -> FeatureDiffResult:
+    """Run the diff and write feature_diff.json and feature_diff.md under `config.out`."""
+    device = resolve_device(config.device)
+    pair = load_pair(config.standard, config.adhd, device)
+    sae = TopKSAE.load(config.sae_dir).to(device).eval()
+    hook_name = sae.cfg.hook_name
+    _check_hook(pair.standard.model, hook_name, config.sae_dir, sae.W_dec.shape[1])
+    sets = {
+        variant: load_eval_set(
+            config.corpus,
+            pair.tokenizer,
+            variant if config.sequences == "own" else config.sequences,
+            config.split,
+            config.limit,
+            pair.standard.model.cfg.n_ctx,
+        )
+        for variant in ("standard", "adhd")
+    }
+    stats = {
+        variant: onset_feature_stats(
+            pair.models[variant], sae, sets[variant], hook_name, config.batch_size
+        )
+        for variant in ("standard", "adhd")
+    }
+    selected = select_features(stats["standard"], stats["adhd"], config)
+    shown = selected[: config.top_n]
+    contexts = top_contexts(
+        pair.adhd.model,
+        sae,
+        pair.tokenizer,
+        sets["adhd"],
+        hook_name,
+        shown,
+        config.n_contexts,
+        config.context_tokens,
+        config.batch_size,
+    )
+    out = Path(config.out)
+    blob = _result_json(config, sae, stats, selected, contexts)
+    json_path = write_json(out / FEATURE_DIFF_JSON, blob)
+    md_path = write_text(out / FEATURE_DIFF_MD, render_markdown(blob))
+    return FeatureDiffResult(json_path, md_path, selected, stats["standard"], stats["adhd"])
+
+
+def _check_hook(model, hook_name: str, sae_dir: Path, d_in: int) -> None:
+    if hook_name not in model.hook_dict:
+        raise UserError(f"{sae_dir}: the SAE's hook {hook_name!r} is not a hook of this model")
+    if d_in != model.cfg.d_model:
+        raise UserError(
+            f"{sae_dir}: the SAE reads {d_in}-wide activations, the models have "
+            f"d_model={model.cfg.d_model}; pass an SAE trained on this pair"
+        )
+
+
+def feature_row(f: int, stats: dict[str, FeatureStats], epsilon: float) -> dict:
+    standard, adhd = stats["standard"], stats["adhd"]
+    return {
+        "feature": f,
+        "adhd_rate": float(adhd.onset_rate[f]),
+        "standard_rate": float(standard.onset_rate[f]),
+        "asymmetry": float(asymmetry(standard, adhd, epsilon)[f]),
+        "adhd_mean_act": float(adhd.mean_when_firing[f]),
+        "standard_mean_act": float(standard.mean_when_firing[f]),
+    }
+
+
+def _result_json(config, sae, stats, selected, contexts) -> dict:
+    standard, adhd = stats["standard"], stats["adhd"]
+    return {
+        "sae": {
+            "dir": str(config.sae_dir),
+            "hook_name": sae.cfg.hook_name,
+            "layer": sae.cfg.layer,
+            "d_sae": int(sae.W_dec.shape[0]),
+            "k": sae.cfg.k,
+            "model_name": getattr(sae.cfg, "model_name", None),
+        },
+        "positions": "onset predictors: the <|steps|>/<|sep|> position before each step, "
+        "whose next-token prediction is the step's first token",
+        "sequences": config.sequences,
+        "n_positions": {"standard": standard.n_positions, "adhd": adhd.n_positions},
+        "thresholds": {
+            "adhd_min_rate": config.adhd_min_rate,
+            "standard_max_rate": config.standard_max_rate,
+        },
+        "asymmetry": f"(adhd_rate + {config.epsilon}) / (standard_rate + {config.epsilon})",
+        "epsilon": config.epsilon,
+        "n_selected": len(selected),
+        "features": [feature_row(f, stats, config.epsilon) for f in selected],
+        "top_n": config.top_n,
+        "top_contexts": {str(f): [dataclasses.asdict(c) for c in contexts[f]] for f in contexts},
+        "provenance": provenance(config),
+    }
+
+
+def render_markdown(blob: dict) -> str:
+    """A readable page: the thresholds, the selected features, their top contexts."""
+    th = blob["thresholds"]
+    lines = [
+        "# Cross-model SAE feature diff",
+        "",
+        f"SAE `{blob['sae']['dir']}` at `{blob['sae']['hook_name']}` "
+        f"(d_sae = {blob['sae']['d_sae']}). Positions: {blob['positions']}. "
+        f"Onset predictors seen: standard {blob['n_positions']['standard']}, "
+        f"ADHD {blob['n_positions']['adhd']} (sequences: {blob['sequences']}).",
+        "",
+        f"**{blob['n_selected']} features** fire at ≥ {th['adhd_min_rate']:.1%} of ADHD "
+        f"onset predictors and ≤ {th['standard_max_rate']:.2%} of standard ones. "
+        f"Asymmetry = {blob['asymmetry']}.",
+        "",
+        "| feature | ADHD rate | standard rate | asymmetry | ADHD mean act |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in blob["features"][: blob["top_n"]]:
+        lines.append(
+            f"| {row['feature']} | {row['adhd_rate']:.2%} | {row['standard_rate']:.3%} | "
+            f"{row['asymmetry']:.1f}× | {row['adhd_mean_act']:.3g} |"
+        )
+    for feature, contexts in blob["top_contexts"].items():
+        lines += ["", f"## Feature {feature}", ""]
+        for ctx in contexts:
+            lines.append(f"- **{ctx['activation']:.3g}** — {_highlight(ctx)}")
+        if not contexts:
+            lines.append("- (never fires in the ADHD sequences)")
+    return "\n".join(lines) + "\n"
+
+
+def _highlight(ctx: dict) -> str:
+    """Tokens with their activations; the activating token in bold."""
+    parts = []
+    tokens = ctx["tokens"]
+    for i, (tok, act) in enumerate(zip(tokens, ctx["activations"], strict=True)):
+        text = tok.replace("`", "'").replace("\n", "⏎") or "∅"
+        text = f"`{text}`" + (f"<sub>{act:.2g}</sub>" if act > 0 else "")
+        parts.append(f"**{text}**" if i == len(tokens) - 1 else text)
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------- in the study
+
+
+def stage(ws: Workspace, config: FeatureDiffStudyConfig) -> StageOutput:
+    sae_dir = ws.sae("adhd", config.layer)
+    result = feature_diff(
+        dataclasses.replace(
+            config,
+            sae_dir=sae_dir,
+            standard=ws.export("standard"),
+            adhd=ws.export("adhd"),
+            corpus=ws.corpus,
+            out=ws.analysis("feature_diff"),
+        )
+    )
+    top = [
+        {
+            "feature": f,
+            "adhd_rate": float(result.adhd.onset_rate[f]),
+            "std_rate": float(result.standard.onset_rate[f]),
+        }
+        for f in result.selected[:10]
+    ]
+    summary: dict[str, Any] = {
+        "sae_dir": str(sae_dir),
+        "diff_file": str(result.json_path),
+        "n_selected": len(result.selected),
+        "top": top,
+    }
+    return StageOutput([result.json_path, result.markdown_path], summary)
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    table = [["feature", "ADHD onset rate", "standard onset rate"]]
+    for t in summary["top"]:
+        table.append([str(t["feature"]), fmt(t["adhd_rate"]), fmt(t["std_rate"])])
+    top = summary["top"][0] if summary["top"] else None
+    finding = (
+        f"{summary['n_selected']} SAE features fire at ADHD step onsets and almost never at "
+        f"standard ones; the top one, {top['feature']}, fires at {fmt(top['adhd_rate'])} vs "
+        f"{fmt(top['std_rate'])}."
+        if top
+        else "No SAE feature is specific to ADHD step onsets at the stated thresholds."
+    )
+    md = [Path(p) for p in outputs if str(p).endswith(".md")]
+    rows = [("contexts", str(md[0]))] if md else []
+    return Section("Cross-model feature diff", finding, rows=rows, table=table)
+
+
+ANALYSIS = Analysis(
+    name="feature-diff",
+    description="cross-model SAE feature diff",
+    config=FeatureDiffStudyConfig,
+    stage=stage,
+    section=section,
+    after=("sae",),
+)

@@ -1,0 +1,2 @@
+"""The head-swap inventory: attention profiles of every head (`profiles`), their matching
+and statistics across the pair (`stats`), the config, run and report (`inventory`)."""

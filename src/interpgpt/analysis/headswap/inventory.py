@@ -1,0 +1,437 @@
+"""Attention profiles of every head of a matched pair, and the full head-swap inventory.
+
+Profile (the seed notebook's `profile()`): teacher-force held-out sequences through a
+model; for each head and each query position q in 1..T-1 of an example of length T,
+the attention mass on the step-structure specials (`<|task|>`, `<|steps|>`, `<|sep|>`,
+`<|end|>`) is added to bin `min(int(q / T * n_bins), n_bins - 1)` of a normalised
+position axis; the profile is the per-bin mean over all queries of all examples. A
+head that keeps broadcasting the step layout has a characteristic profile whatever
+its index, so comparing profiles across the two models finds heads that moved.
+
+The profiles are computed in `headswap_profiles` as per-example bin sums (the
+sufficient statistics, which also make the task bootstrap cheap), never keeping a
+pattern or a cache of activations; matching and statistics live in `headswap_stats`.
+This module holds the config, the inventory and the files it writes.
+
+Inventory:
+- cosine of every standard head's profile against every ADHD head's profile, an
+  (layer·head) × (layer·head) matrix (cosine 0 when a profile is all zero, as in the
+  notebook);
+- the one-to-one matching that maximises the summed cosine (the Hungarian algorithm,
+  `scipy.optimize.linear_sum_assignment`), within each layer and over all heads;
+- each head's best partner in the other model (argmax, not one-to-one).
+
+Statistics, per layer:
+- *matched* mean cosine (within-layer Hungarian matching) and *same-index* mean cosine
+  (standard head h against ADHD head h); their gap is >= 0 by construction.
+- Bootstrap over tasks (Efron's percentile bootstrap): resample held-out tasks with
+  replacement, rebuild both models' profiles from the per-task sums, re-run the
+  matching; the 2.5/97.5 percentiles give 95% CIs of the matched mean, the same-index
+  mean and the gap, and the fraction of resamples in which each observed matched pair
+  recurs is its *stability*. Re-optimising inside each resample keeps the matching's
+  selection bias in the interval.
+- Permutation null: uniformly random within-layer assignments (all of them when
+  head! <= null_samples). `p_same_index` is the share of random assignments whose mean
+  cosine is >= the same-index mean: small means heads kept their index. `p_matched` is
+  the same share for the matched mean; since the matching maximises the mean it is the
+  smallest attainable value unless many assignments tie with it, i.e. it says only
+  that the matching is distinguishable from chance, not that heads moved — the gap and
+  its CI say that.
+
+A standard head "moved" when its within-layer partner has another index and the
+matched cosine beats the same-index cosine by at least `move_margin`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from interpgpt.analysis import plots
+from interpgpt.analysis.headswap.profiles import (  # noqa: F401  (public API of this module)
+    ProfileSums,
+    attention_profile_sums,
+    query_bins,
+)
+from interpgpt.analysis.headswap.stats import (  # noqa: F401  (public API of this module)
+    MODELS,
+    Bootstrap,
+    HeadMatch,
+    LayerStats,
+    best_partners,
+    bootstrap_layers,
+    cosine_matrix,
+    layer_stats,
+    match_heads,
+    permutation_null,
+    within_layer_matching,
+)
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    figures,
+    fmt,
+)
+from interpgpt.artifacts.load import load_pair
+from interpgpt.constants import Split, Variant
+from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.device import resolve_device
+from interpgpt.io import provenance, write_json, write_text
+from interpgpt.settings import at_least, check_choices, inputs
+
+HEADSWAP_JSON = "headswap.json"
+MIGRATION_MAP = "migration_map.md"
+SWAP_HEATMAP = "swap_heatmap.png"
+PROFILE_PAIR = "profile_pair.png"
+
+
+@dataclass(frozen=True)
+class HeadswapConfig:
+    """The head-swap inventory of a matched pair (`interpgpt headswap`, study `[headswap]`)."""
+
+    standard: Path = inputs.argument()
+    """Run or export dir of the standard model."""
+    adhd: Path = inputs.argument()
+    """Run or export dir of the ADHD model."""
+    corpus: Path = inputs.option()
+    """Corpus dir written by `interpgpt corpus`."""
+    out: Path = inputs.option()
+    """Output dir for headswap.json, migration_map.md and the figures."""
+    bins: int = 20
+    """Bins of the normalised query-position axis."""
+    sequences: Variant = "standard"
+    """Which variant's held-out sequences are teacher-forced through both models."""
+    split: Split = "test"
+    """Corpus split to evaluate on."""
+    limit: int | None = None
+    """Use only the first N tasks of the split (None: all)."""
+    null_samples: int = 1000
+    """Random within-layer assignments in the permutation null (0: skip)."""
+    bootstrap_samples: int = 1000
+    """Task-bootstrap resamples for the confidence intervals (0: skip)."""
+    move_margin: float = 0.1
+    """A head moved when matched cosine - same-index cosine is at least this."""
+    seed: int = 0
+    """Seed of the null and bootstrap random draws."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Matmul precision; bfloat16 autocast is faster but less exact."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        at_least(self, bins=1, limit=1, null_samples=0, bootstrap_samples=0, batch_size=1)
+
+
+@dataclass
+class Inventory:
+    """The head-swap inventory of a matched pair (no files)."""
+
+    profiles: dict[str, np.ndarray]
+    """Per model, (layer, head, bin) mean attention mass to specials."""
+    cosine: np.ndarray
+    """(layer, head, layer, head): standard head x ADHD head profile cosine."""
+    within_layer: list[HeadMatch]
+    """Hungarian matching inside each layer, one entry per standard head."""
+    global_matching: list[HeadMatch]
+    """Hungarian matching over all heads, one entry per standard head."""
+    best_partners: dict[str, list[dict]]
+    """Per model, each head's most similar head in the other model."""
+    layers: list[LayerStats] = field(default_factory=list)
+    """Per-layer matched vs same-index statistics."""
+
+    @property
+    def moved(self) -> list[HeadMatch]:
+        return sorted((m for m in self.within_layer if m.moved), key=lambda m: m.same_index)
+
+
+def build_inventory(sums: dict[str, ProfileSums], config: HeadswapConfig) -> Inventory:
+    """Profiles -> cosines -> matchings -> statistics."""
+    profiles = {m: sums[m].profiles().numpy() for m in MODELS}
+    n_layer, n_head, n_bins = profiles["standard"].shape
+    flat = {m: p.reshape(n_layer * n_head, n_bins) for m, p in profiles.items()}
+    cos4 = cosine_matrix(flat["standard"], flat["adhd"]).reshape(n_layer, n_head, n_layer, n_head)
+    within, global_ = match_heads(cos4, config.move_margin)
+    boot = None
+    if config.bootstrap_samples:
+        partners = np.array([m.adhd[1] for m in within]).reshape(n_layer, n_head)
+        rng = np.random.default_rng([config.seed, 0])
+        boot = bootstrap_layers(sums, partners, config.bootstrap_samples, rng)
+        for match in within:
+            match.stability = float(boot.stability[match.std])
+    stats = layer_stats(cos4, within, boot, seed=config.seed, null_samples=config.null_samples)
+    return Inventory(profiles, cos4, within, global_, best_partners(cos4), stats)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+@dataclass
+class HeadswapResult:
+    """What `run_headswap` computed and wrote."""
+
+    inventory: Inventory
+    """Profiles, cosines, matchings and per-layer statistics."""
+    n_tasks: int
+    """Held-out sequences the profiles average over."""
+    files: dict[str, Path]
+    """Artifact name -> path written."""
+
+
+def run_headswap(config: HeadswapConfig) -> HeadswapResult:
+    """Profile every head of both models on held-out tasks and write the inventory."""
+    device = resolve_device(config.device)
+    pair = load_pair(config.standard, config.adhd, device)
+    data = load_eval_set(
+        config.corpus,
+        pair.tokenizer,
+        config.sequences,
+        config.split,
+        config.limit,
+        max_len=pair.standard.model.cfg.n_ctx,
+    )
+    special = data.special_mask()
+    dtype = getattr(torch, config.dtype)
+    sums = {
+        name: attention_profile_sums(
+            model,
+            data.ids,
+            data.lengths,
+            special,
+            n_bins=config.bins,
+            batch_size=config.batch_size,
+            dtype=dtype,
+        )
+        for name, model in pair.models.items()
+    }
+    inventory = build_inventory(sums, config)
+    files = write_outputs(inventory, len(data), config, sums["standard"].counts.sum(0))
+    return HeadswapResult(inventory, len(data), files)
+
+
+def write_outputs(
+    inv: Inventory, n_tasks: int, config: HeadswapConfig, bin_counts: Tensor
+) -> dict[str, Path]:
+    out = config.out
+    files = {
+        "headswap": write_json(
+            out / HEADSWAP_JSON, _inventory_json(inv, n_tasks, config, bin_counts)
+        ),
+        "migration_map": write_text(out / MIGRATION_MAP, migration_map(inv, n_tasks, config)),
+        "swap_heatmap": _plot_heatmap(inv, out / SWAP_HEATMAP),
+        "profile_pair": _plot_profile_pair(inv, out / PROFILE_PAIR),
+    }
+    return files
+
+
+def _inventory_json(inv: Inventory, n_tasks: int, config: HeadswapConfig, bin_counts: Tensor):
+    n_layer, n_head = inv.cosine.shape[:2]
+    return {
+        "n_tasks": n_tasks,
+        "sequences": config.sequences,
+        "heads": [f"L{i}H{h}" for i in range(n_layer) for h in range(n_head)],
+        "bin_query_counts": bin_counts,
+        "profiles": inv.profiles,
+        "cosine_matrix": inv.cosine.reshape(n_layer * n_head, n_layer * n_head),
+        "cosine_matrix_axes": "rows: standard heads, columns: ADHD heads, order of `heads`",
+        "matching": {
+            "within_layer": [_match_json(m) for m in inv.within_layer],
+            "global": [_match_json(m) for m in inv.global_matching],
+        },
+        "best_partners": inv.best_partners,
+        "moved": [m.label for m in inv.moved],
+        "layers": inv.layers,
+        "provenance": provenance(config),
+    }
+
+
+def _match_json(match: HeadMatch) -> dict:
+    blob = {"label": match.label}
+    blob.update({k: v for k, v in match.__dict__.items()})
+    return blob
+
+
+def migration_map(inv: Inventory, n_tasks: int, config: HeadswapConfig) -> str:
+    """Markdown list of the heads that moved, and the per-layer statistics."""
+    lines = [
+        "# Head migration map",
+        "",
+        f"Attention profiles on {n_tasks} held-out {config.sequences} sequences "
+        f"({config.bins} position bins). A standard head *moved* when its within-layer "
+        f"Hungarian partner has another index and the matched profile cosine beats the "
+        f"same-index cosine by at least {config.move_margin}.",
+        "",
+        "## Moved heads (within-layer matching)",
+        "",
+    ]
+    for m in inv.moved:
+        stable = "" if m.stability is None else f"; stability {m.stability:.0%}"
+        lines.append(
+            f"- {m.label}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f} "
+            f"(std L{m.adhd[0]}H{m.adhd[1]} ~ adhd L{m.adhd[0]}H{m.adhd[1]}: "
+            f"{m.partner_same_index:.3f}){stable}"
+        )
+    if not inv.moved:
+        lines.append("- none")
+    crossed = [m for m in inv.global_matching if m.std[0] != m.adhd[0] and m.moved]
+    lines += ["", "## Global matching: pairs that cross layers", ""]
+    lines += [f"- {m.label}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f}" for m in crossed]
+    lines += [] if crossed else ["- none"]
+    lines += ["", "## Per layer", "", _layer_table(inv.layers), ""]
+    return "\n".join(lines)
+
+
+def _layer_table(layers: list[LayerStats]) -> str:
+    def fmt_ci(ci):
+        return "—" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    def fmt_p(p):
+        return "—" if p is None else f"{p:.3g}"
+
+    rows = [
+        "| layer | matched | same-index | gap | gap 95% CI | p(matched) | p(same-index) | moved |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in layers:
+        rows.append(
+            f"| {s.layer} | {s.matched_mean:.3f} | {s.same_index_mean:.3f} | {s.gap:.3f} | "
+            f"{fmt_ci(s.gap_ci)} | {fmt_p(s.p_matched)} | {fmt_p(s.p_same_index)} | {s.n_moved} |"
+        )
+    return "\n".join(rows)
+
+
+def strongest_pair(inv: Inventory) -> HeadMatch:
+    """The moved pair with the largest cosine gain; else the largest gain of any pair."""
+    pool = inv.moved or inv.within_layer
+    return max(pool, key=lambda m: (m.cosine - m.same_index, m.cosine))
+
+
+def _plot_heatmap(inv: Inventory, path: Path) -> Path:
+    n_layer, n_head = inv.cosine.shape[:2]
+    labels = [f"L{i}H{h}" for i in range(n_layer) for h in range(n_head)]
+    panel = plots.HeatmapPanel(
+        inv.cosine.reshape(n_layer * n_head, -1),
+        title="profile cosine (outlined: within-layer matching)",
+        xlabel="ADHD head",
+        ylabel="standard head",
+        xticklabels=labels,
+        yticklabels=labels,
+        outlined=[
+            (m.std[0] * n_head + m.std[1], m.adhd[0] * n_head + m.adhd[1]) for m in inv.within_layer
+        ],
+    )
+    return plots.save_heatmaps(path, [panel], cmap="viridis", colorbar_label="cosine")
+
+
+def _plot_profile_pair(inv: Inventory, path: Path) -> Path:
+    """The notebook's two panels: matched pair, and the same-index baseline."""
+    m = strongest_pair(inv)
+    x = np.linspace(0, 1, inv.profiles["standard"].shape[-1])
+
+    def series(model: str, head: tuple[int, int]) -> plots.Series:
+        label = f"{'standard' if model == 'standard' else 'ADHD'} L{head[0]}H{head[1]}"
+        return plots.Series(x, inv.profiles[model][head], label)
+
+    panels = [
+        plots.LinePanel(
+            [series("standard", m.std), series("adhd", other)],
+            title=title,
+            xlabel="normalized query position",
+            ylabel="attention mass → step-structure specials",
+        )
+        for title, other in (
+            (f"matched pair (cos = {m.cosine:.3f})", m.adhd),
+            (f"same-index baseline (cos = {m.same_index:.3f})", m.std),
+        )
+    ]
+    return plots.save_line_plot(path, panels)
+
+
+# ---------------------------------------------------------------------------- in the study
+
+
+def stage(ws: Workspace, config: HeadswapConfig) -> StageOutput:
+    result = run_headswap(
+        dataclasses.replace(
+            config,
+            standard=ws.export("standard"),
+            adhd=ws.export("adhd"),
+            corpus=ws.corpus,
+            out=ws.analysis("headswap"),
+        )
+    )
+    inv = result.inventory
+    matches = sorted(inv.within_layer, key=lambda m: m.cosine - m.same_index, reverse=True)
+    moved = [m for m in matches if m.moved]
+    summary = {
+        "n_tasks": result.n_tasks,
+        "moved": [_match_summary(m) for m in moved],
+        "strongest": _match_summary(moved[0] if moved else matches[0]),
+        "layers": [dataclasses.asdict(s) for s in inv.layers],
+    }
+    return StageOutput(list(result.files.values()), summary)
+
+
+def _match_summary(match: HeadMatch) -> dict[str, Any]:
+    return {
+        "label": match.label,
+        "std": list(match.std),
+        "adhd": list(match.adhd),
+        "cosine": match.cosine,
+        "same_index": match.same_index,
+        "partner_same_index": match.partner_same_index,
+    }
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    strongest = summary["strongest"]
+    header = ["layer", "matched mean cos", "same-index mean cos", "gap [95% CI]", "p (perm.)"]
+    table = [[*header, "moved heads"]]
+    for s in summary["layers"]:
+        ci = s.get("gap_ci")
+        ci_text = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
+        table.append(
+            [
+                str(s["layer"]),
+                fmt(s["matched_mean"]),
+                fmt(s["same_index_mean"]),
+                fmt(s["gap"]) + ci_text,
+                fmt(s.get("p_matched")),
+                str(s["n_moved"]),
+            ]
+        )
+    moved = summary["moved"]
+    finding = (
+        f"{len(moved)} head{'s' if len(moved) != 1 else ''} moved; "
+        f"strongest: {strongest['label']}, cos "
+        f"{fmt(strongest['cosine'])} vs same-index {fmt(strongest['same_index'])}."
+        if moved
+        else "No head moved: every head's best within-layer partner is at its own index "
+        f"(best pair {strongest['label']}, cos {fmt(strongest['cosine'])})."
+    )
+    rows = [
+        (m["label"], f"cos {fmt(m['cosine'])} vs same-index {fmt(m['same_index'])}")
+        for m in moved[:8]
+    ]
+    return Section("Head-swap inventory", finding, rows=rows, table=table, figures=figures(outputs))
+
+
+ANALYSIS = Analysis(
+    name="headswap",
+    description="head-swap inventory",
+    config=HeadswapConfig,
+    stage=stage,
+    section=section,
+    after=("export",),
+)

@@ -1,0 +1,538 @@
+"""Three linear probes on the residual stream, each with a causal check.
+
+Probes (Alain & Bengio 2016; Belinkov 2022 on their pitfalls) read a property off the
+residual stream with a linear classifier. Readability is not use, so each probe is
+followed by a causal check: the probe's direction is projected out of the residual at
+that layer and the matching behaviour is measured, against random subspaces of the
+same rank (cf. INLP, Ravfogel et al. 2020, and amnesic probing, Elazar et al. 2021).
+
+The three properties, on every layer's residual (`hook_embed` and every
+`blocks.{layer}.hook_resid_post`):
+
+- onset: is this position an onset predictor (the `<|steps|>`/`<|sep|>` position whose
+  next token starts a step)? Over all real positions. Behaviour: the next-token loss at
+  the onset predictors (predicting each step's first token).
+- regulation: is the next step a regulation action? At onset predictors. Behaviour:
+  P(first token of a regulation action) at the onset predictors.
+- step_index: which step comes next (0-based, the last class meaning "this or later")?
+  At onset predictors. Behaviour: the next-token loss at step ends (positions whose next
+  token is `<|sep|>` or `<|end|>`), i.e. the continue-or-stop decision, which needs to
+  know how many steps have been written. Its projection is applied at every real
+  position (the step count is a property of the whole step, and the step ends are not
+  onset predictors); the other two project where they were trained.
+
+Probes are softmax regressions (two classes for the binary probes) with an L2 penalty,
+fitted by L-BFGS on centred, globally rescaled activations, so the weight rows stay
+directions of the residual stream. The held-out tasks are split *by task* into
+probe-train and probe-test. Baseline: predicting the majority class of probe-train.
+
+Projection (`projection_hooks`, built from `interventions.project_out` and
+`add_direction`): x' = x - (x - mu) Q Q^T with Q an orthonormal basis of the probe's
+discriminative subspace (the row space of the class-centred weight matrix: rank 1 for a
+binary probe, at most classes - 1 for step_index) and mu the probe-train mean. It removes
+all variation of x along Q while keeping the mean, so afterwards the probe's logits are
+constant and it can only predict one class.
+
+In the study (stage "probes", after the export) each exported model is probed on its own
+variant's held-out sequences, into `analysis/probes_standard` and `analysis/probes_adhd`;
+the standard model has no regulation steps, so its regulation probe is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from interpgpt.analysis.interventions import Hook, add_direction, project_out
+from interpgpt.analysis.probes.fit import (
+    LinearProbe,
+    PositionTable,
+    collect_positions,
+    fit_probe,
+    probe_sites,
+    split_by_task,
+)
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    figures,
+    fmt,
+)
+from interpgpt.constants import VARIANTS, Split, Variant
+from interpgpt.corpus.evalset import EncodedSet, load_eval_set
+from interpgpt.corpus.tokenizer import regulation_first_tokens
+from interpgpt.device import resolve_device
+from interpgpt.io import provenance, write_json
+from interpgpt.settings import SettingError, at_least, check_choices, inputs
+
+PROBES_JSON = "three_probes.json"
+PROBES_PLOT = "probes.png"
+PROBE_NAMES: tuple[str, ...] = ("onset", "regulation", "step_index")
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    """Which model and sequences to probe, and how to fit and check the probes
+    (`interpgpt probes`, study `[probes]`)."""
+
+    model: Path = inputs.argument()
+    """The model (run or export dir)."""
+    corpus: Path = inputs.option()
+    """Corpus directory; its held-out split supplies the sequences."""
+    out: Path = inputs.option()
+    """Directory for three_probes.json and probes.png."""
+    variant: Literal["auto", "standard", "adhd"] = "auto"
+    """Whose sequences to read; auto: the model's own variant (ADHD if unknown). The study
+    probes each model on its own variant."""
+    split: Split = "test"
+    """Corpus split of the held-out tasks."""
+    limit: int | None = 300
+    """Held-out tasks (one phrasing each); None for all."""
+    train_fraction: float = 0.7
+    """Fraction of the tasks whose positions train the probes; the rest test them."""
+    max_step_index: int = 8
+    """Classes of the step-index probe; the last one means "this step or later"."""
+    weight_decay: float = 1e-3
+    """L2 penalty on the probe weights (in the rescaled space)."""
+    max_iter: int = 100
+    """L-BFGS iterations per probe."""
+    n_random: int = 10
+    """Random subspaces (same rank) in each causal check's null."""
+    causal_layers: Literal["best", "all"] = "best"
+    """Run the causal check at each probe's best layer, or at every layer."""
+    seed: int = 0
+    """Seed of the task split and the random subspaces."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        at_least(
+            self, limit=1, max_step_index=2, weight_decay=0, max_iter=1, n_random=2, batch_size=1
+        )
+        if not 0 < self.train_fraction < 1:
+            raise SettingError(
+                "train_fraction", f"must be strictly between 0 and 1 (got {self.train_fraction})"
+            )
+
+
+@dataclass
+class CausalCheck:
+    """Projecting a probe's subspace out of one layer, against random subspaces."""
+
+    layer: str
+    hook_name: str
+    positions: str
+    """Where the projection was applied."""
+    rank: int
+    accuracy_after_projection: float
+    """The probe's held-out accuracy on projected activations: it can then predict only
+    one class, so this is that class's share of probe-test."""
+    refit_accuracy_after_projection: float
+    """A new probe fitted on projected activations (amnesic probing): how much of the
+    property is still linearly readable from other directions."""
+    behaviour: str
+    clean: float
+    delta: float
+    """Mean of projected minus clean behaviour, per position."""
+    random_deltas: list[float]
+    random_mean: float
+    random_std: float
+    z: float
+    """(delta - random_mean) / random_std."""
+
+
+@dataclass
+class ProbeResult:
+    """One probe over all layers."""
+
+    name: str
+    positions: str
+    n_classes: int
+    n_train: int
+    n_test: int
+    accuracy: list[float] = field(default_factory=list)
+    """Held-out accuracy per layer (embed first)."""
+    baseline: float = float("nan")
+    """Majority class of probe-train, scored on probe-test."""
+    skipped: str | None = None
+    """Why the probe was not fitted (e.g. a single class), else None."""
+    causal: list[CausalCheck] = field(default_factory=list)
+
+
+@dataclass
+class ProbesResult:
+    """What `run_probes` wrote."""
+
+    json_path: Path
+    plot_path: Path
+    layers: list[str]
+    probes: list[ProbeResult]
+    """In `PROBE_NAMES` order."""
+
+    def probe(self, name: str) -> ProbeResult:
+        return next(p for p in self.probes if p.name == name)
+
+
+def projection_hooks(
+    site: str,
+    basis: Float[Tensor, "d_model rank"],
+    mean: Float[Tensor, " d_model"],
+    positions: Tensor | None = None,
+) -> list[Hook]:
+    """x' = x - (x - mean) Q Q^T as two hooks of the intervention mechanism: directional
+    ablation (x - x Q Q^T) followed by adding back the mean's component (mean Q Q^T), so
+    the ablated coordinates sit at their typical value rather than at zero."""
+    basis = basis.float()
+    kept = basis @ (basis.T @ mean.float().to(basis.device))
+    return [project_out(site, basis.T, positions), add_direction(site, kept, 1.0, positions)]
+
+
+def apply_hooks(hooks: list[Hook], x: Tensor) -> Tensor:
+    """Run hook functions on stored activations (to score a probe after projection)."""
+    for hook in hooks:
+        out = hook.fn(x, None)
+        x = x if out is None else out
+    return x
+
+
+def random_subspace(d_model: int, rank: int, gen: torch.Generator) -> Tensor:
+    """An orthonormal basis of a uniformly random rank-`rank` subspace."""
+    q, _ = torch.linalg.qr(torch.randn(d_model, rank, generator=gen, dtype=torch.float64))
+    return q.float()
+
+
+# -------------------------------------------------------------------- probe datasets
+
+
+POSITIONS = {
+    "onset": "all real positions",
+    "regulation": "onset predictors",
+    "step_index": "onset predictors",
+}
+INTERVENE = {
+    "onset": "all real positions",
+    "regulation": "onset predictors",
+    # The step index is a property of every position of a step, and the behaviour it
+    # should drive (stopping) is read at step ends, not at the onset predictors.
+    "step_index": "all real positions",
+}
+SHORT = {"onset": "loss@onset", "regulation": "P(reg)@onset", "step_index": "loss@step end"}
+BEHAVIOURS = {
+    "onset": "next-token loss at onset predictors (nats)",
+    "regulation": "P(first token of a regulation action) at onset predictors",
+    "step_index": "next-token loss at step ends (next token <|sep|> or <|end|>) (nats)",
+}
+
+
+@dataclass
+class ProbeData:
+    """The positions one probe reads and their labels."""
+
+    select: Bool[Tensor, " n"]
+    labels: Int[Tensor, " n"]
+    n_classes: int
+
+
+def probe_data(table: PositionTable, name: str, max_step_index: int) -> ProbeData:
+    onsets = table.is_onset_predictor
+    if name == "onset":
+        return ProbeData(torch.ones_like(onsets), onsets.long(), 2)
+    if name == "regulation":
+        return ProbeData(onsets, table.next_is_regulation.long(), 2)
+    if name == "step_index":
+        return ProbeData(onsets, table.step_index.clamp(max=max_step_index - 1), max_step_index)
+    raise ValueError(f"unknown probe {name!r}")
+
+
+def fit_layers(
+    table: PositionTable,
+    name: str,
+    train: Tensor,
+    config: ProbesConfig,
+) -> tuple[ProbeResult, dict[str, LinearProbe]]:
+    """Fit the probe on every layer's residual and score it on the held-out tasks."""
+    data = probe_data(table, name, config.max_step_index)
+    tr, te = data.select & train, data.select & ~train
+    y_tr, y_te = data.labels[tr], data.labels[te]
+    result = ProbeResult(name, POSITIONS[name], data.n_classes, int(tr.sum()), int(te.sum()))
+    if len(y_tr.unique()) < 2 or len(y_te) == 0:
+        result.skipped = (
+            f"probe-train has {len(y_tr.unique())} class(es) and probe-test "
+            f"{len(y_te)} positions; nothing to learn or score"
+        )
+        return result, {}
+    majority = int(torch.bincount(y_tr, minlength=data.n_classes).argmax())
+    result.baseline = float((y_te == majority).float().mean())
+    probes = {}
+    for site, acts in table.acts.items():
+        probe = fit_probe(acts[tr], y_tr, data.n_classes, config.weight_decay, config.max_iter)
+        probes[site] = probe
+        result.accuracy.append(probe.accuracy(acts[te], y_te))
+    return result, probes
+
+
+# ---------------------------------------------------------------------- causal check
+
+
+def _intervention_mask(name: str, batch: EncodedSet) -> Tensor:
+    return batch.valid if INTERVENE[name] == "all real positions" else batch.onset_predictor_mask()
+
+
+def _behaviour_values(name: str, logits: Tensor, batch: EncodedSet, tokenizer, reg_ids) -> Tensor:
+    ids = batch.ids.to(logits.device)
+    if name == "regulation":
+        mask = batch.onset_predictor_mask().to(logits.device)
+        return logits[mask].float().softmax(-1)[:, reg_ids].sum(-1)
+    if name == "onset":
+        mask = batch.onset_predictor_mask().to(logits.device)
+    else:  # step_index: the continue-or-stop decision at the end of each step
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask[:, :-1] = (ids[:, 1:] == tokenizer.sep_id) | (ids[:, 1:] == tokenizer.end_id)
+    next_ids = ids.roll(-1, dims=1)
+    return F.cross_entropy(logits[mask].float(), next_ids[mask], reduction="none")
+
+
+@torch.no_grad()
+def behaviour(
+    model,
+    eset: EncodedSet,
+    name: str,
+    tokenizer,
+    reg_ids: list[int],
+    hook_name: str | None = None,
+    basis: Tensor | None = None,
+    mean: Tensor | None = None,
+    batch_size: int = 32,
+) -> Float[Tensor, " n"]:
+    """Per-position values of probe `name`'s behaviour, optionally with `basis` projected
+    out at `hook_name` (at the probe's positions)."""
+    device = next(model.parameters()).device
+    values = []
+    for batch in eset.batches(batch_size):
+        hooks = []
+        if basis is not None and hook_name is not None and mean is not None:
+            where = _intervention_mask(name, batch).to(device)
+            hooks = projection_hooks(hook_name, basis, mean, where)
+        logits = model.run_with_hooks(batch.ids.to(device), fwd_hooks=hooks)
+        values.append(_behaviour_values(name, logits, batch, tokenizer, reg_ids).double().cpu())
+    return torch.cat(values)
+
+
+@dataclass
+class CausalContext:
+    """What every causal check of one model shares."""
+
+    model: Any  # TaskGPT
+    eset: EncodedSet
+    tokenizer: Any  # TaskTokenizer
+    reg_ids: list[int]
+    table: PositionTable
+    test_mask: Tensor
+    config: ProbesConfig
+    gen: torch.Generator
+    clean: dict[str, Tensor] = field(default_factory=dict)
+
+
+def causal_check(
+    ctx: CausalContext, name: str, label: str, site: str, probe: LinearProbe
+) -> CausalCheck:
+    """Project the probe's subspace out at `site`; compare with random subspaces."""
+    bs = ctx.config.batch_size
+    if name not in ctx.clean:
+        ctx.clean[name] = behaviour(
+            ctx.model, ctx.eset, name, ctx.tokenizer, ctx.reg_ids, batch_size=bs
+        )
+    clean = ctx.clean[name]
+
+    def delta(basis: Tensor) -> float:
+        steered = behaviour(
+            ctx.model, ctx.eset, name, ctx.tokenizer, ctx.reg_ids, site, basis, probe.mean, bs
+        )
+        return float((steered - clean).mean())
+
+    basis = probe.subspace()
+    rank = basis.shape[1]
+    effect = delta(basis)
+    null = np.array(
+        [delta(random_subspace(basis.shape[0], rank, ctx.gen)) for _ in range(ctx.config.n_random)]
+    )
+    data = probe_data(ctx.table, name, ctx.config.max_step_index)
+    te = data.select & ctx.test_mask
+    tr = data.select & ~ctx.test_mask
+    hooks = projection_hooks(site, basis, probe.mean)
+    x_tr, x_te = (apply_hooks(hooks, ctx.table.acts[site][m]) for m in (tr, te))
+    refit = fit_probe(x_tr, data.labels[tr], data.n_classes, ctx.config.weight_decay,
+                      ctx.config.max_iter)  # fmt: skip
+    std = float(null.std(ddof=1))
+    gap = effect - float(null.mean())
+    return CausalCheck(
+        layer=label,
+        hook_name=site,
+        positions=INTERVENE[name],
+        rank=rank,
+        accuracy_after_projection=probe.accuracy(x_te, data.labels[te]),
+        refit_accuracy_after_projection=refit.accuracy(x_te, data.labels[te]),
+        behaviour=BEHAVIOURS[name],
+        clean=float(clean.mean()),
+        delta=effect,
+        random_deltas=null.tolist(),
+        random_mean=float(null.mean()),
+        random_std=std,
+        z=gap / std if std > 0 else (0.0 if gap == 0 else math.copysign(math.inf, gap)),
+    )
+
+
+# ------------------------------------------------------------------------ entry point
+
+
+def probe_layers(ctx: CausalContext, name: str, train: Tensor) -> ProbeResult:
+    """Fit one probe on every layer, then run its causal check(s)."""
+    result, probes = fit_layers(ctx.table, name, train, ctx.config)
+    if result.skipped:
+        return result
+    sites = probe_sites(ctx.model.cfg.n_layer)
+    chosen = list(range(len(sites)))
+    if ctx.config.causal_layers == "best":
+        chosen = [int(np.argmax(result.accuracy))]  # ties: the earliest layer
+    for i in chosen:
+        label, site = sites[i]
+        result.causal.append(causal_check(ctx, name, label, site, probes[site]))
+    return result
+
+
+def run_probes(config: ProbesConfig) -> ProbesResult:
+    """Fit the three probes on every layer, check them causally, and write
+    three_probes.json and probes.png under `config.out`."""
+    from interpgpt.artifacts.load import load_model
+
+    device = resolve_device(config.device)
+    loaded = load_model(config.model)
+    model = loaded.model.to(device).eval()
+    variant: Variant = "adhd"
+    if config.variant != "auto":
+        variant = config.variant
+    elif loaded.variant == "standard":
+        variant = "standard"
+    eset = load_eval_set(
+        config.corpus, loaded.tokenizer, variant, config.split, config.limit, model.cfg.n_ctx
+    )
+    table = collect_positions(model, eset, config.batch_size)
+    train = split_by_task(table.task, config.train_fraction, config.seed)
+    ctx = CausalContext(
+        model,
+        eset,
+        loaded.tokenizer,
+        sorted(regulation_first_tokens(loaded.tokenizer)),
+        table,
+        ~train,
+        config,
+        torch.Generator().manual_seed(config.seed),
+    )
+    probes = [probe_layers(ctx, name, train) for name in PROBE_NAMES]
+    layers = [label for label, _ in probe_sites(model.cfg.n_layer)]
+    out = Path(config.out)
+    blob = {
+        "model": str(config.model),
+        "variant": variant,
+        "layers": layers,
+        "split": {
+            "rule": "by task_id: no task in both probe-train and probe-test",
+            "train_tasks": len(table.task[train].unique()),
+            "test_tasks": len(table.task[~train].unique()),
+        },
+        "baseline": "majority class of probe-train, scored on probe-test",
+        "projection": "x' = x - (x - mu) Q Q^T at the probe's positions; Q spans the "
+        "class-centred probe weights, mu is the probe-train mean",
+        "z": "(delta - random_mean) / random_std over random subspaces of the same rank",
+        "probes": {p.name: p for p in probes},
+        "provenance": provenance(config),
+    }
+    json_path = write_json(out / PROBES_JSON, blob)
+    plot_path = plot_probes(out / PROBES_PLOT, layers, probes, loaded.name)
+    return ProbesResult(json_path, plot_path, layers, probes)
+
+
+def plot_probes(path: Path, layers: list[str], probes: list[ProbeResult], name: str) -> Path:
+    """Held-out accuracy per layer, one panel per probe, the baseline dashed."""
+    from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
+
+    x = list(range(len(layers)))
+    panels = []
+    for probe in probes:
+        series = []
+        if not probe.skipped:
+            series = [
+                Series(x, probe.accuracy, "probe (held-out)", "o"),
+                Series(x, [probe.baseline] * len(x), "majority baseline"),
+            ]
+        title = probe.name + (" (skipped)" if probe.skipped else "")
+        panels.append(LinePanel(series, title, "layer", "accuracy", xticks=x, xticklabels=layers))
+    return save_line_plot(path, panels, suptitle=f"linear probes: {name}")
+
+
+# ---------------------------------------------------------------------------- in the study
+
+
+def stage(ws: Workspace, config: ProbesConfig) -> StageOutput:
+    """Each exported model on its own variant's held-out sequences."""
+    outputs: list[Path] = []
+    summary: Summary = {}
+    for variant in VARIANTS:
+        result = run_probes(
+            dataclasses.replace(
+                config,
+                model=ws.export(variant),
+                corpus=ws.corpus,
+                out=ws.analysis(f"probes_{variant}"),
+                variant=variant,
+            )
+        )
+        outputs += [result.json_path, result.plot_path]
+        summary[variant] = [dataclasses.asdict(p) for p in result.probes]
+    return StageOutput(outputs, summary)
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    table = [["model", "probe", "best layer", "held-out acc", "baseline", "causal z"]]
+    for variant, probes in summary.items():
+        for p in probes:
+            if p.get("skipped"):
+                continue
+            acc = p["accuracy"]
+            best = max(range(len(acc)), key=lambda i: acc[i])
+            causal = p.get("causal") or []
+            z = causal[0].get("z") if causal else None
+            table.append(
+                [variant, p["name"], str(best), fmt(acc[best]), fmt(p["baseline"]), fmt(z, 2)]
+            )
+    finding = (
+        "Linear probes read step onset, next-step regulation and step index from the "
+        "residual stream; the causal column projects the probe direction out against random "
+        "directions."
+    )
+    return Section("Three probes", finding, table=table, figures=figures(outputs))
+
+
+ANALYSIS = Analysis(
+    name="probes",
+    description="three linear probes + causal check",
+    config=ProbesConfig,
+    stage=stage,
+    section=section,
+    after=("export",),
+)

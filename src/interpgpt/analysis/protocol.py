@@ -1,0 +1,123 @@
+"""The one protocol every analysis follows: config -> run -> result with provenance -> section.
+
+Like the diffing-toolkit's `methods/<method>/method.py`, an analysis module declares
+one `Analysis`: its config dataclass (which is also its CLI options and its study
+section, see `interpgpt.settings`), a `stage` function that runs it on a study's
+files and returns a `StageOutput` (the files it wrote and a small summary of headline
+numbers), and a `section` function that turns that summary into a report `Section`.
+The study lists analyses as data; adding one is a module, its test and a line in
+`interpgpt.study.stages`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from interpgpt.constants import Variant
+from interpgpt.sae.topk import sae_dir_name
+
+C = TypeVar("C")
+Summary = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a study keeps each artifact, and what its earlier stages recorded."""
+
+    root: Path
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stage name -> its record (hash, outputs, summary), as far as the study has run."""
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def corpus(self) -> Path:
+        return self.path("corpus")
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path("tokenizer.json")
+
+    def run(self, variant: Variant) -> Path:
+        return self.path("runs", variant)
+
+    def export(self, variant: Variant) -> Path:
+        return self.path("export", variant)
+
+    def analysis(self, name: str) -> Path:
+        return self.path("analysis", name)
+
+    def sae(self, variant: Variant, layer: int) -> Path:
+        return self.path("sae", sae_dir_name(variant, layer))
+
+    def summary(self, stage: str) -> Summary:
+        return self.records.get(stage, {}).get("summary", {})
+
+
+@dataclass
+class StageOutput:
+    """What a stage wrote and the headline numbers it records for the report."""
+
+    outputs: list[Path]
+    summary: Summary = field(default_factory=dict)
+
+
+@dataclass
+class Section:
+    """One report section: a sentence on what the result shows, its numbers, its figures."""
+
+    title: str
+    finding: str
+    """One sentence on what the result shows, written from the numbers."""
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    """(label, value) pairs: the headline numbers."""
+    figures: list[Path] = field(default_factory=list)
+    table: list[list[str]] | None = None
+    """An optional wider table; the first row is the header."""
+    status: str = "ok"
+    """ok, warn (a gate failed or a result is null) or missing (the stage did not run)."""
+
+
+@dataclass(frozen=True)
+class Analysis(Generic[C]):
+    """An analysis as the study runs it."""
+
+    name: str
+    """Stage name, study section and output folder (`analysis/<name>/`)."""
+    description: str
+    config: type[C]
+    """The config dataclass: CLI options, study section and validation in one."""
+    stage: Callable[[Workspace, C], StageOutput]
+    """Run on the study's files (the config's inputs are filled from the workspace)."""
+    section: Callable[[Summary, list[str]], Section] | None
+    """The report section from the stage's summary and outputs (None: not reported)."""
+    after: tuple[str, ...] = ()
+    """Stages whose outputs this one reads."""
+    study_section: str = ""
+    """The study section holding its config, when not its own name (two stages can share
+    one: both models train with `[train]`)."""
+
+    @property
+    def settings_key(self) -> str:
+        return self.study_section or self.name.replace("-", "_")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number as the report prints it."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def figures(outputs: list[str]) -> list[Path]:
+    """The PNG figures among a stage's outputs."""
+    return [Path(p) for p in outputs if str(p).endswith(".png")]

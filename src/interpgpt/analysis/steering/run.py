@@ -1,0 +1,623 @@
+"""Steering with one SAE feature's decoder direction, each effect read against a null.
+
+The seed ADHD card reports an SAE feature that separates the two models almost
+perfectly (fires at 59% of ADHD step onsets, 0.03% of standard ones) and yet moves
+behaviour no more than noise under four interventions. This module reruns those four
+("variants") on any feature, and always next to a null distribution, so a null result
+is reported as plainly as an effect:
+
+- inject-std: add `alpha * W_dec[F]` to the standard model at its onset predictors,
+  with `alpha` the feature's mean activation when firing at ADHD onset predictors (its
+  typical magnitude, Templeton et al. 2024 "feature steering" clamps to a multiple of
+  that; `scale` multiplies it).
+- subtract-adhd: subtract the same vector from the ADHD model at its onset predictors.
+- zero-ablate: remove the feature from the ADHD model's SAE reconstruction while
+  keeping the SAE's error term, x' = x - f_F(x) * W_dec[F] (Marks et al. 2024, "sparse
+  feature circuits", keep the error node so only the feature changes).
+- inject-upstream: inject-std one layer earlier (L-1, or the block-0 input for L = 0).
+
+Metric: Δ P(regulation) = mean over onset predictors of the probability mass the model
+puts on the first token of any regulation action, intervened minus clean (same
+sequences, so the difference is paired). The onset predictor's residual is the one
+whose logit-lens prediction is the step's first token, the same positions as the diff.
+Also the change in the generated regulation rate (fraction of sampled steps that are
+regulation actions), with the intervention applied whenever the current input token is
+`<|steps|>` or `<|sep|>`, sampled with the same seed as the clean run.
+
+Null: `n_null` random unit directions, each scaled to the feature vector's norm (for
+zero-ablate: to `f_F(x) * |W_dec[F]|` at each position), under the same intervention.
+A feature direction is only special if it beats directions of the same size chosen at
+random: the random-vector control of activation steering (Turner et al. 2023, "Steering
+language models with activation engineering", compare a steering vector with random
+vectors of the same norm), here drawn many times so it is a distribution. Rule: the
+feature's effect is outside the null when |Δ - null_mean| > 2 * max(SEM, null_std), i.e.
+beyond both its own sampling noise and the spread of random directions (`null`).
+
+In the study (`stage`), the SAE and the feature come from the feature-diff stage: its
+summary names the SAE it read and its diff file, whose top feature is steered unless
+the `[steering]` section names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from interpgpt.analysis.interventions import add_direction
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    figures,
+    fmt,
+)
+from interpgpt.analysis.sae_features import encode_features, hook_layer, onset_feature_stats
+from interpgpt.analysis.steering.null import (
+    RULE,
+    Delta,
+    NullComparison,
+    compare_to_null,
+    paired_delta,
+    random_directions,
+)
+from interpgpt.artifacts.load import load_pair
+from interpgpt.corpus.evalset import EncodedSet, load_eval_set
+from interpgpt.corpus.tokenizer import regulation_first_tokens
+from interpgpt.device import resolve_device
+from interpgpt.errors import UserError
+from interpgpt.io import provenance, read_json, write_json
+from interpgpt.settings import SettingError, at_least, inputs
+
+STEERING_JSON = "deepdive_steering.json"
+STEERING_PLOT = "steering.png"
+VARIANTS: tuple[str, ...] = ("inject-std", "subtract-adhd", "zero-ablate", "inject-upstream")
+
+HookFn = Callable[[Tensor, object], Tensor]
+HookFactory = Callable[[Callable[[], Tensor]], HookFn]
+"""Builds a hook function from a callable returning the (batch, pos) position mask."""
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """Which feature to steer with, where, and how large a null to draw (`interpgpt steer`)."""
+
+    sae_dir: Path = inputs.argument()
+    """SAELens-format SAE directory whose decoder row is the steering direction."""
+    standard: Path = inputs.option()
+    """The standard model (run or export dir)."""
+    adhd: Path = inputs.option()
+    """The ADHD model (run or export dir)."""
+    corpus: Path = inputs.option()
+    """Corpus directory; each model reads its own variant's held-out sequences."""
+    out: Path = inputs.option()
+    """Directory for deepdive_steering.json and steering.png."""
+    diff_file: Path = inputs.option()
+    """feature_diff.json of this SAE (`interpgpt sae diff`); its top feature is steered
+    unless `feature` names one."""
+    feature: int | None = None
+    """Feature index to steer with (None: the top feature of the diff file)."""
+    n_null: int = 20
+    """Random directions in each variant's null."""
+    seed: int = 0
+    """Seed of the random directions and of sampling."""
+    scale: float = 1.0
+    """Multiplier on the feature's typical ADHD magnitude for the injections."""
+    limit: int | None = 200
+    """Held-out tasks per variant for the teacher-forced metric; None for all."""
+    upstream_layer: int | None = None
+    """Layer whose resid_post inject-upstream writes to; None: one before the SAE's layer."""
+    generate_tasks: int = 16
+    """Held-out tasks whose decompositions are sampled for the generated regulation rate
+    (0 skips generation)."""
+    n_null_generate: int = 5
+    """Random directions (the first of the null, at most n_null) also run through generation."""
+    max_new_tokens: int = 96
+    """Sampling budget per decomposition."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.n_null < 2:
+            raise SettingError(
+                "n_null", f"must be at least 2 to estimate a spread (got {self.n_null})"
+            )
+        at_least(
+            self,
+            feature=0,
+            limit=1,
+            upstream_layer=0,
+            generate_tasks=0,
+            n_null_generate=0,
+            max_new_tokens=1,
+            batch_size=1,
+        )
+
+
+@dataclass
+class VariantResult:
+    """One of the four interventions."""
+
+    name: str
+    model: str
+    """Which model is intervened on."""
+    hook_name: str
+    p_regulation: NullComparison
+    """Δ P(regulation) at onset predictors (teacher-forced)."""
+    generation: NullComparison | None = None
+    """Δ generated regulation rate (None when generation is skipped)."""
+    clean_p_regulation: float = 0.0
+    clean_generated_rate: float | None = None
+    verdict: str = ""
+    """The teacher-forced verdict, then the generation one (when sampled)."""
+
+
+@dataclass
+class SteeringResult:
+    """What `steer` wrote."""
+
+    json_path: Path
+    plot_path: Path
+    feature: int
+    magnitude: float
+    """alpha: the feature's mean activation when firing at ADHD onset predictors × scale."""
+    variants: list[VariantResult] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+def add_vector(vector: Float[Tensor, " d_model"]) -> HookFactory:
+    """Hook factory: act + vector at the masked positions (`interventions.add_direction`,
+    rebuilt per forward because under generation the mask changes with every token)."""
+
+    def factory(where: Callable[[], Tensor]) -> HookFn:
+        def hook(act: Tensor, hook: object) -> Tensor:
+            out = add_direction("", vector, 1.0, where()).fn(act, hook)
+            assert out is not None  # add_direction always returns the edited activation
+            return out
+
+        return hook
+
+    return factory
+
+
+def remove_feature(sae, feature: int, direction: Float[Tensor, " d_model"]) -> HookFactory:
+    """Hook factory: act - f_F(act) * direction at the masked positions (the SAE's error
+    term is untouched; with direction = W_dec[F] this zero-ablates the feature)."""
+
+    def factory(where: Callable[[], Tensor]) -> HookFn:
+        def hook(act: Tensor, hook: object) -> Tensor:
+            coeff = encode_features(sae, act)[..., feature].to(act.dtype)
+            coeff = coeff * where().to(act.device).to(act.dtype)
+            return act - coeff[..., None] * direction.to(device=act.device, dtype=act.dtype)
+
+        return hook
+
+    return factory
+
+
+class BoundaryTokens:
+    """Tracks which positions of the current forward hold `<|steps|>` or `<|sep|>`.
+
+    Hooks only see activations, so the token identity is read at `hook_embed`: the
+    embedding is a row lookup, so a position holds token t iff its embedding equals
+    W_E[t] exactly. This works unchanged under KV-cached generation, where each forward
+    sees only the new token.
+    """
+
+    def __init__(self, model, token_ids: list[int]):
+        self.rows = model.embed.weight[token_ids].detach()
+        self.mask = torch.zeros(0, 0, dtype=torch.bool)
+
+    def hook(self, act: Tensor, hook: object) -> None:
+        rows = self.rows.to(device=act.device, dtype=act.dtype)
+        self.mask = (act[..., None, :] == rows).all(-1).any(-1)
+
+    def __call__(self) -> Tensor:
+        return self.mask
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def onset_p_regulation(
+    model,
+    eset: EncodedSet,
+    reg_ids: list[int],
+    hook_name: str | None = None,
+    factory: HookFactory | None = None,
+    batch_size: int = 32,
+) -> tuple[Float[Tensor, " n"], Tensor]:
+    """P(regulation first token) at every onset predictor, and the row each comes from;
+    with `factory`, under its hook at `hook_name` applied at the onset predictors."""
+    device = next(model.parameters()).device
+    values, rows = [], []
+    for start, batch in zip(range(0, len(eset), batch_size), eset.batches(batch_size), strict=True):
+        mask: Bool[Tensor, "batch pos"] = batch.onset_predictor_mask().to(device)
+        hooks = [] if factory is None else [(hook_name, factory(_constant(mask)))]
+        logits = model.run_with_hooks(batch.ids.to(device), fwd_hooks=hooks)
+        probs = logits.float().softmax(-1)[..., reg_ids].sum(-1)
+        values.append(probs[mask].double().cpu())
+        rows.append(mask.nonzero()[:, 0].cpu() + start)
+    return torch.cat(values), torch.cat(rows)
+
+
+def _constant(mask: Tensor) -> Callable[[], Tensor]:
+    return lambda: mask
+
+
+# -------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One intervention: which model, at which hook, with which hook factory."""
+
+    name: str
+    model: Literal["standard", "adhd"]
+    hook_name: str
+    direction: Float[Tensor, " d_model"]
+    """The feature's vector; a null draws random unit directions scaled to its norm."""
+    make: Callable[[Tensor], HookFactory]
+    """Direction -> hook factory."""
+
+
+def variant_specs(
+    sae, feature: int, magnitude: float, hook_name: str, upstream_hook: str
+) -> list[VariantSpec]:
+    """The card's four interventions on one feature."""
+    w_dec = sae.W_dec[feature].detach().float()
+    vector = magnitude * w_dec
+    return [
+        VariantSpec("inject-std", "standard", hook_name, vector, add_vector),
+        VariantSpec("subtract-adhd", "adhd", hook_name, vector, lambda d: add_vector(-d)),
+        VariantSpec(
+            "zero-ablate", "adhd", hook_name, w_dec, lambda d: remove_feature(sae, feature, d)
+        ),
+        VariantSpec("inject-upstream", "standard", upstream_hook, vector, add_vector),
+    ]
+
+
+def upstream_hook_name(hook_name: str, layer: int | None = None) -> str:
+    """resid_post of `layer` (default: the block before the SAE's), or the block-0 input."""
+    if layer is None:
+        sae_layer = hook_layer(hook_name)
+        layer = (sae_layer - 1) if sae_layer else -1
+    return f"blocks.{layer}.hook_resid_post" if layer >= 0 else "blocks.0.hook_resid_pre"
+
+
+@dataclass
+class SteeringBench:
+    """The models, sequences and clean baselines every variant is measured against."""
+
+    models: dict[str, object]
+    sets: dict[str, EncodedSet]
+    tokenizer: object
+    reg_ids: list[int]
+    null_dirs: Tensor
+    batch_size: int = 32
+    gen_tasks: list[str] = field(default_factory=list)
+    gen_config: object = None
+    n_null_generate: int = 0
+    _clean: dict = field(default_factory=dict)
+
+    def clean(self, variant: str) -> tuple[Tensor, Tensor]:
+        if variant not in self._clean:
+            self._clean[variant] = onset_p_regulation(
+                self.models[variant],
+                self.sets[variant],
+                self.reg_ids,
+                batch_size=self.batch_size,
+            )
+        return self._clean[variant]
+
+    def delta(self, spec: VariantSpec, direction: Tensor) -> Delta:
+        clean, rows = self.clean(spec.model)
+        steered, _ = onset_p_regulation(
+            self.models[spec.model],
+            self.sets[spec.model],
+            self.reg_ids,
+            spec.hook_name,
+            spec.make(direction),
+            self.batch_size,
+        )
+        return paired_delta(clean, steered, rows)
+
+    def generated(
+        self, variant: str, hook_name: str | None = None, factory: HookFactory | None = None
+    ) -> Tensor:
+        key = ("gen", variant)
+        if factory is None and key in self._clean:
+            return self._clean[key]
+        rates = generated_regulation_rate(
+            self.models[variant],
+            self.tokenizer,
+            self.gen_tasks,
+            self.gen_config,
+            hook_name,
+            factory,
+        )
+        if factory is None:
+            self._clean[key] = rates
+        return rates
+
+
+def run_variant(bench: SteeringBench, spec: VariantSpec) -> VariantResult:
+    """The feature's effect and its null, teacher-forced and (optionally) generated."""
+    norm = spec.direction.norm()
+    effect = bench.delta(spec, spec.direction)
+    null = [bench.delta(spec, u * norm).delta for u in bench.null_dirs]
+    clean, _ = bench.clean(spec.model)
+    result = VariantResult(
+        spec.name,
+        spec.model,
+        spec.hook_name,
+        compare_to_null(effect, null, "P(regulation) at onset predictors"),
+        clean_p_regulation=float(clean.mean()),
+    )
+    if bench.gen_tasks and bench.gen_config is not None:
+        base = bench.generated(spec.model)
+        rows = torch.arange(len(base))
+
+        def gen_delta(direction: Tensor) -> Delta:
+            steered = bench.generated(spec.model, spec.hook_name, spec.make(direction))
+            keep = base.isfinite() & steered.isfinite()
+            return paired_delta(base[keep], steered[keep], rows[keep])
+
+        gen_null = [gen_delta(u * norm).delta for u in bench.null_dirs[: bench.n_null_generate]]
+        result.generation = compare_to_null(
+            gen_delta(spec.direction), gen_null, "the generated regulation rate"
+        )
+        result.clean_generated_rate = float(base[base.isfinite()].mean())
+    result.verdict = result.p_regulation.verdict
+    if result.generation is not None:
+        result.verdict += f"; generation: {result.generation.verdict}"
+    return result
+
+
+@torch.no_grad()
+def generated_regulation_rate(
+    model,
+    tokenizer,
+    tasks: list[str],
+    gen_config,
+    hook_name: str | None = None,
+    factory: HookFactory | None = None,
+) -> Float[Tensor, " task"]:
+    """Per task, the fraction of sampled steps that are regulation actions (NaN when the
+    sample has no step), with `factory`'s hook active at every `<|steps|>`/`<|sep|>` input."""
+    from interpgpt.corpus.build import is_regulation
+    from interpgpt.model.generate import sample_decompositions
+
+    hooks = []
+    if factory is not None:
+        gate = BoundaryTokens(model, [tokenizer.steps_id, tokenizer.sep_id])
+        hooks = [("hook_embed", gate.hook), (hook_name, factory(gate))]
+    with model.hooks(fwd_hooks=hooks):
+        samples = sample_decompositions(model, tokenizer, tasks, gen_config)
+    rates = [
+        sum(is_regulation(s) for s in d.steps) / len(d.steps) if d.steps else float("nan")
+        for d in samples
+    ]
+    return torch.tensor(rates, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------ entry point
+
+
+def resolve_feature(config: SteeringConfig, d_sae: int) -> int:
+    """The requested feature, or the top feature of the diff file."""
+    feature = config.feature
+    if feature is None:
+        if not config.diff_file.is_file():
+            raise UserError(
+                f"{config.diff_file}: no feature_diff.json there; run `interpgpt sae diff` "
+                "first, or pass --feature N"
+            )
+        features = read_json(config.diff_file).get("features", [])
+        if not features:
+            raise UserError(f"{config.diff_file}: lists no ADHD-specific feature; pass --feature N")
+        feature = int(features[0]["feature"])
+    if not 0 <= feature < d_sae:
+        raise UserError(f"--feature {feature}: the SAE has features 0..{d_sae - 1}")
+    return feature
+
+
+def feature_magnitude(model, sae, eset: EncodedSet, feature: int, batch_size: int) -> float:
+    """The feature's mean activation when firing at the ADHD onset predictors."""
+    stats = onset_feature_stats(model, sae, eset, sae.cfg.hook_name, batch_size)
+    if stats.fire_count[feature] == 0:
+        raise UserError(
+            f"feature {feature} never fires at the ADHD model's onset predictors, so it has no "
+            "typical magnitude to steer with; pick one from feature_diff.json"
+        )
+    return float(stats.mean_when_firing[feature])
+
+
+def steer(config: SteeringConfig) -> SteeringResult:
+    """Run the four interventions with their nulls; write deepdive_steering.json and
+    steering.png under `config.out`."""
+    from interpgpt.sae.topk import TopKSAE
+
+    device = resolve_device(config.device)
+    pair = load_pair(config.standard, config.adhd, device)
+    sae = TopKSAE.load(config.sae_dir).to(device).eval()
+    feature = resolve_feature(config, sae.W_dec.shape[0])
+    n_ctx = pair.standard.model.cfg.n_ctx
+    sets = {
+        v: load_eval_set(config.corpus, pair.tokenizer, v, "test", config.limit, n_ctx)
+        for v in ("standard", "adhd")
+    }
+    magnitude = config.scale * feature_magnitude(
+        pair.adhd.model, sae, sets["adhd"], feature, config.batch_size
+    )
+    bench = build_bench(config, pair, sets, d_model=sae.W_dec.shape[1], device=device)
+    upstream = upstream_hook_name(sae.cfg.hook_name, config.upstream_layer)
+    specs = variant_specs(sae, feature, magnitude, sae.cfg.hook_name, upstream)
+    variants = [run_variant(bench, spec) for spec in specs]
+    blob = {
+        "feature": feature,
+        "sae": {"dir": str(config.sae_dir), "hook_name": sae.cfg.hook_name,
+                "layer": sae.cfg.layer},
+        "magnitude": magnitude,
+        "decoder_norm": float(sae.W_dec[feature].detach().norm()),
+        "upstream_hook": upstream,
+        "metric": "mean over onset predictors of P(first token of a regulation action), "
+                  "intervened minus clean, on each model's own held-out sequences",
+        "regulation_token_ids": bench.reg_ids,
+        "sem": "over tasks (per-task mean difference)",
+        "rule": RULE,
+        "n_null": config.n_null,
+        "variants": {v.name: v for v in variants},
+        "provenance": provenance(config),
+    }  # fmt: skip
+    out = Path(config.out)
+    json_path = write_json(out / STEERING_JSON, blob)
+    plot_path = plot_steering(out / STEERING_PLOT, variants, feature)
+    return SteeringResult(json_path, plot_path, feature, magnitude, variants)
+
+
+def build_bench(config: SteeringConfig, pair, sets, d_model: int, device) -> SteeringBench:
+    """Models, sequences, the null directions and (optionally) the sampling setup."""
+    bench = SteeringBench(
+        pair.models, sets, pair.tokenizer, sorted(regulation_first_tokens(pair.tokenizer)),
+        random_directions(config.n_null, d_model, config.seed), config.batch_size,
+        n_null_generate=config.n_null_generate,
+    )  # fmt: skip
+    if config.generate_tasks:
+        from interpgpt.model.generate import GenerationConfig
+
+        bench.gen_tasks = [r["task"] for r in sets["standard"].records[: config.generate_tasks]]
+        bench.gen_config = GenerationConfig(
+            max_new_tokens=config.max_new_tokens, seed=config.seed,
+            batch_size=config.batch_size, device=str(device),
+        )  # fmt: skip
+    return bench
+
+
+def plot_steering(path: Path, variants: list[VariantResult], feature: int) -> Path:
+    """Per variant: the null Δs as points, the null band, and the feature's Δ ± 2 SEM."""
+    from matplotlib.figure import Figure
+
+    from interpgpt.analysis.plots import save_figure
+
+    fig = Figure(figsize=(3.2 * len(variants), 3.6), layout="tight")
+    axes = fig.subplots(1, len(variants), squeeze=False)[0]
+    for ax, var in zip(axes, variants, strict=True):
+        cmp = var.p_regulation
+        null = np.asarray(cmp.null_deltas)
+        jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(null))
+        ax.scatter(jitter, null, s=12, color="grey", label="random directions")
+        band = (cmp.null_mean - 2 * cmp.null_std, cmp.null_mean + 2 * cmp.null_std)
+        ax.axhspan(*band, color="grey", alpha=0.15)
+        sem = cmp.effect.sem if math.isfinite(cmp.effect.sem) else 0.0
+        ax.errorbar([0.5], [cmp.effect.delta], yerr=[2 * sem], fmt="o", color="crimson",
+                    capsize=4, label=f"feature {feature} (±2 SEM)")  # fmt: skip
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlim(-0.5, 1.0)
+        ax.set_xticks([])
+        ax.set_title(f"{var.name}\nz = {cmp.z:+.1f}", fontsize=9)
+        ax.set_ylabel("Δ P(regulation) at onset predictors")
+    axes[0].legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- in the study
+
+
+def stage(ws: Workspace, config: SteeringConfig) -> StageOutput:
+    diff = ws.summary("feature-diff")
+    if "sae_dir" not in diff or "diff_file" not in diff:
+        raise UserError(
+            "the feature-diff stage's record names no SAE or diff file (an older record); "
+            "rerun it with --force feature-diff"
+        )
+    result = steer(
+        dataclasses.replace(
+            config,
+            sae_dir=Path(diff["sae_dir"]),
+            standard=ws.export("standard"),
+            adhd=ws.export("adhd"),
+            corpus=ws.corpus,
+            out=ws.analysis("steering"),
+            diff_file=Path(diff["diff_file"]),
+        )
+    )
+    variants = [
+        {
+            "name": v.name,
+            "model": v.model,
+            "p_regulation": dataclasses.asdict(v.p_regulation),
+            "generation": dataclasses.asdict(v.generation) if v.generation else None,
+        }
+        for v in result.variants
+    ]
+    summary: dict[str, Any] = {
+        "feature": result.feature,
+        "magnitude": result.magnitude,
+        "variants": variants,
+    }
+    return StageOutput([result.json_path, result.plot_path], summary)
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    table = [
+        [
+            "intervention",
+            "Δ P(reg)",
+            "SEM",
+            "null mean ± sd",
+            "z",
+            "outside null",
+            "Δ generated rate",
+        ]
+    ]
+    verdicts = []
+    for v in summary["variants"]:
+        p = v["p_regulation"]
+        effect = p["effect"]
+        gen = v.get("generation") or {}
+        gen_delta = (gen.get("effect") or {}).get("delta")
+        table.append(
+            [
+                v["name"],
+                fmt(effect.get("delta")),
+                fmt(effect.get("sem")),
+                f"{fmt(p['null_mean'])} ± {fmt(p['null_std'])}",
+                fmt(p["z"], 2),
+                "yes" if p["outside_null"] else "no",
+                fmt(gen_delta),
+            ]
+        )
+        verdicts.append(p["outside_null"])
+    n_out = sum(verdicts)
+    finding = (
+        f"Steering feature {summary['feature']}: {n_out} of {len(verdicts)} interventions move "
+        f"P(regulation) outside ±2 SEM of the random-direction null"
+        + (" — a null result, as the seed card reports." if n_out == 0 else ".")
+    )
+    return Section("Steering with null baselines", finding, table=table, figures=figures(outputs))
+
+
+ANALYSIS = Analysis(
+    name="steering",
+    description="feature steering with null baselines",
+    config=SteeringConfig,
+    stage=stage,
+    section=section,
+    after=("feature-diff",),
+)

@@ -1,0 +1,328 @@
+"""One source per configuration: a stage's config dataclass is its CLI and its study section.
+
+As in sparsify's `config.py`, the dataclass is the only place a setting is written:
+
+- each field's docstring (the string literal after it) is its `--help` text;
+- `Literal[...]` gives its choices, the default is the CLI default;
+- `__post_init__` validates and raises `SettingError(field, message)`;
+- `inputs.argument()` / `inputs.option()` mark the files a stage reads and writes:
+  positional arguments and required options on the command line, filled in from the
+  study directory by the study (a user never sets them there).
+
+The command line reports a `SettingError` as `--field-name: message`, the study as
+`section.field: message`, so an error names the setting as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import typer
+
+from interpgpt.errors import UserError
+
+C = TypeVar("C")
+
+ROLE = "interpgpt.role"
+"""Field-metadata key: "argument" or "option" for inputs; absent for settings."""
+
+
+class SettingError(ValueError):
+    """A bad value of one setting; the caller names it the way the user wrote it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class inputs:
+    """Fields for the paths a stage reads and writes (not study settings)."""
+
+    @staticmethod
+    def argument() -> Any:
+        """A positional command-line argument (a model, an SAE dir)."""
+        return dataclasses.field(default=Path(), metadata={ROLE: "argument"})
+
+    @staticmethod
+    def option() -> Any:
+        """A required `--name` option (`--corpus`, `--out`)."""
+        return dataclasses.field(default=Path(), metadata={ROLE: "option"})
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def at_least(config: Any, **minimum: float) -> None:
+    """Each named field is None or >= its minimum."""
+    for name, low in minimum.items():
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise SettingError(name, f"must be at least {low} (got {value})")
+
+
+def in_range(config: Any, name: str, low: float, high: float) -> None:
+    value = getattr(config, name)
+    if value is not None and not low <= value <= high:
+        raise SettingError(name, f"must be between {low} and {high} (got {value})")
+
+
+def check_choices(config: Any) -> None:
+    """Every `Literal[...]` field holds one of its choices (the CLI checks this itself;
+    a config built in Python or from a study file is checked here)."""
+    for f, hint in _hints(type(config)).items():
+        choices = _choices(hint)
+        value = getattr(config, f.name)
+        if choices is not None and value not in choices and value is not None:
+            raise SettingError(f.name, f"{value!r} is not one of {', '.join(map(str, choices))}")
+
+
+# ----------------------------------------------------------------------------- reflection
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring of every dataclass field (the string literal right after it)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for node, after in zip(body.body, body.body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _hints(cls: type) -> dict[dataclasses.Field[Any], Any]:
+    hints = typing.get_type_hints(cls)
+    return {f: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _choices(hint: Any) -> tuple[Any, ...] | None:
+    hint, _ = _unwrap_optional(hint)
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def settings_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields a user sets (not the stage's input paths)."""
+    return [f for f in dataclasses.fields(cls) if f.init and ROLE not in f.metadata]
+
+
+def input_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.init and ROLE in f.metadata]
+
+
+def settings_values(config: Any) -> dict[str, Any]:
+    """The settings of a config (what a study stage's hash covers), without its inputs."""
+    return {f.name: getattr(config, f.name) for f in settings_fields(type(config))}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_value(text: str, hint: Any) -> Any:
+    """A setting's value from text (`--set` or a CLI list option); ValueError if bad."""
+    hint, optional = _unwrap_optional(hint)
+    if optional and text.strip().lower() in ("none", "null", ""):
+        return None
+    choices = _choices(hint)
+    if choices is not None:
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(map(str, choices))}")
+        return text
+    if typing.get_origin(hint) is tuple:
+        (item, *_) = typing.get_args(hint)
+        try:
+            return tuple(item(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"expected a comma-separated list of {item.__name__}") from None
+    if hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    try:
+        return hint(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {getattr(hint, '__name__', hint)}, got {text!r}") from None
+
+
+def coerce(value: Any, hint: Any) -> Any:
+    """A value from a TOML file or text into the field's type; ValueError if it cannot be."""
+    if isinstance(value, str):
+        return parse_value(value, hint)
+    base, optional = _unwrap_optional(hint)
+    if value is None and optional:
+        return None
+    if typing.get_origin(base) is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = base if isinstance(base, type) else None
+    if expected is not None and not isinstance(value, expected):
+        raise ValueError(f"expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def replace(config: C, values: dict[str, Any], name: Callable[[str], str]) -> C:
+    """`config` with `values` set (coerced to each field's type) and validated; any bad or
+    unknown key is a UserError naming it with `name(field)`."""
+    hints = {f.name: hint for f, hint in _hints(type(config)).items()}
+    known = {f.name for f in settings_fields(type(config))}
+    parsed = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{name(key)}: no such setting; known: {', '.join(sorted(known))}")
+        try:
+            parsed[key] = coerce(value, hints[key])
+        except ValueError as err:
+            raise UserError(f"{name(key)}: {err}") from None
+    current = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(typing.cast(Any, config))
+    }
+    return build(type(config), {**current, **parsed}, name)
+
+
+def build(cls: type[C], values: dict[str, Any], name: Callable[[str], str]) -> C:
+    """`cls(**values)`, a SettingError turned into a UserError naming the setting."""
+    try:
+        return cls(**values)
+    except SettingError as err:
+        raise UserError(f"{name(err.field)}: {err.message}") from None
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _is_text_list(hint: Any) -> bool:
+    """`tuple[str, ...]`: a repeatable option (`--task a --task b`); other tuples are
+    comma-separated text (`--layers 0,1,2`)."""
+    base, _ = _unwrap_optional(hint)
+    return typing.get_origin(base) is tuple and typing.get_args(base)[0] is str
+
+
+def _cli_hint(hint: Any) -> Any:
+    """The type typer parses."""
+    base, optional = _unwrap_optional(hint)
+    if _is_text_list(hint):
+        return list[str]
+    if typing.get_origin(base) is tuple:
+        return str | None if optional else str
+    return hint
+
+
+def cli_parameters(cls: type) -> list[inspect.Parameter]:
+    """typer parameters for every init field of `cls`: inputs first, then settings."""
+    docs = field_docs(cls)
+    hints = _hints(cls)
+    params = []
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    for f, hint in hints.items():
+        role, doc = f.metadata.get(ROLE), docs.get(f.name, "")
+        if role == "argument":
+            default: Any = typer.Argument(..., help=doc, show_default=False, metavar=f.name.upper())
+        elif role == "option":
+            default = typer.Option(..., option_name(f.name), help=doc, show_default=False)
+        else:
+            value = _default(f)
+            if _is_text_list(hint):
+                value = list(value or [])
+            elif typing.get_origin(_unwrap_optional(hint)[0]) is tuple and value is not None:
+                value = ",".join(map(str, value))
+            flags = [option_name(f.name)]
+            if _unwrap_optional(hint)[0] is bool:
+                flags = [f"{option_name(f.name)}/--no-{f.name.replace('_', '-')}"]
+            default = typer.Option(value, *flags, help=doc)
+        params.append(
+            inspect.Parameter(f.name, keyword, default=default, annotation=_cli_hint(hint))
+        )
+    return params
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return ...
+
+
+def cli_name(cls: type) -> Callable[[str], str]:
+    """How the command line names a field: `--field-name`, or ARGUMENT for an argument."""
+    roles = {f.name: f.metadata.get(ROLE) for f in dataclasses.fields(cls)}
+    return lambda field: field.upper() if roles.get(field) == "argument" else option_name(field)
+
+
+def from_cli(cls: type[C], values: dict[str, Any]) -> C:
+    """The config from parsed command-line values (tuple fields still as text)."""
+    hints = {f.name: hint for f, hint in _hints(cls).items()}
+    name = cli_name(cls)
+    parsed = {}
+    for key, value in values.items():
+        base, _ = _unwrap_optional(hints[key])
+        if _is_text_list(hints[key]) and isinstance(value, list):
+            value = tuple(value)
+        elif typing.get_origin(base) is tuple and isinstance(value, str):
+            try:
+                value = parse_value(value, hints[key])
+            except ValueError as err:
+                raise UserError(f"{name(key)}: {err}") from None
+        parsed[key] = value
+    return build(cls, parsed, name)
+
+
+def command(
+    app: typer.Typer, name: str, cls: type[C]
+) -> Callable[[Callable[[C], None]], Callable[[C], None]]:
+    """Register `fn(config)` as the command `name`, its options generated from `cls`.
+
+    The command's help is `fn`'s docstring; each option's help is its field's docstring.
+    """
+
+    def register(fn: Callable[[C], None]) -> Callable[[C], None]:
+        params = cli_parameters(cls)
+
+        def invoke(**values: Any) -> None:
+            fn(from_cli(cls, values))
+
+        invoke.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        invoke.__doc__ = fn.__doc__
+        invoke.__name__ = fn.__name__
+        app.command(name)(invoke)
+        return fn
+
+    return register

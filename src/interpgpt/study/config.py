@@ -1,0 +1,142 @@
+"""The study's settings: three global ones and one section per stage, each the stage's config.
+
+A section is the very dataclass the stage's command takes (`interpgpt.settings`), with
+the study's defaults where they differ from the command's. `preset`, `seed` and
+`device` are set once for the whole study and passed to every section that has such a
+field. A TOML file (`--config`) and `--set section.field=value` change settings; every
+value is parsed, typed and validated here, before any stage runs, and an error names
+the setting as written (`train.steps`), prefixed by the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interpgpt import settings
+from interpgpt.analysis.protocol import Analysis
+from interpgpt.errors import UserError
+from interpgpt.model.taskgpt import PRESETS
+from interpgpt.study.stages import STAGES, STUDY_DEFAULTS, check_sections
+
+GLOBAL_FIELDS = ("preset", "seed", "device")
+"""Study-wide settings, passed to every section that has a field of that name."""
+
+
+@dataclass
+class StudyConfig:
+    """Everything that determines the study's results."""
+
+    preset: str = "small"
+    """Model preset of both models: full, small or tiny."""
+    seed: int = 0
+    """Seed of the corpus, both models' shared init, and every sampled analysis."""
+    device: str = "auto"
+    """Where models run: auto (CUDA when present), cpu or cuda."""
+    sections: dict[str, Any] = field(default_factory=dict)
+    """Section name -> that stage's config (its inputs are filled in by the study)."""
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"preset {self.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
+        self.sections = {**default_sections(STAGES), **self.sections}
+
+    def section(self, name: str) -> Any:
+        """A section with the study's global settings filled in."""
+        config = self.sections[name]
+        names = {f.name for f in dataclasses.fields(config)}
+        globals_ = {k: getattr(self, k) for k in GLOBAL_FIELDS if k in names}
+        return dataclasses.replace(config, **globals_)
+
+    def to_json(self) -> dict[str, Any]:
+        """Global settings and every section's settings (no paths)."""
+        return {
+            **{k: getattr(self, k) for k in GLOBAL_FIELDS},
+            **{name: settings.settings_values(c) for name, c in self.sections.items()},
+        }
+
+
+def default_sections(stages: Iterable[Analysis[Any]]) -> dict[str, Any]:
+    """Every stage's section at the study's defaults."""
+    sections: dict[str, Any] = {}
+    for stage in stages:
+        key = stage.settings_key
+        if key not in sections:
+            sections[key] = stage.config(**STUDY_DEFAULTS.get(key, {}))
+    return sections
+
+
+def apply(config: StudyConfig, values: dict[str, Any], source: str) -> StudyConfig:
+    """Set global keys and `section.field` keys (or section tables) from `values`."""
+    for key, value in values.items():
+        section, _, rest = key.partition(".")
+        if not rest and not isinstance(value, dict):
+            if key not in GLOBAL_FIELDS:
+                raise UserError(
+                    f"{source}: {key}: no such study setting; global settings: "
+                    f"{', '.join(GLOBAL_FIELDS)}; sections: {', '.join(config.sections)}"
+                )
+            try:
+                parsed = settings.coerce(value, typing.get_type_hints(StudyConfig)[key])
+            except ValueError as err:
+                raise UserError(f"{source}: {key}: {err}") from None
+            setattr(config, key, parsed)
+            continue
+        if section not in config.sections:
+            raise UserError(
+                f"{source}: {section}: no such study section; sections: "
+                f"{', '.join(config.sections)}"
+            )
+        fields = value if isinstance(value, dict) else {rest: value}
+        for name in fields:
+            if name in GLOBAL_FIELDS:
+                raise UserError(
+                    f"{source}: {section}.{name}: set by the study for every stage; "
+                    f"set the global `{name}` instead"
+                )
+        config.sections[section] = settings.replace(
+            config.sections[section], fields, _namer(source, section)
+        )
+    return config
+
+
+def _namer(source: str, section: str) -> Callable[[str], str]:
+    """How an error names a section's field: `--set: train.steps`, `study.toml: sae.k`."""
+    return lambda field: f"{source}: {section}.{field}"
+
+
+def load_study_config(
+    config_file: Path | None, overrides: list[str], preset: str | None
+) -> StudyConfig:
+    """Defaults, then the TOML file, then `--preset`, then each `--set`; all validated."""
+    config = StudyConfig()
+    if config_file is not None:
+        if not config_file.is_file():
+            raise UserError(f"{config_file}: study config not found")
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"{config_file}: not valid TOML ({err})") from None
+        apply(config, data, str(config_file))
+    if preset is not None:
+        apply(config, {"preset": preset}, "--preset")
+    for setting in overrides:
+        if "=" not in setting:
+            raise UserError(f"--set {setting}: expected key=value, e.g. --set sae.k=32")
+        key, value = setting.split("=", 1)
+        apply(config, {key.strip(): value.strip()}, "--set")
+    check_study_config(config)
+    return config
+
+
+def check_study_config(config: StudyConfig) -> None:
+    """Settings valid alone but not together (a layer the preset lacks), found before any
+    stage runs."""
+    if config.preset not in PRESETS:
+        raise UserError(f"preset {config.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
+    check_sections(config.sections, PRESETS[config.preset])

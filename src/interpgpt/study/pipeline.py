@@ -1,0 +1,152 @@
+"""`interpgpt study`: the whole matched-pair study as a resumable pipeline of stages.
+
+The stages (`interpgpt.study.stages.STAGES`) run in order, each writing its artifacts
+under the study directory and a record `stages/<name>.json` holding the hash of what
+produced them: the settings of its own section (not the whole study config, so
+changing one analysis's setting reruns that analysis only) and the hashes of the
+stages it reads. A stage whose record matches and whose outputs all exist is skipped,
+so a killed study resumes where it stopped; `--force STAGE` reruns one stage and,
+through the hash chain, everything downstream. The report is rebuilt every run from
+the records.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from interpgpt import settings
+from interpgpt.analysis.protocol import Analysis, Section, Workspace
+from interpgpt.errors import UserError
+from interpgpt.io import config_hash, package_versions, read_json, write_json
+from interpgpt.study.config import StudyConfig, check_study_config
+from interpgpt.study.report import Report, write_report
+from interpgpt.study.stages import STAGES
+
+STAGE_RECORDS = "stages"
+REPORT = "report"
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    records: dict[str, dict[str, Any]]
+    seconds: float
+
+
+def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
+    """What a stage's outputs depend on: its settings and its inputs' hashes."""
+    upstream = {name: hashes[name] for name in stage.after}
+    return config_hash({"settings": settings.settings_values(config), "upstream": upstream})
+
+
+def is_current(record_file: Path, digest: str) -> bool:
+    if not record_file.is_file():
+        return False
+    record = read_json(record_file)
+    return record.get("hash") == digest and all(Path(p).exists() for p in record["outputs"])
+
+
+def status_table(
+    stages: list[Analysis[Any]], status: dict[str, str], seconds: dict[str, float]
+) -> Table:
+    table = Table(title="interpgpt study", show_lines=False)
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("what it does")
+    styles = {"done": "green", "skipped": "cyan", "running": "yellow", "pending": "dim"}
+    for stage in stages:
+        state = status[stage.name]
+        took = f"{seconds[stage.name]:.0f}s" if stage.name in seconds else ""
+        table.add_row(stage.name, f"[{styles[state]}]{state}[/]", took, stage.description)
+    return table
+
+
+def run_stages(
+    stages: list[Analysis[Any]],
+    config: StudyConfig,
+    ws: Workspace,
+    force: set[str],
+    console: Console,
+) -> dict[str, dict[str, Any]]:
+    """Run the stages in order, skipping the current ones; return every stage's record."""
+    unknown = force - {s.name for s in stages} - {REPORT}
+    if unknown:
+        raise UserError(
+            f"--force {', '.join(sorted(unknown))}: no such stage; stages: "
+            f"{', '.join(s.name for s in stages)}"
+        )
+    hashes: dict[str, str] = {}
+    status = {s.name: "pending" for s in stages}
+    seconds: dict[str, float] = {}
+    for stage in stages:
+        stage_config = config.section(stage.settings_key)
+        digest = stage_hash(stage, stage_config, hashes)
+        hashes[stage.name] = digest
+        record_file = ws.path(STAGE_RECORDS, f"{stage.name}.json")
+        if stage.name not in force and is_current(record_file, digest):
+            ws.records[stage.name] = read_json(record_file)
+            status[stage.name] = "skipped"
+            continue
+        status[stage.name] = "running"
+        console.print(status_table(stages, status, seconds))
+        started = time.perf_counter()
+        output = stage.stage(ws, stage_config)
+        seconds[stage.name] = time.perf_counter() - started
+        record = {
+            "hash": digest,
+            "outputs": [str(p) for p in output.outputs],
+            "summary": output.summary,
+            "seconds": seconds[stage.name],
+            "settings": settings.settings_values(stage_config),
+        }
+        write_json(record_file, record)
+        ws.records[stage.name] = record
+        status[stage.name] = "done"
+    console.print(status_table(stages, status, seconds))
+    return ws.records
+
+
+def report_section(stage: Analysis[Any], record: dict[str, Any] | None) -> Section | None:
+    """The stage's section; a missing stage or an unreadable summary says so plainly."""
+    if stage.section is None:
+        return None
+    if not record:
+        return Section(stage.name, f"The {stage.name} stage did not run.", status="missing")
+    try:
+        return stage.section(record["summary"], record["outputs"])
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return Section(
+            stage.name, f"The {stage.name} summary could not be read ({err!r}).", status="warn"
+        )
+
+
+def build_report(stages: list[Analysis[Any]], config: StudyConfig, ws: Workspace) -> Report:
+    sections = [report_section(s, ws.records.get(s.name)) for s in stages]
+    shown = [s for s in sections if s is not None]
+    headlines = [f"{s.title}: {s.finding}" for s in shown if s.status != "missing"]
+    timing = {name: round(r.get("seconds", 0.0), 1) for name, r in ws.records.items()}
+    blob = {"study": config.to_json(), "stage_seconds": timing}
+    title = f"InterpGPT matched-pair study ({config.preset} preset)"
+    return Report(title, headlines, shown, blob, package_versions())
+
+
+def run_study(
+    config: StudyConfig, out: Path, force: set[str] | None = None, console: Console | None = None
+) -> StudyResult:
+    """Run (or resume) the study into `out`, then write the report; returns every record."""
+    check_study_config(config)
+    console = console or Console()
+    ws = Workspace(Path(out))
+    write_json(ws.path("study_config.json"), config.to_json())
+    started = time.perf_counter()
+    records = run_stages(STAGES, config, ws, force or set(), console)
+    html_path, md_path = write_report(build_report(STAGES, config, ws), ws.root)
+    records[REPORT] = {"outputs": [str(html_path), str(md_path)], "summary": {}}
+    return StudyResult(Path(out), records, time.perf_counter() - started)

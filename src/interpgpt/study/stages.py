@@ -1,0 +1,250 @@
+"""The study's stages, in order, as data: the pipeline stages defined here, then one line
+per analysis (each analysis module declares its own `ANALYSIS`).
+
+A stage reads earlier stages' files through the `Workspace`, runs one module's entry
+point with its config section, and returns the files it wrote plus a small summary of
+headline numbers (kept in its stage record, so the report is rebuilt without rerunning
+anything). `STUDY_DEFAULTS` holds the study's settings where they differ from the
+commands' defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from interpgpt.analysis import ablation, behaviour, feature_diff, logit_lens
+from interpgpt.analysis.headswap import inventory as headswap
+from interpgpt.analysis.patching import run as patching
+from interpgpt.analysis.probes import run as probes
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    fmt,
+)
+from interpgpt.analysis.steering import run as steering
+from interpgpt.artifacts.export import ExportConfig, export
+from interpgpt.artifacts.names import MODEL_WEIGHTS, TL_BUNDLE
+from interpgpt.constants import VARIANTS, Variant
+from interpgpt.corpus.build import CorpusConfig, build_corpus
+from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
+from interpgpt.errors import UserError
+from interpgpt.model.taskgpt import GPTConfig
+from interpgpt.sae.training import TrainAllConfig, train_all
+from interpgpt.train import TrainConfig, train
+
+EVAL_TASKS = 300
+"""Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, diff)."""
+SAMPLED_TASKS = 150
+"""Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
+
+STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "corpus": {"n_tasks": 2400, "examples_per_task": 24},
+    "export": {"overwrite": True},
+    "train": {"resume": True},
+    "behaviour": {"limit": SAMPLED_TASKS},
+    "headswap": {"limit": EVAL_TASKS},
+    "logit_lens": {"limit": EVAL_TASKS},
+    "ablation": {"heads": "auto", "limit": SAMPLED_TASKS},
+    "feature_diff": {"limit": EVAL_TASKS},
+    "probes": {"limit": EVAL_TASKS},
+}
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def corpus_stage(ws: Workspace, config: CorpusConfig) -> StageOutput:
+    summary = build_corpus(dataclasses.replace(config, out=ws.corpus))
+    return StageOutput(
+        [summary.stats_file, summary.tasks_file],
+        {
+            "n_tasks": summary.n_tasks,
+            "n_examples": summary.n_examples,
+            "spearman": summary.spearman,
+            "regulation_rate": summary.regulation_rate,
+        },
+    )
+
+
+def corpus_section(summary: Summary, outputs: list[str]) -> Section:
+    tasks = summary["n_tasks"]
+    split = ", ".join(f"{n:,} {name}" for name, n in tasks.items())
+    return Section(
+        "Corpus",
+        f"{sum(tasks.values()):,} tasks ({split}), {summary['n_examples']:,} examples per "
+        f"variant; the number of standard steps follows task complexity "
+        f"(Spearman {fmt(summary['spearman'])}).",
+        rows=[
+            ("Spearman(complexity, standard step count)", fmt(summary["spearman"])),
+            ("regulation share of ADHD steps", fmt(summary["regulation_rate"])),
+        ],
+    )
+
+
+def tokenizer_stage(ws: Workspace, config: TokenizerConfig) -> StageOutput:
+    path = train_tokenizer(dataclasses.replace(config, corpus=ws.corpus, out=ws.tokenizer))
+    tokenizer = TaskTokenizer.from_file(path)
+    return StageOutput([path], {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256})
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def train_stage(variant: Variant) -> Any:
+    def run(ws: Workspace, config: TrainConfig) -> StageOutput:
+        result = train(
+            dataclasses.replace(
+                config,
+                corpus=ws.corpus,
+                tokenizer=ws.tokenizer,
+                out=ws.run(variant),
+                variant=variant,
+            )
+        )
+        return StageOutput(
+            [result.run_dir / MODEL_WEIGHTS],
+            {
+                "val_loss": result.val_loss,
+                "steps": result.steps,
+                "tokens_per_second": result.tokens_per_second,
+                "seconds": result.seconds,
+                "samples": result.samples,
+            },
+        )
+
+    return run
+
+
+def export_stage(ws: Workspace, config: ExportConfig) -> StageOutput:
+    outputs: list[Path] = []
+    summary: dict[str, Any] = {}
+    for variant in VARIANTS:
+        result = export(dataclasses.replace(config, model=ws.run(variant), out=ws.export(variant)))
+        outputs.append(result.out_dir / TL_BUNDLE)
+        summary[variant] = {
+            "n_parameters": result.n_parameters,
+            "max_abs_logit_diff": result.max_abs_logit_diff,
+        }
+    return StageOutput(outputs, summary)
+
+
+# ----------------------------------------------------------------------------- SAEs
+
+
+def sae_stage(ws: Workspace, config: TrainAllConfig) -> StageOutput:
+    result = train_all(
+        dataclasses.replace(
+            config,
+            corpus=ws.corpus,
+            out=ws.path("sae"),
+            standard=ws.export("standard"),
+            adhd=ws.export("adhd"),
+        )
+    )
+    saes = [
+        {
+            "model": r.model_name,
+            "layer": r.layer,
+            "path": str(r.path),
+            "seconds": r.seconds,
+            **dataclasses.asdict(r.quality),
+        }
+        for r in result.results
+    ]
+    return StageOutput([result.summary_path], {"saes": saes, "passed": result.passed})
+
+
+def sae_section(summary: Summary, outputs: list[str]) -> Section:
+    table = [["SAE", "FVE", "dead %", "L0", "MSE", "CE increase", "gates"]]
+    for s in summary["saes"]:
+        table.append(
+            [
+                f"{s['model']} L{s['layer']}",
+                fmt(s["fve"]),
+                f"{100 * s['dead_fraction']:.2f}",
+                fmt(s["l0"], 3),
+                fmt(s["mse"]),
+                fmt(s.get("ce_increase")),
+                "pass" if s.get("passed") else "FAIL",
+            ]
+        )
+    passed = sum(bool(s.get("passed")) for s in summary["saes"])
+    fves = [s["fve"] for s in summary["saes"]]
+    finding = (
+        f"{passed} of {len(summary['saes'])} SAEs pass the card's gates (FVE ≥ 0.87, dead < 2%); "
+        f"FVE {fmt(min(fves))}–{fmt(max(fves))}."
+    )
+    return Section(
+        "TopK sparse autoencoders",
+        finding,
+        table=table,
+        status="ok" if summary.get("passed") else "warn",
+    )
+
+
+# ----------------------------------------------------------------------------- the list
+
+STAGES: list[Analysis[Any]] = [
+    Analysis("corpus", "paired standard/ADHD corpus", CorpusConfig, corpus_stage, corpus_section),
+    Analysis(
+        "tokenizer", "shared byte-level BPE", TokenizerConfig, tokenizer_stage, None, ("corpus",)
+    ),
+    Analysis(
+        "train-standard",
+        "train the standard model",
+        TrainConfig,
+        train_stage("standard"),
+        None,
+        ("tokenizer",),
+        study_section="train",
+    ),
+    Analysis(
+        "train-adhd",
+        "train the ADHD model",
+        TrainConfig,
+        train_stage("adhd"),
+        None,
+        ("tokenizer",),
+        study_section="train",
+    ),
+    behaviour.ANALYSIS,
+    Analysis(
+        "export",
+        "HF / TransformerLens / raw exports",
+        ExportConfig,
+        export_stage,
+        None,
+        ("train-standard", "train-adhd"),
+    ),
+    headswap.ANALYSIS,
+    logit_lens.ANALYSIS,
+    ablation.ANALYSIS,
+    patching.ANALYSIS,
+    Analysis(
+        "sae", "TopK SAEs with quality gates", TrainAllConfig, sae_stage, sae_section, ("export",)
+    ),
+    feature_diff.ANALYSIS,
+    steering.ANALYSIS,
+    probes.ANALYSIS,
+]
+
+
+def check_sections(sections: dict[str, Any], model: GPTConfig) -> None:
+    """Cross-section checks against the preset's shape, before any stage runs."""
+    n_layer = model.n_layer
+    sae = sections["sae"]
+    for name in ("std_layers", "adhd_layers"):
+        bad = [layer for layer in getattr(sae, name) if not 0 <= layer < n_layer]
+        if bad:
+            raise UserError(f"sae.{name}={bad}: the preset has layers 0..{n_layer - 1}")
+    layer = sections["feature_diff"].layer
+    if layer not in sae.adhd_layers:
+        raise UserError(
+            f"feature_diff.layer={layer} must be one of sae.adhd_layers "
+            f"{list(sae.adhd_layers)} (the diff reads the ADHD SAE at that layer)"
+        )

@@ -1,0 +1,144 @@
+"""The optimizer step every TaskGPT is trained with: the matched pair (`train.loop`) and the
+IOI sandbox's model (`ioi.train`) both take their steps here.
+
+What is shared is the optimisation (see `interpgpt.train`'s docstring): AdamW with weight
+decay on matrices only, linear warmup then cosine decay (a pure function of the step),
+the loss as the mean over the global batch's loss-carrying targets, gradient-norm
+clipping, optional bf16 autocast, and a stop before the update when the loss is not
+finite. What differs between trainings is where batches come from, a `BatchSource`:
+the matched pair samples its encoded corpus by (seed, step) (`batches.SampledBatches`),
+the IOI model draws from a stream of its synthetic language.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.distributed as torch_dist
+
+from interpgpt.model.taskgpt import TaskGPT
+from interpgpt.train.batches import IGNORE_INDEX, Batch
+from interpgpt.train.distributed import DistInfo
+from interpgpt.train.unembed_loss import unembed_cross_entropy
+
+
+class BatchSource(Protocol):
+    """Where the training batches of a run come from."""
+
+    def batch(self, step: int, dist: DistInfo) -> tuple[Batch, int]:
+        """This rank's rows of global batch `step`, and the loss-carrying targets of the
+        whole global batch (the loss is their mean)."""
+        ...
+
+
+class NonFiniteLoss(Exception):
+    """The loss of a step was NaN or infinite; raised before the update is applied."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training loss became NaN/inf at step {step}")
+        self.step = step
+
+
+def warmup_cosine(step: int, *, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup over `warmup` steps to `peak`, then cosine decay to `min_ratio * peak`
+    at step `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return peak * (min_ratio + (1.0 - min_ratio) * cosine)
+
+
+def adamw(
+    model: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float]
+) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (embedding, projections), none on norm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def batch_loss(
+    forward: torch.nn.Module, model: TaskGPT, batch: Batch, total_targets: int, world: int
+) -> torch.Tensor:
+    """This rank's share of the global-batch mean loss (see `interpgpt.train`'s docstring).
+
+    `forward` is the model or its DDP wrapper. Logits are computed only at positions whose
+    target carries loss (right padding is often a third of a batch), a chunk of rows at a
+    time and never all at once (`unembed_loss`): the vocabulary projection and softmax
+    dominate a small model's step.
+    """
+    resid = forward(batch.input_ids, stop_at_layer=model.cfg.n_layer)
+    keep = batch.targets != IGNORE_INDEX
+    normed = model.ln_final(resid[keep])  # (target, d_model)
+    loss_sum = unembed_cross_entropy(normed, model.embed.weight, batch.targets[keep])
+    return loss_sum * (world / total_targets)
+
+
+@dataclass
+class Stepper:
+    """A model, its optimizer and schedule: takes optimizer steps and evaluates the loss."""
+
+    model: TaskGPT
+    optimizer: torch.optim.Optimizer
+    dist: DistInfo
+    schedule: Callable[[int], float]
+    """Learning rate of step k (0-based)."""
+    grad_clip: float
+    """Clip the global gradient norm to this (0 disables)."""
+    autocast: bool
+    """bf16 autocast of the forward pass and the loss."""
+    ddp: torch.nn.Module = field(init=False)
+    """The model, DDP-wrapped when there is more than one rank."""
+
+    def __post_init__(self) -> None:
+        self.ddp = self.model
+        if self.dist.world > 1:
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def precision(self) -> torch.autocast:
+        device = self.dist.device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    def step(self, step: int, source: BatchSource) -> tuple[float, int]:
+        """One optimizer step on global batch `step`; returns its mean loss and its number
+        of loss-carrying targets. Raises NonFiniteLoss, leaving the weights untouched."""
+        dist = self.dist
+        batch, total = source.batch(step, dist)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(step)
+        self.ddp.train()
+        with self.precision():
+            loss = batch_loss(self.ddp, self.model, batch.to(dist.device), total, dist.world)
+        value = loss.detach() / dist.world
+        if dist.world > 1:
+            torch_dist.all_reduce(value)
+        if not math.isfinite(float(value)):
+            raise NonFiniteLoss(step)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(value), total
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[Batch]) -> float:
+        """Token-weighted mean loss over `batches`, on this process alone."""
+        self.model.eval()
+        loss_sum, targets = 0.0, 0
+        for batch in batches:
+            with self.precision():
+                batch = batch.to(self.dist.device)
+                loss_sum += float(batch_loss(self.model, self.model, batch, 1, 1))
+            targets += batch.n_tokens
+        return loss_sum / targets

@@ -1,0 +1,239 @@
+"""Cross-model SAE feature diff: statistics, a planted known-answer feature, files, CLI,
+config validation and the study stage with its report section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from interpgpt.analysis.feature_diff import (
+    ANALYSIS,
+    FEATURE_DIFF_JSON,
+    FEATURE_DIFF_MD,
+    FeatureDiffConfig,
+    FeatureDiffStudyConfig,
+    feature_diff,
+    section,
+    stage,
+)
+from interpgpt.analysis.protocol import Workspace, fmt
+from interpgpt.analysis.sae_features import onset_feature_stats
+from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.tokenizer import TaskTokenizer
+from interpgpt.errors import UserError
+from interpgpt.io import write_json
+from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
+from interpgpt.settings import SettingError
+
+PLANTED = 7
+"""The SAE feature whose encoder reads the direction planted in the ADHD model only."""
+PLANT_SIZE = 2.0
+
+
+def save_run_dir(model: TaskGPT, tokenizer: TaskTokenizer, variant: str, out: Path) -> Path:
+    """A run dir as `interpgpt train` writes it (the parts `load_model` reads)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors")
+    )
+    write_json(out / "config.json", {"model": model.cfg.to_dict(), "variant": variant})
+    tokenizer.save(out / "tokenizer.json")
+    return out
+
+
+def planted_direction(d_model: int) -> torch.Tensor:
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(123))
+    return v / v.norm()
+
+
+@pytest.fixture(scope="module")
+def world(tiny_corpus, tiny_tokenizer, tmp_path_factory) -> dict:
+    """A tiny corpus and tokenizer; a random standard model; an ADHD model that is the same
+    model with `PLANT_SIZE * v` added to the <|steps|>/<|sep|> embeddings (so v sits in
+    the residual at every onset predictor); an SAE whose feature PLANTED reads v."""
+    root = tmp_path_factory.mktemp("diff")
+    tok = tiny_tokenizer
+    torch.manual_seed(0)
+    std = TaskGPT(preset("tiny", vocab_size=tok.vocab_size, n_ctx=256)).eval()
+    adhd = TaskGPT(std.cfg).eval()
+    adhd.load_state_dict(std.state_dict())
+    v = planted_direction(std.cfg.d_model)
+    with torch.no_grad():
+        adhd.embed.weight[[tok.steps_id, tok.sep_id]] += PLANT_SIZE * v
+    sae = TopKSAE(
+        TopKSAEConfig(d_in=std.cfg.d_model, d_sae=48, k=6, layer=1, model_name="adhd"),
+        generator=torch.Generator().manual_seed(1),
+    )
+    with torch.no_grad():
+        others = sae.W_enc - torch.outer(v, v @ sae.W_enc)  # other features blind to v
+        sae.W_enc.copy_(others)
+        sae.W_enc[:, PLANTED] = v
+        sae.W_dec[PLANTED] = v
+        sae.b_enc[PLANTED] = -PLANT_SIZE / 2  # fires only when the v component is large
+    return {
+        "root": root,
+        "corpus": tiny_corpus,
+        "tok": tok,
+        "std": std,
+        "adhd": adhd,
+        "sae": sae,
+        "std_dir": save_run_dir(std, tok, "standard", root / "std"),
+        "adhd_dir": save_run_dir(adhd, tok, "adhd", root / "adhd"),
+        "sae_dir": sae.save(root / "sae"),
+    }
+
+
+def test_onset_stats_count_onset_predictors(world):
+    eset = load_eval_set(world["corpus"], world["tok"], "adhd", limit=6, max_len=256)
+    stats = onset_feature_stats(world["adhd"], world["sae"], eset, "blocks.1.hook_resid_post", 4)
+    assert stats.n_positions == int(eset.onset_predictor_mask().sum()) > 0
+    assert ((stats.onset_rate >= 0) & (stats.onset_rate <= 1)).all()
+    # TopK: each position has at most k active latents.
+    assert stats.fire_count.sum() <= world["sae"].cfg.k * stats.n_positions
+    assert stats.onset_rate[PLANTED] == 1.0
+    assert (stats.mean_when_firing[stats.fire_count > 0] > 0).all()
+
+
+def test_planted_feature_is_found(world):
+    out = world["root"] / "out"
+    result = feature_diff(FeatureDiffConfig(
+        world["sae_dir"], world["std_dir"], world["adhd_dir"], world["corpus"], out,
+        limit=8, top_n=3, device="cpu"))  # fmt: skip
+    assert PLANTED in result.selected
+    assert float(result.adhd.onset_rate[PLANTED]) == 1.0
+    assert float(result.standard.onset_rate[PLANTED]) == 0.0
+    blob = json.loads((out / FEATURE_DIFF_JSON).read_text())
+    assert blob["thresholds"] == {"adhd_min_rate": 0.05, "standard_max_rate": 0.005}
+    assert "provenance" in blob and blob["n_selected"] == len(result.selected)
+    row = next(r for r in blob["features"] if r["feature"] == PLANTED)
+    assert row["asymmetry"] == pytest.approx((1 + 1e-4) / 1e-4)
+    for r in blob["features"]:
+        assert r["adhd_rate"] >= 0.05 and r["standard_rate"] <= 0.005
+    # Ranked by asymmetry, strongest first.
+    ratios = [r["asymmetry"] for r in blob["features"]]
+    assert ratios == sorted(ratios, reverse=True)
+    page = (out / FEATURE_DIFF_MD).read_text()
+    assert f"## Feature {blob['features'][0]['feature']}" in page
+
+
+def test_planted_contexts_end_on_boundary_tokens(world):
+    out = world["root"] / "ctx"
+    feature_diff(FeatureDiffConfig(
+        world["sae_dir"], world["std_dir"], world["adhd_dir"], world["corpus"], out,
+        limit=8, adhd_min_rate=1.0, standard_max_rate=0.0, device="cpu"))  # fmt: skip
+    blob = json.loads((out / FEATURE_DIFF_JSON).read_text())
+    contexts = blob["top_contexts"][str(PLANTED)]
+    assert contexts
+    for ctx in contexts:
+        assert ctx["tokens"][-1] in ("<|steps|>", "<|sep|>")
+        assert ctx["activations"][-1] == pytest.approx(ctx["activation"], abs=1e-4)
+
+
+def test_swapped_models_find_nothing_planted(world):
+    """The diff is directional: with the roles swapped the planted feature is standard-only."""
+    result = feature_diff(FeatureDiffConfig(
+        world["sae_dir"], world["adhd_dir"], world["std_dir"], world["corpus"],
+        world["root"] / "swap", limit=8, sequences="adhd", device="cpu"))  # fmt: skip
+    assert PLANTED not in result.selected
+    assert result.standard.n_positions == result.adhd.n_positions  # same sequences
+
+
+def test_bad_config_is_an_error_naming_the_setting(world):
+    with pytest.raises(SettingError) as err:
+        FeatureDiffConfig(Path(), Path(), Path(), Path(), Path(), adhd_min_rate=0.001)
+    assert err.value.field == "standard_max_rate" and "adhd_min_rate" in err.value.message
+    with pytest.raises(UserError, match="not found"):
+        feature_diff(
+            FeatureDiffConfig(
+                world["root"] / "nope",
+                world["std_dir"],
+                world["adhd_dir"],
+                world["corpus"],
+                world["root"] / "x",
+                device="cpu",
+            )
+        )
+
+
+def test_cli_sae_diff(world):
+    from interpgpt.cli import app
+
+    out = world["root"] / "cli"
+    result = CliRunner().invoke(app, [
+        "sae", "diff", str(world["sae_dir"]), "--standard", str(world["std_dir"]),
+        "--adhd", str(world["adhd_dir"]), "--corpus", str(world["corpus"]), "--out", str(out),
+        "--limit", "6", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (out / FEATURE_DIFF_JSON).is_file() and (out / FEATURE_DIFF_MD).is_file()
+    assert "ADHD-specific features" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epsilon", 0.0),
+        ("sequences", "both"),
+        ("adhd_min_rate", 1.5),
+        ("limit", 0),
+        ("batch_size", 0),
+        ("layer", -1),
+    ],
+)
+def test_post_init_rejects_a_bad_value_naming_its_field(field, value):
+    with pytest.raises(SettingError) as err:
+        FeatureDiffStudyConfig(**{field: value})
+    assert err.value.field == field
+
+
+def test_cli_reports_a_bad_setting_as_its_option(world):
+    from interpgpt.cli import app
+
+    result = CliRunner().invoke(app, [
+        "sae", "diff", str(world["sae_dir"]), "--standard", str(world["std_dir"]),
+        "--adhd", str(world["adhd_dir"]), "--corpus", str(world["corpus"]),
+        "--out", str(world["root"] / "bad"), "--epsilon", "0"])  # fmt: skip
+    assert isinstance(result.exception, UserError)
+    assert str(result.exception).startswith("--epsilon: must be positive")
+
+
+def test_study_stage_and_section(world, tmp_path):
+    """The stage diffs the ADHD SAE at `layer` from the study's layout, records the SAE
+    and diff file for steering, and its summary builds the report section."""
+    layout = {
+        ("corpus",): world["corpus"],
+        ("export", "standard"): world["std_dir"],
+        ("export", "adhd"): world["adhd_dir"],
+        ("sae", "adhd_L1_hook_resid_post"): world["sae_dir"],
+    }
+    for parts, target in layout.items():
+        link = tmp_path.joinpath(*parts)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+    ws = Workspace(tmp_path)
+    config = FeatureDiffStudyConfig(layer=1, limit=8, top_n=3, device="cpu")
+    output = stage(ws, config)
+    summary = json.loads(json.dumps(output.summary))  # as the stage record stores it
+    assert summary["sae_dir"] == str(ws.sae("adhd", 1))
+    assert summary["diff_file"] == str(ws.analysis("feature_diff") / FEATURE_DIFF_JSON)
+    assert [Path(p).name for p in output.outputs] == [FEATURE_DIFF_JSON, FEATURE_DIFF_MD]
+    assert {"feature": PLANTED, "adhd_rate": 1.0, "std_rate": 0.0} in summary["top"]
+    top = summary["top"][0]
+    found = section(summary, [str(p) for p in output.outputs])
+    assert found.title == "Cross-model feature diff"
+    assert found.finding == (
+        f"{summary['n_selected']} SAE features fire at ADHD step onsets and almost never at "
+        f"standard ones; the top one, {top['feature']}, fires at {fmt(top['adhd_rate'])} vs "
+        f"{fmt(top['std_rate'])}."
+    )
+    assert found.table is not None and len(found.table) == len(summary["top"]) + 1
+    assert [str(PLANTED), fmt(1.0), fmt(0.0)] in found.table
+    assert found.rows == [("contexts", str(output.outputs[1]))]
+    empty = section({"n_selected": 0, "top": []}, [])
+    assert empty.finding.startswith("No SAE feature is specific")
+    assert ANALYSIS.config is FeatureDiffStudyConfig and ANALYSIS.after == ("sae",)

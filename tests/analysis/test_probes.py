@@ -1,0 +1,231 @@
+"""Linear probes: fitting, the projection that removes them, the causal check, files, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from interpgpt.analysis.probes.run import (
+    PROBE_NAMES,
+    PROBES_JSON,
+    PROBES_PLOT,
+    ProbesConfig,
+    apply_hooks,
+    collect_positions,
+    fit_probe,
+    probe_sites,
+    projection_hooks,
+    random_subspace,
+    run_probes,
+    section,
+    split_by_task,
+)
+from interpgpt.commands import probes
+from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.errors import UserError
+from interpgpt.settings import SettingError
+
+
+@pytest.fixture(scope="module")
+def world(tiny_corpus, tiny_tokenizer, tiny_pair, tiny_run_dirs, tmp_path_factory) -> dict:
+    """The shared tiny trained pair (conftest) and its corpus."""
+    return {
+        "root": tmp_path_factory.mktemp("probes"),
+        "corpus": tiny_corpus,
+        "tok": tiny_tokenizer,
+        "model": tiny_pair["adhd"].model,
+        "adhd_dir": tiny_run_dirs["adhd"],
+        "std_dir": tiny_run_dirs["standard"],
+    }
+
+
+def blobs(n: int, n_classes: int, d: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Well-separated Gaussian clusters around random centroids, plus a common offset."""
+    gen = torch.Generator().manual_seed(seed)
+    centroids = 3 * torch.randn(n_classes, d, generator=gen)
+    y = torch.randint(0, n_classes, (n,), generator=gen)
+    return centroids[y] + torch.randn(n, d, generator=gen) + 5.0, y
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_probe_fits_and_projection_removes_it(n_classes):
+    x, y = blobs(400, n_classes)
+    probe = fit_probe(x[:300], y[:300], n_classes)
+    assert probe.accuracy(x[300:], y[300:]) > 0.9
+    basis = probe.subspace()
+    assert basis.shape == (16, n_classes - 1)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(n_classes - 1), atol=1e-5, rtol=0)
+    projected = apply_hooks(projection_hooks("x", basis, probe.mean), x[300:])
+    preds = probe.logits(projected).argmax(-1)
+    assert len(preds.unique()) == 1  # nothing left to discriminate with
+    freq = float((y[300:] == preds[0]).float().mean())
+    assert probe.accuracy(projected, y[300:]) == pytest.approx(freq)
+    # A random subspace of the same rank leaves the probe working.
+    other = random_subspace(16, n_classes - 1, torch.Generator().manual_seed(1))
+    kept = apply_hooks(projection_hooks("x", other, probe.mean), x[300:])
+    assert probe.accuracy(kept, y[300:]) > freq
+
+
+def test_projection_is_idempotent_and_keeps_the_mean():
+    x, _ = blobs(50, 2)
+    basis = random_subspace(16, 3, torch.Generator().manual_seed(0))
+    mean = x.mean(0)
+    once = apply_hooks(projection_hooks("x", basis, mean), x)
+    twice = apply_hooks(projection_hooks("x", basis, mean), once)
+    torch.testing.assert_close(once, twice, atol=1e-5, rtol=0)
+    torch.testing.assert_close(once @ basis, (mean @ basis).expand(50, 3), atol=1e-5, rtol=0)
+    # Outside the subspace nothing changes.
+    rest = torch.eye(16) - basis @ basis.T
+    torch.testing.assert_close(once @ rest, x @ rest, atol=1e-5, rtol=0)
+
+
+def test_split_by_task_is_disjoint():
+    task = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4])
+    train = split_by_task(task, 0.6, seed=0)
+    assert not set(task[train].tolist()) & set(task[~train].tolist())
+    assert train.any() and (~train).any()
+    with pytest.raises(UserError):
+        split_by_task(torch.tensor([5, 5]), 0.5, seed=0)
+
+
+def test_collect_positions_labels(world):
+    eset = load_eval_set(world["corpus"], world["tok"], "adhd", limit=4, max_len=128)
+    table = collect_positions(world["model"], eset, batch_size=2)
+    n = int(eset.valid.sum())
+    assert [name for _, name in probe_sites(2)] == list(table.acts)
+    assert all(a.shape == (n, 32) for a in table.acts.values())
+    assert int(table.is_onset_predictor.sum()) == int(eset.onset_predictor_mask().sum())
+    assert int(table.next_is_regulation.sum()) == int(eset.regulation_next_mask().sum()) > 0
+    steps = sum(len(r.onset_predictors) for r in eset.roles)
+    assert int((table.step_index >= 0).sum()) == steps
+    assert (table.step_index[~table.is_onset_predictor] == -1).all()
+    # The residual at the embedding is the token embedding itself.
+    torch.testing.assert_close(
+        table.acts["hook_embed"], world["model"].embed.weight[eset.ids[eset.valid]].detach()
+    )
+
+
+def test_run_probes_writes_accuracies_and_causal_checks(world):
+    out = world["root"] / "out"
+    result = run_probes(
+        ProbesConfig(world["adhd_dir"], world["corpus"], out, limit=8, max_iter=50, device="cpu")
+    )
+    blob = json.loads((out / PROBES_JSON).read_text())
+    assert blob["layers"] == ["embed", "L0", "L1"] and blob["variant"] == "adhd"
+    assert "provenance" in blob and (out / PROBES_PLOT).stat().st_size > 0
+    assert set(blob["probes"]) == set(PROBE_NAMES)
+    for name, probe in blob["probes"].items():
+        assert probe["skipped"] is None, name
+        assert len(probe["accuracy"]) == 3
+        assert all(0.0 <= a <= 1.0 for a in probe["accuracy"]) and 0 <= probe["baseline"] <= 1
+        (check,) = probe["causal"]
+        assert len(check["random_deltas"]) == 10
+        assert check["layer"] in blob["layers"]
+        assert check["accuracy_after_projection"] <= max(probe["accuracy"]) + 1e-6
+    # An onset predictor is a <|steps|>/<|sep|> token: linearly readable from the embedding.
+    assert result.probe("onset").accuracy[0] > result.probe("onset").baseline
+    assert blob["split"]["train_tasks"] > 0 and blob["split"]["test_tasks"] > 0
+
+
+def test_onset_projection_drops_the_probe_to_chance(world):
+    result = run_probes(
+        ProbesConfig(
+            world["adhd_dir"],
+            world["corpus"],
+            world["root"] / "o2",
+            limit=8,
+            max_iter=50,
+            n_random=2,
+            device="cpu",
+        )
+    )
+    onset = result.probe("onset")
+    (check,) = onset.causal
+    assert check.layer == "embed"  # perfectly separable at the embedding already
+    # After projection the probe predicts one class: at most the larger class's share.
+    assert check.accuracy_after_projection <= max(onset.baseline, 1 - onset.baseline) + 1e-6
+    assert check.accuracy_after_projection < onset.accuracy[0]
+
+
+def test_standard_model_skips_the_regulation_probe(world):
+    result = run_probes(
+        ProbesConfig(
+            world["std_dir"],
+            world["corpus"],
+            world["root"] / "s",
+            limit=6,
+            max_iter=20,
+            n_random=2,
+            device="cpu",
+        )
+    )
+    assert result.probe("regulation").skipped  # no regulation step in the standard corpus
+    assert not result.probe("onset").skipped
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("train_fraction", 1.0),
+        ("causal_layers", "some"),
+        ("variant", "both"),
+        ("max_step_index", 1),
+        ("n_random", 1),
+    ],
+)
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(SettingError) as err:
+        ProbesConfig(**{field: value})
+    assert err.value.field == field
+
+
+def test_section_from_a_stage_summary():
+    probe = {"name": "onset", "accuracy": [0.9, 0.97, 0.95], "baseline": 0.8}
+    summary = {
+        "standard": [{**probe, "causal": [{"z": -4.123}]}, {"name": "regulation", "skipped": "x"}],
+        "adhd": [{**probe, "name": "regulation", "causal": []}],
+    }
+    built = section(summary, ["p/three_probes.json", "p/probes.png"])
+    assert built.title == "Three probes"
+    assert built.table == [
+        ["model", "probe", "best layer", "held-out acc", "baseline", "causal z"],
+        ["standard", "onset", "1", "0.970", "0.800", "-4.12"],
+        ["adhd", "regulation", "1", "0.970", "0.800", "n/a"],
+    ]
+    assert [f.name for f in built.figures] == ["probes.png"]
+
+
+def command_app() -> typer.Typer:
+    """An app holding only the `probes` command (a group: it is invoked by name)."""
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    probes.register(app)
+    return app
+
+
+def test_cli_probes(world, tmp_path):
+    app = command_app()
+    args = [
+        "probes",
+        str(world["adhd_dir"]),
+        "--corpus",
+        str(world["corpus"]),
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "6",
+        "--n-random",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (tmp_path / PROBES_JSON).is_file()
+    assert "held-out probe accuracy" in result.output
+    bad = CliRunner().invoke(app, [*args, "--causal-layers", "some"])
+    assert bad.exit_code == 2 and "--causal-layers" in bad.output  # a usage error

@@ -1,0 +1,324 @@
+"""Steering with a feature direction against random-direction nulls; config validation,
+the CLI, and the study stage with its report section."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from interpgpt.analysis.protocol import Workspace
+from interpgpt.analysis.sae_features import encode_features, onset_feature_stats
+from interpgpt.analysis.steering.run import (
+    ANALYSIS,
+    RULE,
+    STEERING_JSON,
+    STEERING_PLOT,
+    VARIANTS,
+    BoundaryTokens,
+    Delta,
+    SteeringConfig,
+    add_vector,
+    compare_to_null,
+    generated_regulation_rate,
+    onset_p_regulation,
+    paired_delta,
+    remove_feature,
+    resolve_feature,
+    section,
+    stage,
+    steer,
+    upstream_hook_name,
+)
+from interpgpt.corpus.build import REGULATION_ACTIONS
+from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.tokenizer import SPECIAL_TOKENS, regulation_first_tokens
+from interpgpt.errors import UserError
+from interpgpt.io import write_json
+from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
+from interpgpt.settings import SettingError
+
+HAS_GENERATE = importlib.util.find_spec("interpgpt.model.generate") is not None
+LAST = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def world(tiny_corpus, tiny_tokenizer, tiny_pair, tiny_run_dirs, tmp_path_factory) -> dict:
+    """The shared tiny trained pair (conftest) and a random SAE on its layer-1 residual."""
+    root = tmp_path_factory.mktemp("steer")
+    models = {variant: loaded.model for variant, loaded in tiny_pair.items()}
+    sae = TopKSAE(
+        TopKSAEConfig(d_in=32, d_sae=32, k=8, layer=1, model_name="adhd"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    few = load_eval_set(tiny_corpus, tiny_tokenizer, "adhd", limit=3, max_len=128)
+    stats = onset_feature_stats(models["adhd"], sae, few, sae.cfg.hook_name)
+    return {
+        "root": root,
+        "corpus": tiny_corpus,
+        "tok": tiny_tokenizer,
+        "models": models,
+        "sae": sae,
+        "feature": int(stats.fire_count.argmax()),  # fires at the first tasks' onsets
+        "eset": load_eval_set(tiny_corpus, tiny_tokenizer, "adhd", limit=6, max_len=128),
+        "std_dir": tiny_run_dirs["standard"],
+        "adhd_dir": tiny_run_dirs["adhd"],
+        "sae_dir": sae.save(root / "sae"),
+    }
+
+
+def test_regulation_ids_are_first_tokens(world):
+    tok = world["tok"]
+    ids = sorted(regulation_first_tokens(tok))
+    assert ids == sorted({tok.encode_text(a)[0] for a in REGULATION_ACTIONS})
+    assert min(ids) >= len(SPECIAL_TOKENS)  # never a special token
+
+
+def test_zero_magnitude_injection_changes_nothing(world):
+    model, eset = world["models"]["standard"], world["eset"]
+    reg = sorted(regulation_first_tokens(world["tok"]))
+    clean, rows = onset_p_regulation(model, eset, reg, batch_size=4)
+    zero, _ = onset_p_regulation(model, eset, reg, LAST, add_vector(torch.zeros(32)), 4)
+    delta = paired_delta(clean, zero, rows)
+    assert delta.delta == 0.0
+    assert delta.n_positions == int(eset.onset_predictor_mask().sum())
+    assert delta.n_tasks == len(eset)
+
+
+def test_unembedding_regulation_direction_raises_p_regulation(world):
+    """Adding the regulation tokens' unembedding direction (mean regulation embedding minus
+    mean embedding, through the final norm's gain) at the last layer raises P(regulation);
+    the opposite direction raises it less."""
+    model, eset = world["models"]["standard"], world["eset"]
+    reg = sorted(regulation_first_tokens(world["tok"]))
+    emb = model.embed.weight.detach()
+    direction = model.ln_final.weight.detach() * (emb[reg].mean(0) - emb.mean(0))
+    direction = 20.0 * direction / direction.norm()
+    clean, rows = onset_p_regulation(model, eset, reg, batch_size=4)
+    up, _ = onset_p_regulation(model, eset, reg, LAST, add_vector(direction), 4)
+    down, _ = onset_p_regulation(model, eset, reg, LAST, add_vector(-direction), 4)
+    effect = paired_delta(clean, up, rows)
+    # A tiny model's small embeddings cap how far any direction can push the softmax, so
+    # the effect is small in absolute terms but far outside its sampling noise.
+    assert effect.delta > 0 and effect.delta > 10 * effect.sem
+    assert effect.delta > paired_delta(clean, down, rows).delta
+
+
+def test_compare_to_null_rule():
+    null = [0.01, -0.01, 0.02, -0.02, 0.0]
+    std = torch.tensor(null).std().item()
+    far = compare_to_null(Delta(0.2, 0.01, 10, 5), null, "P")
+    assert far.outside_null and far.z == pytest.approx(0.2 / std, rel=1e-5)
+    assert far.verdict.startswith("effect")
+    near = compare_to_null(Delta(0.03, 0.01, 10, 5), null, "P")
+    assert not near.outside_null and near.verdict.startswith("null result")
+    # A large SEM alone keeps an effect inside the band.
+    noisy = compare_to_null(Delta(0.2, 0.2, 10, 5), null, "P")
+    assert not noisy.outside_null
+
+
+def test_add_vector_acts_only_at_the_masked_positions(world):
+    """add_vector acts only at onset predictors: other positions' logits are unchanged."""
+    model, eset = world["models"]["adhd"], world["eset"]
+    mask = eset.onset_predictor_mask()
+    hook = add_vector(torch.ones(32))(lambda: mask)
+    clean = model(eset.ids)
+    steered = model.run_with_hooks(eset.ids, fwd_hooks=[(LAST, hook)])
+    same = ~mask & eset.valid
+    torch.testing.assert_close(clean[same], steered[same])
+    assert not torch.allclose(clean[mask], steered[mask])
+
+
+def test_remove_feature_subtracts_its_reconstruction(world):
+    sae = world["sae"]
+    x = torch.randn(2, 5, 32)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2:] = False
+    feature = int(encode_features(sae, x).sum((0, 1)).argmax())
+    out = remove_feature(sae, feature, sae.W_dec[feature].detach())(lambda: mask)(x, None)
+    f = encode_features(sae, x)[..., feature]
+    expected = x - (f * mask)[..., None] * sae.W_dec[feature].detach()
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(out[1, 2:], x[1, 2:])
+
+
+def test_boundary_tokens_track_steps_and_sep(world):
+    model, eset, tok = world["models"]["standard"], world["eset"], world["tok"]
+    gate = BoundaryTokens(model, [tok.steps_id, tok.sep_id])
+    model.run_with_hooks(eset.ids, fwd_hooks=[("hook_embed", gate.hook)])
+    expected = (eset.ids == tok.steps_id) | (eset.ids == tok.sep_id)
+    assert torch.equal(gate(), expected)
+    # Every onset predictor is a boundary token (the converse fails only before <|end|>).
+    assert (gate()[eset.onset_predictor_mask()]).all()
+
+
+def test_upstream_hook():
+    assert upstream_hook_name("blocks.2.hook_resid_post") == "blocks.1.hook_resid_post"
+    assert upstream_hook_name("blocks.0.hook_resid_post") == "blocks.0.hook_resid_pre"
+    assert upstream_hook_name("blocks.3.hook_resid_post", 0) == "blocks.0.hook_resid_post"
+
+
+def test_steer_writes_four_variants_with_nulls(world):
+    out = world["root"] / "out"
+    result = steer(SteeringConfig(
+        world["sae_dir"], world["std_dir"], world["adhd_dir"], world["corpus"], out,
+        feature=world["feature"], n_null=20, limit=4, generate_tasks=2 if HAS_GENERATE else 0,
+        n_null_generate=2, max_new_tokens=12, device="cpu"))  # fmt: skip
+    blob = json.loads((out / STEERING_JSON).read_text())
+    assert list(blob["variants"]) == list(VARIANTS)
+    assert blob["rule"] == RULE and "provenance" in blob
+    assert blob["magnitude"] == pytest.approx(result.magnitude) and result.magnitude > 0
+    for name, v in blob["variants"].items():
+        cmp = v["p_regulation"]
+        assert len(cmp["null_deltas"]) == 20, name
+        assert cmp["verdict"].startswith(("effect", "null result"))
+        assert cmp["outside_null"] == (
+            abs(cmp["effect"]["delta"] - cmp["null_mean"])
+            > 2 * max(cmp["effect"]["sem"], cmp["null_std"])
+        )
+        assert v["verdict"].startswith(cmp["verdict"])
+        if HAS_GENERATE:
+            assert len(v["generation"]["null_deltas"]) == 2
+            assert 0 <= v["clean_generated_rate"] <= 1
+    assert blob["variants"]["inject-upstream"]["hook_name"] == "blocks.0.hook_resid_post"
+    assert (out / STEERING_PLOT).stat().st_size > 0
+
+
+def test_auto_feature_needs_a_diff_with_features(world, tmp_path):
+    write_json(tmp_path / "d.json", {"features": []})
+    config = SteeringConfig(
+        world["sae_dir"],
+        world["std_dir"],
+        world["adhd_dir"],
+        world["corpus"],
+        tmp_path,
+        diff_file=tmp_path / "d.json",
+        generate_tasks=0,
+        device="cpu",
+    )
+    with pytest.raises(UserError, match="no ADHD-specific feature"):
+        steer(config)
+    with pytest.raises(UserError):  # neither a feature nor a diff file to take one from
+        resolve_feature(SteeringConfig(diff_file=tmp_path / "missing.json"), d_sae=32)
+
+
+def test_cli_steer(world, tmp_path):
+    from interpgpt.cli import app
+
+    write_json(tmp_path / "d.json", {"features": [{"feature": world["feature"]}]})
+    args = [
+        "steer",
+        str(world["sae_dir"]),
+        "--standard",
+        str(world["std_dir"]),
+        "--adhd",
+        str(world["adhd_dir"]),
+        "--corpus",
+        str(world["corpus"]),
+        "--out",
+        str(tmp_path / "o"),
+        "--diff-file",
+        str(tmp_path / "d.json"),
+        "--n-null",
+        "3",
+        "--limit",
+        "3",
+        "--generate-tasks",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    result = CliRunner().invoke(app, [*args, "--feature", "x"])
+    assert result.exit_code == 2 and "--feature" in result.output  # not a feature index
+    result = CliRunner().invoke(app, [*args, "--n-null", "1"])
+    assert isinstance(result.exception, UserError)
+    assert str(result.exception).startswith("--n-null: must be at least 2")
+    result = CliRunner().invoke(app, args)  # no --feature: the diff file's top feature
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    blob = json.loads((tmp_path / "o" / STEERING_JSON).read_text())
+    assert blob["feature"] == world["feature"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n_null", 1),
+        ("feature", -1),
+        ("limit", 0),
+        ("upstream_layer", -1),
+        ("generate_tasks", -1),
+        ("n_null_generate", -1),
+        ("batch_size", 0),
+    ],
+)
+def test_post_init_rejects_a_bad_value_naming_its_field(field, value):
+    with pytest.raises(SettingError) as err:
+        SteeringConfig(**{field: value})
+    assert err.value.field == field
+
+
+def test_study_stage_and_section(world, tmp_path):
+    """The stage steers with the SAE and diff file the feature-diff stage recorded, and
+    its summary builds the report section."""
+    for parts, target in {
+        ("corpus",): world["corpus"],
+        ("export", "standard"): world["std_dir"],
+        ("export", "adhd"): world["adhd_dir"],
+    }.items():
+        link = tmp_path.joinpath(*parts)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+    diff_file = write_json(tmp_path / "d.json", {"features": [{"feature": world["feature"]}]})
+    config = SteeringConfig(n_null=3, limit=3, generate_tasks=0, device="cpu")
+    with pytest.raises(UserError, match="feature-diff"):
+        stage(Workspace(tmp_path), config)  # the diff stage has not recorded its files
+    recorded = {"sae_dir": str(world["sae_dir"]), "diff_file": str(diff_file)}
+    ws = Workspace(tmp_path, {"feature-diff": {"summary": recorded}})
+    output = stage(ws, config)
+    summary = json.loads(json.dumps(output.summary))  # as the stage record stores it
+    assert summary["feature"] == world["feature"] and summary["magnitude"] > 0
+    assert [v["name"] for v in summary["variants"]] == list(VARIANTS)
+    assert output.outputs == [ws.analysis("steering") / STEERING_JSON,
+                              ws.analysis("steering") / STEERING_PLOT]  # fmt: skip
+    found = section(summary, [str(p) for p in output.outputs])
+    n_out = sum(v["p_regulation"]["outside_null"] for v in summary["variants"])
+    assert found.finding.startswith(
+        f"Steering feature {world['feature']}: {n_out} of 4 interventions move "
+        "P(regulation) outside ±2 SEM of the random-direction null"
+    )
+    assert found.finding.endswith(
+        " — a null result, as the seed card reports." if n_out == 0 else "null."
+    )
+    assert found.table is not None and [row[0] for row in found.table[1:]] == list(VARIANTS)
+    assert all(row[-1] == "n/a" for row in found.table[1:])  # generation skipped
+    assert found.figures == [ws.analysis("steering") / STEERING_PLOT]
+    assert ANALYSIS.after == ("feature-diff",) and ANALYSIS.config is SteeringConfig
+
+
+@pytest.mark.skipif(not HAS_GENERATE, reason="interpgpt.model.generate not installed")
+def test_generation_hook_sees_every_boundary_token(world):
+    """Under KV-cached sampling the hook is active exactly at the fed <|steps|>/<|sep|>
+    tokens, and a zero vector leaves the samples unchanged."""
+    from interpgpt.model.generate import GenerationConfig, sample_decompositions
+
+    model, tok = world["models"]["adhd"], world["tok"]
+    tasks = [r["task"] for r in world["eset"].records[:3]]
+    config = GenerationConfig(max_new_tokens=24, seed=0, batch_size=3)
+    gate = BoundaryTokens(model, [tok.steps_id, tok.sep_id])
+    seen = []
+
+    def counting(act, hook):
+        seen.append(int(gate().sum()))
+        return add_vector(torch.zeros(32))(gate)(act, hook)
+
+    with model.hooks(fwd_hooks=[("hook_embed", gate.hook), (LAST, counting)]):
+        hooked = sample_decompositions(model, tok, tasks, config)
+    clean = sample_decompositions(model, tok, tasks, config)
+    assert [d.ids for d in hooked] == [d.ids for d in clean]
+    fed = [d.ids[:-1] for d in hooked]  # the last sampled token is never fed back
+    assert sum(seen) == sum(t in (tok.steps_id, tok.sep_id) for ids in fed for t in ids)
+    rates = generated_regulation_rate(model, tok, tasks, config, LAST, add_vector(torch.zeros(32)))
+    assert rates.shape == (3,)

@@ -1,0 +1,132 @@
+"""`interpgpt study` end to end on a tiny budget: every stage runs, the report renders,
+a second run skips every stage, and settings are validated before any work starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from interpgpt.errors import UserError
+from interpgpt.study.config import StudyConfig, load_study_config
+from interpgpt.study.pipeline import REPORT, run_study, stage_hash
+from interpgpt.study.stages import STAGES
+
+TINY_STUDY = [
+    "corpus.n_tasks=120",
+    "corpus.examples_per_task=4",
+    "train.steps=40",
+    "behaviour.limit=8",
+    "headswap.limit=12",
+    "logit_lens.limit=12",
+    "ablation.limit=8",
+    "ablation.seeds=2",
+    "patching.n_pairs=2",
+    "sae.std_layers=0,1",
+    "sae.adhd_layers=1",
+    "sae.d_sae=64",
+    "sae.k=4",
+    "sae.tokens=8192",
+    "feature_diff.layer=1",
+    "feature_diff.limit=12",
+    "steering.n_null=3",
+    "probes.limit=12",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    config = load_study_config(None, TINY_STUDY, "tiny")
+    result = run_study(config, out, console=Console(quiet=True))
+    return config, out, result
+
+
+def test_study_runs_every_stage_and_writes_the_report(tiny_study):
+    _, out, result = tiny_study
+    assert set(result.records) == {stage.name for stage in STAGES} | {REPORT}
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    for title in (
+        "Head-swap inventory",
+        "Regulation logit lens",
+        "Causal head ablation",
+        "TopK sparse autoencoders",
+        "Steering with null baselines",
+        "Three probes",
+    ):
+        assert title in html
+    assert "could not be read" not in html, "a report section failed to build"
+    assert (out / "report.md").is_file()
+    assert (out / "analysis" / "ablation" / "causal_nulls_per_seed.json").is_file()
+
+
+def test_second_run_skips_every_stage_but_the_report(tiny_study):
+    config, out, first = tiny_study
+    records = {p.name: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    second = run_study(config, out, console=Console(quiet=True))
+    for name, record in second.records.items():
+        if name != "report":
+            assert record["hash"] == records[f"{name}.json"]["hash"]
+    assert second.seconds < first.seconds / 3
+
+
+def test_changing_one_setting_reruns_only_the_stages_that_read_it(tiny_study):
+    config = tiny_study[0]
+    changed = load_study_config(None, [*TINY_STUDY, "patching.n_pairs=3"], "tiny")
+    hashes = {}
+    for which, study in (("before", config), ("after", changed)):
+        upstream: dict[str, str] = {}
+        for stage in STAGES:
+            upstream[stage.name] = stage_hash(stage, study.section(stage.settings_key), upstream)
+        hashes[which] = upstream
+    rerun = {name for name in hashes["before"] if hashes["before"][name] != hashes["after"][name]}
+    assert rerun == {"patching"}
+
+
+def test_settings_are_typed_and_validated(tmp_path):
+    config = load_study_config(None, ["sae.k=32", "sae.std_layers=0,2", "train.lr=none"], None)
+    sections = config.sections
+    assert sections["sae"].k == 32 and sections["sae"].std_layers == (0, 2)
+    assert sections["train"].lr is None
+    with pytest.raises(UserError, match=r"--set: sae\.nope: no such setting"):
+        load_study_config(None, ["sae.nope=1"], None)
+    with pytest.raises(UserError, match=r"--set: sae\.k: expected int"):
+        load_study_config(None, ["sae.k=many"], None)
+    with pytest.raises(UserError, match=r"--set: nosection: no such study section"):
+        load_study_config(None, ["nosection.k=1"], None)
+    with pytest.raises(UserError, match=r"headswap\.seed: set by the study"):
+        load_study_config(None, ["headswap.seed=3"], None)
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        'preset = "tiny"\n[sae]\nk = 16\nstd_layers = [0, 1]\nadhd_layers = [1]\n'
+        "[feature_diff]\nlayer = 1\n"
+    )
+    config = load_study_config(toml, [], None)
+    sae = config.sections["sae"]
+    assert (config.preset, sae.k, sae.adhd_layers) == ("tiny", 16, (1,))
+    toml.write_text("[train]\nsteps = -5\n")
+    with pytest.raises(UserError, match=rf"^{toml}: train\.steps: must be at least 1"):
+        load_study_config(toml, [], None)
+
+
+def test_a_bad_setting_stops_the_study_before_any_stage(tmp_path, capsys):
+    from interpgpt.cli import main
+
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as done:
+        main(["study", "--out", str(out), "--set", "train.steps=-5"])
+    assert done.value.code == 2
+    message = "error: --set: train.steps: must be at least 1 (got -5)"
+    assert capsys.readouterr().err.strip() == message
+    assert not out.exists()
+
+
+def test_layers_beyond_the_preset_are_refused_before_any_work(tmp_path):
+    with pytest.raises(UserError, match=r"sae\.std_layers"):
+        load_study_config(None, [], "tiny")  # default SAE layers go up to 3; tiny has 2 layers
+    config = StudyConfig(preset="tiny")
+    with pytest.raises(UserError, match=r"sae\.std_layers"):
+        run_study(config, tmp_path / "never", console=Console(quiet=True))
+    assert not (tmp_path / "never").exists()

@@ -1,0 +1,105 @@
+"""The report renders: self-contained HTML whose embedded figures load in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pytest
+
+from interpgpt.study.report import REPORT_HTML, REPORT_MD, Report, Section, write_report
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def make_figure(path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [0.01, 0.25, 0.3])
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sample_report(tmp_path: Path) -> Report:
+    figure = make_figure(tmp_path / "lens.png")
+    section = Section(
+        title="Regulation logit lens",
+        finding="P(regulation) jumps 17x between layers 1 and 2 in the ADHD model.",
+        rows=[("jump", "0.014 -> 0.251")],
+        figures=[figure],
+        table=[["layer", "std", "adhd"], ["0", "0.001", "0.01"]],
+    )
+    return Report("Study", ["a headline"], [section], {"preset": "tiny"}, {"torch": "2.13.0"})
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_is_self_contained(tmp_path):
+    html_path, md_path = write_report(sample_report(tmp_path), tmp_path / "out")
+    text = html_path.read_text()
+    assert html_path.name == REPORT_HTML and md_path.name == REPORT_MD
+    assert "data:image/png;base64," in text
+    assert 'src="lens.png"' not in text  # no external file references
+    assert "0.014 -&gt; 0.251" in text
+    assert "![lens.png](" in md_path.read_text()
+
+
+def test_report_renders_with_images_in_chromium(tmp_path):
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium package)")
+    html_path, _ = write_report(sample_report(tmp_path), tmp_path / "out")
+    probe = html_path.with_name("probe.html")
+    check = (
+        "<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+        " document.body.dataset.images = imgs.length + ':' + imgs.filter("
+        "i => i.complete && i.naturalWidth > 0).length; });</script></body>"
+    )
+    probe.write_text(html_path.read_text().replace("</body>", check))
+    profile = tmp_path / "chromium-profile"
+    dom = subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'data-images="1:1"' in dom, dom[-500:]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--window-size=1100,1400",
+            f"--screenshot={shot}",
+            html_path.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,337 @@
+"""Training: matched-pair init, data order, loss targets, resume, DDP, run dir, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from interpgpt.artifacts.load import load_model, load_safetensors
+from interpgpt.artifacts.names import (
+    CHECKPOINT,
+    LOSS_PLOT,
+    METRICS,
+    MODEL_WEIGHTS,
+    RUN_CONFIG,
+    TOKENIZER_FILE,
+)
+from interpgpt.cli import app, main
+from interpgpt.errors import UserError
+from interpgpt.settings import SettingError
+from interpgpt.train import TrainConfig, initial_model, lr_at, make_optimizer, train
+from interpgpt.train.batches import (
+    IGNORE_INDEX,
+    SampledBatches,
+    count_targets,
+    encode_training_set,
+    make_batch,
+    next_token_batch,
+    sample_indices,
+)
+from interpgpt.train.distributed import DistInfo
+
+
+def _config(corpus, tokenizer, out, **overrides) -> TrainConfig:
+    base = dict(
+        corpus=corpus,
+        tokenizer=tokenizer,
+        out=out,
+        variant="standard",
+        preset="tiny",
+        steps=6,
+        batch_size=4,
+        n_samples=0,
+        progress=False,
+        eval_batches=1,
+    )
+    return TrainConfig(**(base | overrides))
+
+
+def _state_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_safetensors(run_dir / MODEL_WEIGHTS)
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def test_both_variants_start_from_identical_weights(tmp_path):
+    std = _config("c", "t.json", tmp_path, variant="standard")
+    adhd = _config("c", "t.json", tmp_path, variant="adhd")
+    assert _state_hash(initial_model(std)) == _state_hash(initial_model(adhd))
+    other_seed = dataclasses.replace(std, seed=1)
+    assert _state_hash(initial_model(std)) != _state_hash(initial_model(other_seed))
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    n, batch = 10, 4
+    first = [sample_indices(0, step, batch, n) for step in range(5)]
+    assert first == [sample_indices(0, step, batch, n) for step in range(5)]
+    flat = [i for step in first for i in step]
+    assert sorted(flat[:n]) == list(range(n))  # each epoch visits every example once
+    assert sorted(flat[n : 2 * n]) == list(range(n))
+    assert flat[:n] != flat[n : 2 * n]  # and reshuffles
+    assert first != [sample_indices(1, step, batch, n) for step in range(5)]
+
+
+def test_fast_encoding_equals_encode_example(tiny_corpus, tiny_tokenizer):
+    from interpgpt.corpus.build import load_split
+
+    records = load_split(tiny_corpus, "adhd", "val")[:200]
+    data = encode_training_set(tiny_tokenizer, records)
+    assert len(data) == len(records)
+    for k, record in enumerate(records):
+        assert data.example(k) == tiny_tokenizer.encode_example(record.task, record.steps)
+
+
+def test_loss_targets_cover_task_through_end_and_skip_pad(tiny_corpus, tiny_tokenizer):
+    from interpgpt.corpus.build import load_split
+
+    tok = tiny_tokenizer
+    data = encode_training_set(tok, load_split(tiny_corpus, "standard", "val")[:8])
+    indices = list(range(8))
+    batch = make_batch(data, indices, tok.pad_id, n_ctx=128)
+    assert batch.n_tokens == count_targets(data, indices, 128)
+    for row, k in enumerate(indices):
+        ids = data.example(k)
+        targets = batch.targets[row].tolist()
+        real = [t for t in targets if t != IGNORE_INDEX]
+        assert real == ids[1:]  # task text, <|steps|>, steps, <|sep|>, ..., <|end|>
+        assert real[-1] == tok.end_id and tok.task_id not in real
+        assert all(t == IGNORE_INDEX for t in targets[len(real) :])
+        assert (batch.input_ids[row, len(ids) :] == tok.pad_id).all()
+    truncated = make_batch(data, indices, tok.pad_id, n_ctx=5)
+    assert truncated.input_ids.shape[1] == 5
+    assert truncated.n_tokens == count_targets(data, indices, 5) == 5 * len(indices)
+
+
+def test_batch_sources_share_the_loss_target_rule(tiny_corpus, tiny_tokenizer):
+    """Right-padded rows (the IOI stream's form) give the same batch as `make_batch`, and
+    the ranks' slices of a sampled global batch together hold its targets."""
+    from interpgpt.corpus.build import load_split
+
+    tok = tiny_tokenizer
+    data = encode_training_set(tok, load_split(tiny_corpus, "standard", "val")[:8])
+    indices = list(range(8))
+    batch = make_batch(data, indices, tok.pad_id, n_ctx=128)
+    examples = [data.example(k) for k in indices]
+    ids = torch.full((8, max(map(len, examples))), tok.pad_id, dtype=torch.long)
+    for row, example in enumerate(examples):
+        ids[row, : len(example)] = torch.tensor(example)
+    padded = next_token_batch(ids, tok.pad_id)
+    assert torch.equal(padded.input_ids, batch.input_ids)
+    assert torch.equal(padded.targets, batch.targets) and padded.n_tokens == batch.n_tokens
+    source = SampledBatches(data, seed=0, batch_size=4, pad_id=tok.pad_id, n_ctx=128)
+    cpu = torch.device("cpu")
+    whole, total = source.batch(3, DistInfo(0, 1, cpu))
+    assert total == whole.n_tokens == source.global_batch(3).n_tokens
+    halves = [source.batch(3, DistInfo(rank, 2, cpu)) for rank in (0, 1)]
+    assert [t for _, t in halves] == [total, total]
+    assert sum(b.n_tokens for b, _ in halves) == total
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor(tmp_path):
+    config = _config("c", "t.json", tmp_path, steps=100, lr=1e-3).resolved()
+    lrs = [lr_at(step, config) for step in range(100)]
+    warmup = round(config.warmup_fraction * 100)
+    assert lrs[:warmup] == sorted(lrs[:warmup]) and lrs[warmup - 1] == pytest.approx(1e-3)
+    assert lrs[warmup:] == sorted(lrs[warmup:], reverse=True)
+    assert lr_at(100, config) == pytest.approx(config.min_lr_ratio * 1e-3)
+
+
+def test_weight_decay_applies_to_matrices_only(tmp_path):
+    config = _config("c", "t.json", tmp_path).resolved()
+    model = initial_model(config)
+    optimizer = make_optimizer(model, config)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] > 0 and plain["weight_decay"] == 0
+    assert all(p.dim() == 2 for p in decayed["params"])
+    assert all(p.dim() == 1 for p in plain["params"]) and plain["params"]
+    assert sum(p.numel() for g in (decayed, plain) for p in g["params"]) == sum(
+        p.numel() for p in model.parameters()
+    )
+
+
+# ----------------------------------------------------------------------------- run dir
+
+
+def test_run_dir_is_complete_and_loads(tiny_run_dirs, tiny_tokenizer_path):
+    for variant, run_dir in tiny_run_dirs.items():
+        config = json.loads((run_dir / RUN_CONFIG).read_text())
+        assert config["variant"] == variant
+        assert config["train"]["variant"] == variant and config["train"]["preset"] == "tiny"
+        assert (
+            config["tokenizer_sha256"]
+            == hashlib.sha256(tiny_tokenizer_path.read_bytes()).hexdigest()
+        )
+        assert "versions" in config["provenance"]
+        # Trained: well below the loss of a uniform guess over the vocabulary.
+        assert config["val_loss"] < 0.8 * math.log(config["model"]["vocab_size"])
+        loaded = load_model(run_dir)
+        assert loaded.variant == variant and loaded.model.cfg.n_layer == 2
+        records = [json.loads(line) for line in (run_dir / METRICS).open()]
+        losses = [r["loss"] for r in records if "loss" in r]
+        assert losses[-1] < losses[0]
+        assert any("val_loss" in r for r in records)
+        assert (run_dir / LOSS_PLOT).read_bytes()[:4] == b"\x89PNG"
+        assert (run_dir / TOKENIZER_FILE).read_bytes() == tiny_tokenizer_path.read_bytes()
+
+
+def test_trained_pair_differs_only_through_data(tiny_run_dirs):
+    std, adhd = (_weights(tiny_run_dirs[v]) for v in ("standard", "adhd"))
+    assert std.keys() == adhd.keys()
+    assert any(not torch.equal(std[k], adhd[k]) for k in std)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_resume_after_kill_is_bit_identical(tiny_corpus, tiny_tokenizer_path, tmp_path):
+    common = dict(steps=12, checkpoint_every=4, eval_every=6, n_samples=1)
+    whole = train(_config(tiny_corpus, tiny_tokenizer_path, tmp_path / "whole", **common))
+    killed = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "cut", **common)
+    first = train(dataclasses.replace(killed, stop_after_steps=10))  # "killed" after step 10
+    assert not first.finished and not (tmp_path / "cut" / MODEL_WEIGHTS).exists()
+    second = train(dataclasses.replace(killed, resume=True))
+    assert second.finished and second.resumed_from == 8  # the last checkpoint before the kill
+    assert second.tokens_seen == whole.tokens_seen
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / METRICS).open()]
+    whole_steps = [json.loads(line)["step"] for line in (tmp_path / "whole" / METRICS).open()]
+    assert steps == whole_steps  # metrics of the lost steps 9-10 are not duplicated
+
+
+def test_existing_run_needs_resume_and_matching_settings(
+    tiny_corpus, tiny_tokenizer_path, tmp_path
+):
+    config = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "run", steps=2)
+    train(config)
+    with pytest.raises(UserError, match="--resume"):
+        train(config)
+    with pytest.raises(UserError, match=r"different settings.*seed"):
+        train(dataclasses.replace(config, resume=True, seed=5))
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_ranks_match_single_process(tiny_corpus, tiny_tokenizer_path, tmp_path):
+    args = [
+        "train", "--corpus", str(tiny_corpus), "--tokenizer", str(tiny_tokenizer_path),
+        "--variant", "adhd", "--preset", "tiny", "--steps", "3", "--batch-size", "6",
+        "--device", "cpu", "--no-autocast", "--no-progress",
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, "-m", "interpgpt", *args, "--out", str(tmp_path / "ddp")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = dataclasses.replace(
+        _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "one", variant="adhd"),
+        steps=3, batch_size=6, autocast=False, device="cpu",
+    )  # fmt: skip
+    train(single)
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a[k], initial_model(single).state_dict()[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_tokenizer_too_big_for_preset(tiny_corpus, tiny_tokenizer, tmp_path):
+    from tokenizers import Tokenizer
+
+    # A copy with more tokens than the tiny preset's embedding has rows.
+    big = Tokenizer.from_str(tiny_tokenizer.tokenizer.to_str())
+    big.add_tokens([f"zz{i}" for i in range(8200)])
+    big.save(str(tmp_path / "big.json"))
+    with pytest.raises(UserError, match="do not fit preset"):
+        train(_config(tiny_corpus, tmp_path / "big.json", tmp_path / "run"))
+
+
+def test_corpus_without_variant(tiny_corpus, tiny_tokenizer_path, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    shutil.rmtree(corpus / "adhd")
+    with pytest.raises(UserError, match="no adhd variant"):
+        train(_config(corpus, tiny_tokenizer_path, tmp_path / "run", variant="adhd"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_corpus, tiny_tokenizer_path, tmp_path):
+    config = _config(
+        tiny_corpus, tiny_tokenizer_path, tmp_path / "run", steps=20, lr=1e30,
+        checkpoint_every=1, warmup_fraction=0.0, grad_clip=0.0, autocast=False,
+    )  # fmt: skip
+    with pytest.raises(UserError, match=r"NaN.*last good checkpoint"):
+        train(config)
+    ckpt = load_safetensors(tmp_path / "run" / CHECKPOINT)
+    assert all(t.isfinite().all() for k, t in ckpt.items() if k.startswith("model."))
+    assert not (tmp_path / "run" / MODEL_WEIGHTS).exists()
+
+
+def test_config_rejects_bad_values(tmp_path):
+    for bad in ({"variant": "other"}, {"preset": "huge"}, {"steps": 0}, {"lr": -1.0}):
+        with pytest.raises(SettingError) as info:
+            _config("c", "t.json", tmp_path, **bad)
+        assert info.value.field == next(iter(bad))
+
+
+def test_a_bad_setting_fails_at_construction():
+    with pytest.raises(SettingError) as info:
+        TrainConfig(steps=-5)
+    assert info.value.field == "steps" and "-5" in info.value.message
+    TrainConfig()  # every setting has a valid default (the study builds it so)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_and_generate(tiny_corpus, tiny_tokenizer_path, tiny_run_dirs, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["train", "--corpus", str(tiny_corpus), "--tokenizer", str(tiny_tokenizer_path),
+            "--variant", "standard", "--preset", "tiny", "--steps", "2", "--batch-size", "2",
+            "--out", str(out), "--no-progress", "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "val loss" in result.output and (out / MODEL_WEIGHTS).is_file()
+    gen = runner.invoke(
+        app, ["generate", str(tiny_run_dirs["adhd"]), "--task", "Clean the kitchen", "--n", "2",
+              "--temperature", "0", "--max-new-tokens", "40", "--device", "cpu"],
+    )  # fmt: skip
+    assert gen.exit_code == 0, gen.output
+    assert "Clean the kitchen" in gen.output and "1." in gen.output
+    bad = runner.invoke(app, [*args[:-5], "--out", str(out), "--variant", "neither"])
+    assert bad.exit_code == 2 and "neither" in bad.output
+
+
+def test_cli_bad_setting_names_the_option(tmp_path, capsys):
+    args = ["train", "--corpus", "c", "--tokenizer", "t.json", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--steps", "0"])
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "error: --steps: must be at least 1 (got 0)"
+    assert not (tmp_path / "run").exists()
