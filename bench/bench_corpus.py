@@ -23,39 +23,48 @@ from pathlib import Path
 from typing import Any
 
 from interpgpt.corpus.build import (
-    REGULATION_ACTIONS,
+    PHRASINGS,
     CorpusConfig,
     assign_splits,
     build_corpus,
+    hold_out,
+    phrase,
     select_tasks,
     split_path,
 )
-from interpgpt.corpus.taskpool import STEP_COUNTS, TaskSpec, plan
+from interpgpt.corpus.regulation import REGULATION_ACTIONS
+from interpgpt.corpus.taskpool import STEP_COUNTS, TaskSpec, families, plan
 
 
-def _naive_example(spec: TaskSpec, rng: random.Random, reg_ratio: float) -> tuple[dict, dict]:
+def _naive_example(
+    spec: TaskSpec, rng: random.Random, config: CorpusConfig, with_p: bool
+) -> tuple[dict, dict]:
+    task = phrase(spec.task, rng.randrange(len(PHRASINGS)))
     phases = plan(spec.phases, rng.choice(STEP_COUNTS[spec.complexity]))
     standard = [rng.choice(p.standard) for p in phases]
-    content = [rng.choice(m) for p in phases for m in p.micro]
-    expected = reg_ratio * len(content)
-    k = min(int(expected) + (rng.random() < expected % 1), len(content) - 1)
-    gaps = set(rng.sample(range(1, len(content)), max(k, 0)))
-    adhd: list[str] = []
-    for i, step in enumerate(content):
-        if i in gaps:
-            adhd.append(rng.choice(REGULATION_ACTIONS))
+    content = [(rng.choice(m), 2 if p.effortful else 1) for p in phases for m in p.micro]
+    budget, noise = config.budget(spec.complexity), config.break_noise
+    adhd, p_break, load, last = [content[0][0]], [0.0], content[0][1], None
+    for step, effort in content[1:]:
+        fires = load >= budget
+        p_break.append(1 - noise if fires else noise)
+        if fires != (rng.random() < noise):
+            last = rng.choice([a for a in REGULATION_ACTIONS if a != last])
+            adhd.append(last)
+            p_break.append(0.0)
+            load = 0
         adhd.append(step)
-    head = {"task_id": spec.pool_index, "task": spec.task}
-    return (
-        {**head, "steps": standard, "complexity": spec.complexity},
-        {**head, "steps": adhd, "complexity": spec.complexity},
-    )
+        load += effort
+    head = {"task_id": spec.pool_index, "task": task}
+    adhd_record = {**head, "steps": adhd, "complexity": spec.complexity}
+    if with_p:
+        adhd_record["p_break"] = p_break
+    return {**head, "steps": standard, "complexity": spec.complexity}, adhd_record
 
 
 def naive_corpus(config: CorpusConfig, out_dir: Path) -> None:
     """The peer: per-example dicts, json.dumps and one write per line."""
-    splits = assign_splits(select_tasks(config), config)
-    reg_ratio = config.regulation_rate / (1 - config.regulation_rate)
+    splits = assign_splits(select_tasks(config), hold_out(families(), config), config)
     for split, specs in splits.items():
         paths = [split_path(out_dir, v, split) for v in ("standard", "adhd")]
         for path in paths:
@@ -64,7 +73,7 @@ def naive_corpus(config: CorpusConfig, out_dir: Path) -> None:
             for spec in specs:
                 rng = random.Random(config.seed * 1_000_003 + spec.pool_index)
                 for _ in range(config.examples_per_task):
-                    std, adhd = _naive_example(spec, rng, reg_ratio)
+                    std, adhd = _naive_example(spec, rng, config, split != "train")
                     f_std.write(json.dumps(std, ensure_ascii=False) + "\n")
                     f_adhd.write(json.dumps(adhd, ensure_ascii=False) + "\n")
 

@@ -152,7 +152,7 @@ def test_permuted_copy_is_matched_back(corpus_and_tokenizer) -> None:
         for name, m in (("standard", model), ("adhd", permuted))
     }
     config = HeadswapConfig(
-        Path(), Path(), Path(), Path(), null_samples=100, bootstrap_samples=50, move_margin=0.01
+        Path(), Path(), Path(), Path(), null_samples=100, bootstrap_samples=50, move_margin=0.001
     )
     inv = build_inventory(sums, config)
     # The test can fail: different heads of one layer must have clearly different profiles.

@@ -24,8 +24,8 @@ from interpgpt.analysis.logit_lens import (
 )
 from interpgpt.artifacts.convert import to_hooked_transformer
 from interpgpt.commands import logit_lens
-from interpgpt.corpus.build import REGULATION_ACTIONS
 from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.settings import SettingError
 

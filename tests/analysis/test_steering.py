@@ -33,8 +33,8 @@ from interpgpt.analysis.steering.run import (
     steer,
     upstream_hook_name,
 )
-from interpgpt.corpus.build import REGULATION_ACTIONS
 from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.corpus.tokenizer import SPECIAL_TOKENS, regulation_first_tokens
 from interpgpt.errors import UserError
 from interpgpt.io import write_json

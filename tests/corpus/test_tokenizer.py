@@ -14,19 +14,24 @@ from seed_notebook import PAIRED, SeedNotebook
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from interpgpt.analysis.protocol import Workspace
 from interpgpt.cli import app
-from interpgpt.corpus.build import REGULATION_ACTIONS, CorpusConfig, build_corpus, is_regulation
+from interpgpt.corpus.build import CorpusConfig, build_corpus
+from interpgpt.corpus.regulation import REGULATION_ACTIONS, is_regulation
 from interpgpt.corpus.tokenizer import (
     DEFAULT_VOCAB_SIZE,
     SPECIAL_TOKENS,
     Example,
     TaskTokenizer,
     TokenizerConfig,
+    VocabBudget,
+    build_tokenizer,
     regulation_first_tokens,
     train_tokenizer,
 )
 from interpgpt.errors import UserError
 from interpgpt.settings import SettingError
+from interpgpt.study.stages import tokenizer_section, tokenizer_stage
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +167,37 @@ def test_batch_masks_match_roles(tok: TaskTokenizer) -> None:
         assert onsets[row].nonzero().flatten().tolist() == list(roles.step_onsets)
 
 
+def test_budget_known_answer() -> None:
+    """BPE on one repeated word learns "aa" then "aaaa" and stops: two merges on the 256
+    bytes, far below the budget it was allowed."""
+    budget = build_tokenizer(iter([["aaaa"] * 5]), vocab_size=1000).budget()
+    assert budget == VocabBudget(bpe_tokens=258, merges=2, budget=DEFAULT_VOCAB_SIZE)
+    assert budget.describe() == "uses 258 of 8,192 tokens (2 merges)"
+
+
+def test_budget_counts_learned_tokens_without_specials(tok: TaskTokenizer) -> None:
+    budget = tok.budget()
+    assert budget.bpe_tokens == tok.vocab_size - len(SPECIAL_TOKENS)
+    assert budget.merges == budget.bpe_tokens - 256  # every merge adds one token to the bytes
+    assert 256 < budget.bpe_tokens <= 1024 and budget.budget == DEFAULT_VOCAB_SIZE
+
+
+def test_study_stage_records_and_reports_the_budget(tok_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "corpus").symlink_to(tok_file.parent / "corpus")
+    output = tokenizer_stage(Workspace(tmp_path), TokenizerConfig(vocab_size=1024))
+    budget = TaskTokenizer.from_file(tok_file).budget()
+    assert output.summary["budget"] == {
+        "bpe_tokens": budget.bpe_tokens,
+        "merges": budget.merges,
+        "budget": 8192,
+    }
+    section = tokenizer_section(output.summary, [str(p) for p in output.outputs])
+    assert (
+        section.finding
+        == f"The tokenizer uses {budget.bpe_tokens:,} of 8,192 tokens ({budget.merges:,} merges)."
+    )
+
+
 def test_from_file_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         TaskTokenizer.from_file(tmp_path / "nope.json")
@@ -181,9 +217,10 @@ def test_vocab_size_is_validated(vocab_size: int) -> None:
 def test_cli_tokenizer(tok_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "tokenizer.json"
     args = ["tokenizer", "--corpus", str(tok_file.parent / "corpus"), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--vocab-size", "1024"])
+    result = CliRunner().invoke(app, [*args, "--vocab-size", "1024"], env={"COLUMNS": "240"})
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == tok_file.read_bytes()
+    assert f"the tokenizer {TaskTokenizer.from_file(out).budget().describe()}" in result.output
 
 
 def test_cli_tokenizer_bad_input(tmp_path: Path) -> None:

@@ -209,8 +209,8 @@ def test_exact_sae_has_perfect_quality(tiny_pair, tiny_corpus):
     loaded = tiny_pair["standard"]
     model, tok = loaded.model, loaded.tokenizer
     sae = exact_sae(model.cfg.d_model, layer=0)
-    records = load_split(tiny_corpus, "standard", "val")[:16]
-    seqs = [tok.encode_example(r.task, r.steps) for r in records]
+    records = load_split(tiny_corpus, "standard", "val")
+    seqs = encode_sequences(tok, records, model.cfg.n_ctx)[:16]
     ids, lengths = pad_batch(seqs, tok.pad_id)
     acts = capture(model, ids, lengths, [sae.cfg.hook_name])[sae.cfg.hook_name]
     assert acts.shape[0] == sum(len(s) for s in seqs)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from interpgpt.artifacts.load import load_model, load_safetensors
@@ -26,6 +28,7 @@ from interpgpt.artifacts.names import (
     TOKENIZER_FILE,
 )
 from interpgpt.cli import app, main
+from interpgpt.corpus.build import load_split
 from interpgpt.errors import UserError
 from interpgpt.settings import SettingError
 from interpgpt.train import TrainConfig, initial_model, lr_at, make_optimizer, train
@@ -38,6 +41,7 @@ from interpgpt.train.batches import (
     next_token_batch,
     sample_indices,
 )
+from interpgpt.train.config import state_sha256
 from interpgpt.train.distributed import DistInfo
 
 
@@ -107,8 +111,9 @@ def test_loss_targets_cover_task_through_end_and_skip_pad(tiny_corpus, tiny_toke
     tok = tiny_tokenizer
     data = encode_training_set(tok, load_split(tiny_corpus, "standard", "val")[:8])
     indices = list(range(8))
-    batch = make_batch(data, indices, tok.pad_id, n_ctx=128)
-    assert batch.n_tokens == count_targets(data, indices, 128)
+    whole = max(len(data.example(k)) for k in indices)  # a context no example overflows
+    batch = make_batch(data, indices, tok.pad_id, n_ctx=whole)
+    assert batch.n_tokens == count_targets(data, indices, whole)
     for row, k in enumerate(indices):
         ids = data.example(k)
         targets = batch.targets[row].tolist()
@@ -130,7 +135,8 @@ def test_batch_sources_share_the_loss_target_rule(tiny_corpus, tiny_tokenizer):
     tok = tiny_tokenizer
     data = encode_training_set(tok, load_split(tiny_corpus, "standard", "val")[:8])
     indices = list(range(8))
-    batch = make_batch(data, indices, tok.pad_id, n_ctx=128)
+    whole = max(len(data.example(k)) for k in indices)  # a context no example overflows
+    batch = make_batch(data, indices, tok.pad_id, n_ctx=whole)
     examples = [data.example(k) for k in indices]
     ids = torch.full((8, max(map(len, examples))), tok.pad_id, dtype=torch.long)
     for row, example in enumerate(examples):
@@ -138,7 +144,7 @@ def test_batch_sources_share_the_loss_target_rule(tiny_corpus, tiny_tokenizer):
     padded = next_token_batch(ids, tok.pad_id)
     assert torch.equal(padded.input_ids, batch.input_ids)
     assert torch.equal(padded.targets, batch.targets) and padded.n_tokens == batch.n_tokens
-    source = SampledBatches(data, seed=0, batch_size=4, pad_id=tok.pad_id, n_ctx=128)
+    source = SampledBatches(data, seed=0, batch_size=4, pad_id=tok.pad_id, n_ctx=whole)
     cpu = torch.device("cpu")
     whole, total = source.batch(3, DistInfo(0, 1, cpu))
     assert total == whole.n_tokens == source.global_batch(3).n_tokens
@@ -167,6 +173,20 @@ def test_weight_decay_applies_to_matrices_only(tmp_path):
     assert sum(p.numel() for g in (decayed, plain) for p in g["params"]) == sum(
         p.numel() for p in model.parameters()
     )
+
+
+def test_data_seed_defaults_to_seed():
+    assert TrainConfig(seed=3).resolved().data_seed == 3
+    assert TrainConfig(seed=3, data_seed=0).resolved().data_seed == 0
+
+
+def test_state_sha256_changes_with_any_weight():
+    model = initial_model(TrainConfig(preset="tiny"))
+    before = state_sha256(model)
+    assert before == state_sha256(initial_model(TrainConfig(preset="tiny", data_seed=9)))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[-1] += 1e-3
+    assert state_sha256(model) != before
 
 
 # ----------------------------------------------------------------------------- run dir
@@ -228,6 +248,82 @@ def test_existing_run_needs_resume_and_matching_settings(
         train(config)
     with pytest.raises(UserError, match=r"different settings.*seed"):
         train(dataclasses.replace(config, resume=True, seed=5))
+
+
+# ----------------------------------------------------------------------------- seed twin
+
+
+def _run_config(run_dir: Path) -> dict:
+    return json.loads((run_dir / RUN_CONFIG).read_text())
+
+
+def test_twin_shares_the_init_and_reads_another_order(
+    tiny_corpus, tiny_tokenizer_path, tmp_path, monkeypatch
+):
+    """A twin (same seed, other data_seed) starts from the same weights, draws its training
+    batches in the data_seed order (its validation subset stays the seed's) and ends
+    elsewhere; the same config twice gives the same bytes, and data_seed = seed is the
+    default run."""
+    drawn: list[tuple[str, int]] = []  # (which split, seed) of every batch drawn
+    train_batch, val_batch = SampledBatches.batch, SampledBatches.global_batch
+
+    def recording_train(self, step, dist):
+        drawn.append(("train", self.seed))
+        return train_batch(self, step, dist)
+
+    def recording_val(self, step):
+        drawn.append(("val", self.seed))
+        return val_batch(self, step)
+
+    monkeypatch.setattr(SampledBatches, "batch", recording_train)
+    monkeypatch.setattr(SampledBatches, "global_batch", recording_val)
+    base = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "base", steps=3)
+    runs = {
+        "base": base,
+        "again": dataclasses.replace(base, out=tmp_path / "again"),
+        "explicit": dataclasses.replace(base, out=tmp_path / "explicit", data_seed=0),
+        "twin": dataclasses.replace(base, out=tmp_path / "twin", data_seed=1),
+    }
+    seeds_drawn = {}
+    for name, config in runs.items():
+        drawn.clear()
+        train(config)
+        seeds_drawn[name] = set(drawn)
+    assert seeds_drawn["base"] == {("train", 0), ("val", 0)}
+    assert seeds_drawn["twin"] == {("train", 1), ("val", 0)}
+    n_train = len(load_split(tiny_corpus, "standard", "train"))
+    assert sample_indices(0, 0, 4, n_train) != sample_indices(1, 0, 4, n_train)  # first batch
+
+    meta = {name: _run_config(config.out) for name, config in runs.items()}
+    init = state_sha256(initial_model(base))
+    assert {m["init_sha256"] for m in meta.values()} == {init}
+    assert [meta[n]["data_seed"] for n in runs] == [0, 0, 0, 1]
+    weights = {name: (config.out / MODEL_WEIGHTS).read_bytes() for name, config in runs.items()}
+    assert weights["base"] == weights["again"] == weights["explicit"]
+    assert weights["twin"] != weights["base"]
+    other_init = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "seed1", seed=1, steps=1)
+    assert _run_config(train(other_init).run_dir)["init_sha256"] != init
+
+
+def test_resume_checks_the_data_seed(tiny_corpus, tiny_tokenizer_path, tmp_path):
+    """A checkpoint resumes only under its own data order; one written before data_seed
+    existed (no data_seed in its fingerprint) had the seed's order."""
+    config = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "run", steps=2)
+    init = _run_config(train(config).run_dir)["init_sha256"]
+    with pytest.raises(UserError, match=r"different settings \(data_seed\)"):
+        train(dataclasses.replace(config, resume=True, data_seed=1))
+    path = tmp_path / "run" / CHECKPOINT
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    legacy = json.loads(meta["fingerprint"])
+    del legacy["data_seed"]
+    meta["fingerprint"] = json.dumps(legacy)
+    save_file(load_safetensors(path), str(path), metadata=meta)
+    resumed = train(dataclasses.replace(config, resume=True))
+    assert resumed.finished and resumed.resumed_from == 2
+    assert _run_config(config.out)["init_sha256"] == init  # the initial weights, not step 2's
+    with pytest.raises(UserError, match=r"different settings \(data_seed\)"):
+        train(dataclasses.replace(config, resume=True, data_seed=1))
 
 
 # ----------------------------------------------------------------------------- DDP
@@ -292,7 +388,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_corpus, tiny_tokeniz
 
 
 def test_config_rejects_bad_values(tmp_path):
-    for bad in ({"variant": "other"}, {"preset": "huge"}, {"steps": 0}, {"lr": -1.0}):
+    bads = ({"variant": "other"}, {"preset": "huge"}, {"steps": 0}, {"lr": -1.0}, {"data_seed": -1})
+    for bad in bads:
         with pytest.raises(SettingError) as info:
             _config("c", "t.json", tmp_path, **bad)
         assert info.value.field == next(iter(bad))

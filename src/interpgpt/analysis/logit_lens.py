@@ -59,8 +59,8 @@ from interpgpt.analysis.protocol import (
 )
 from interpgpt.artifacts.load import load_pair
 from interpgpt.constants import Split, Variant
-from interpgpt.corpus.build import is_regulation
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set, load_records
+from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interpgpt.corpus.build import REGULATION_ACTIONS, STATS_FILE
+from interpgpt.corpus.build import STATS_FILE
+from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.io import read_json
 from interpgpt.model.taskgpt import GPTConfig
 
@@ -197,6 +198,14 @@ def _corpus_summary(stats: dict[str, Any], variant: str | None) -> str:
         )
     if stats.get("domains"):
         rows.append(("Domains", len(stats["domains"])))
+    families = stats.get("families", {})
+    if families.get("total"):
+        rows.append(
+            (
+                "Activity families (held out of training)",
+                f"{families['total']} ({families.get('held_out', 0)})",
+            )
+        )
     this = stats.get("variants", {}).get(variant or "", {})
     if this.get("examples"):
         examples = this["examples"]
@@ -223,6 +232,16 @@ def _corpus_summary(stats: dict[str, Any], variant: str | None) -> str:
     regulation = stats.get("regulation", {})
     if variant == "adhd" and regulation.get("rate") is not None:
         rows.append(("Regulation steps (share of steps)", regulation["rate"]))
+        rule = regulation.get("rule", {})
+        if rule:
+            rows.append(
+                (
+                    "Where breaks go",
+                    "after a run of effortful steps whose allowed load shrinks as complexity "
+                    f"grows (budget {rule.get('budget')}), decisions flipped with probability "
+                    f"{rule.get('noise')}",
+                )
+            )
     intro = (
         "Generated task-decomposition corpus (split by task, so no held-out task is trained on)."
     )

@@ -1,4 +1,5 @@
-"""`interpgpt behaviour`: sampled decompositions of held-out tasks by both models."""
+"""`interpgpt behaviour`: sampled decompositions of held-out tasks by both models, on seen
+and unseen families."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.behaviour import BehaviourConfig, BehaviourResult, measure_behaviour
+from interpgpt.analysis.behaviour.run import (
+    TABLE_HEADER,
+    BehaviourConfig,
+    BehaviourResult,
+    measure_behaviour,
+    table_rows,
+)
 
 
 def behaviour(config: BehaviourConfig) -> None:
-    """Sample a decomposition of every held-out task from both models: parse rate,
-    regulation use and Spearman(complexity, step count) per model."""
+    """Sample a decomposition of every held-out task from both models and teacher-force the
+    ADHD test records: parse, on-topic and object-mention rates, Spearman(complexity, step
+    count), regulation use and the P(regulation) AUROC, per model on seen and unseen
+    families."""
     console = Console()
     with console.status("sampling decompositions"):
         result = measure_behaviour(config)
@@ -21,33 +30,21 @@ def behaviour(config: BehaviourConfig) -> None:
 
 
 def behaviour_tables(result: BehaviourResult) -> list[Table]:
-    """The behaviour of each model, then one sampled decomposition per model."""
-    table = Table(title=f"behaviour on {result.n_tasks} held-out tasks")
-    columns = (
-        "model",
-        "parse rate",
-        "outputs with regulation",
-        "regulation step share",
-        "mean steps",
-        "Spearman(complexity, steps)",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
+    """The report section's table (model x subset), then one sampled decomposition per
+    model and subset."""
+    n = result.n_tasks
+    table = Table(title=f"behaviour on {n['seen']} seen- and {n['unseen']} unseen-family tasks")
+    for column in TABLE_HEADER:
+        table.add_column(column, justify="left" if column in ("model", "subset") else "right")
+    for row in table_rows(result.summary["models"]):
+        table.add_row(*row)
     examples = Table(title="sampled decompositions", show_header=False)
-    examples.add_column("model")
-    examples.add_column("task")
-    examples.add_column("steps")
-    for name, b in result.models.items():
-        table.add_row(
-            name,
-            f"{b.parse_rate:.3f}",
-            f"{b.regulating_outputs:.3f}",
-            f"{b.regulation_step_share:.3f}",
-            f"{b.mean_steps:.2f}",
-            f"{b.spearman_complexity_steps:.3f}",
-        )
-        for example in b.examples[:1]:
-            examples.add_row(name, example["task"], " | ".join(example["steps"]))
+    for column in ("model", "subset", "task", "steps"):
+        examples.add_column(column)
+    for name, subsets in result.models.items():
+        for subset, b in subsets.items():
+            for example in b.examples[:1]:
+                examples.add_row(name, subset, example["task"], " | ".join(example["steps"]))
     return [table, examples]
 
 

@@ -2,20 +2,26 @@
 
 The two models of the study differ only in their training data, so the two corpora
 must differ only in *how* a task is decomposed, never in *which* tasks appear. Every
-example of either variant is drawn from the same task (`task_id`), and the split into
-train/val/test is made over tasks, so no held-out task leaks into either training file.
+example of either variant is drawn from the same task (`task_id`) and phrased the same
+way (as written, lower case, "I need to ...", "Help me ...", ...: `PHRASINGS`, drawn per
+example); the split into train/val/test is made over tasks.
+
+Generalisation splits: whole families (`held_out_families`, drawn round-robin over
+shuffled domains) and some objects of the other families (`held_out_objects`) are held
+out; their tasks appear only in val and test, so each of val and test has seen-family and
+unseen-family tasks. The remaining tasks split by `val_fraction` / `test_fraction`.
 
 Standard variant: 3-10 concise steps; the count grows with the task's complexity
-(`taskpool.STEP_COUNTS`). ADHD variant: the same phases broken into micro steps, with
-micro-regulation actions (`REGULATION_ACTIONS`) placed between content steps — never
-first, never last, never two in a row — so that about `regulation_rate` of its steps
-are regulation.
+(`taskpool.STEP_COUNTS`). ADHD variant: the same phases as micro steps, with regulation
+actions placed among them by the effort rule of `corpus.regulation`; val and test ADHD
+records carry the rule's Bayes-optimal posterior per step (`p_break`), and stats.json
+the AUROC it reaches.
 
 Speed: each task's phrasings are JSON-escaped once (`_TaskSampler`); sampling an
 example then only picks pre-escaped strings and joins them, which gives byte-identical
-output to `json.dumps(record, ensure_ascii=False)` (tested) at a fraction of the cost.
-Each task has its own `random.Random` seeded from (seed, task id), so a task's examples
-do not depend on which other tasks were selected.
+output to `json.dumps(record, ensure_ascii=False)` (tested). Each task has its own
+`random.Random` seeded from (seed, task id), so a task's examples do not depend on which
+other tasks were selected.
 
 Reading: `iter_split` (`load_split` as a list) is the one reader of split files; the
 tokenizer, training, the evaluation sets and the SAEs all read through it, so a bad
@@ -25,10 +31,11 @@ line is always the same one-line error naming file:line.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,29 +44,41 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from interpgpt.constants import SPLITS, VARIANTS, Split, Variant
-from interpgpt.corpus.taskpool import STEP_COUNTS, Phase, TaskSpec, plan, task_pool
+from interpgpt.corpus.regulation import EFFORT, REGULATION_ACTIONS, Onsets, interleave
+from interpgpt.corpus.taskpool import (
+    STEP_COUNTS,
+    Family,
+    Phase,
+    TaskSpec,
+    families,
+    plan,
+    task_pool,
+)
 from interpgpt.errors import UserError
-from interpgpt.io import atomic_path, provenance, read_json, write_json
+from interpgpt.io import atomic_path, provenance, read_json, read_jsonl, write_json
 from interpgpt.settings import SettingError, at_least, in_range, inputs, settings_values
 
-REGULATION_ACTIONS: tuple[str, ...] = (
-    "sip water",
-    "deep breath",
-    "close eyes briefly",
-    "quick stretch",
-    "pause",
-)
-"""Micro-regulation steps of the ADHD variant; always lowercase, never content."""
-
-_REGULATION_SET = frozenset(REGULATION_ACTIONS)
-
 TASKS_FILE = "tasks.jsonl"
+"""One line per task of the corpus (`TaskInfo`)."""
 STATS_FILE = "stats.json"
 
+PHRASINGS: tuple[tuple[str, bool], ...] = (
+    ("", False),
+    ("", True),
+    ("I need to ", True),
+    ("Help me ", True),
+    ("I have to ", True),
+    ("Can you help me ", True),
+)
+"""How an example writes its task: (prefix, lower the task's first letter)."""
 
-def is_regulation(step: str) -> bool:
-    """True if `step` is one of the micro-regulation actions (ignoring case and spaces)."""
-    return step.strip().lower() in _REGULATION_SET
+
+def phrase(task: str, form: int) -> str:
+    """`task` written in phrasing `form` of `PHRASINGS` ("Help me renew my passport")."""
+    prefix, lower = PHRASINGS[form]
+    if lower and not task[:2].isupper():  # keep "ID card ..." as written
+        task = task[:1].lower() + task[1:]
+    return prefix + task
 
 
 def split_path(corpus_dir: str | Path, variant: str, split: str) -> Path:
@@ -74,32 +93,56 @@ class CorpusConfig:
     out: Path = inputs.option()
     """Directory to write the corpus into."""
     seed: int = 0
-    """Seed for task selection, the split and every sampled phrasing."""
-    n_tasks: int = 2400
-    """Distinct tasks drawn from the pool, balanced over complexity levels."""
-    examples_per_task: int = 40
+    """Seed for the held-out draws, task selection, the split and every sampled phrasing."""
+    n_tasks: int = 4800
+    """Distinct tasks drawn from the pool, balanced over complexity and spread over
+    families."""
+    examples_per_task: int = 20
     """Examples per task and variant (different phrasings and step counts)."""
-    regulation_rate: float = 0.3
-    """Target fraction of ADHD steps that are regulation actions (0 to below 0.5)."""
+    break_budget: int = 7
+    """ADHD breaks: a break follows once the effort since the last one reaches
+    max(2, break_budget - complexity)."""
+    break_noise: float = 0.05
+    """Probability that the break rule's decision after a content step is flipped (0 to
+    below 0.5)."""
+    held_out_families: float = 0.1
+    """Fraction of families (rounded up, spread over domains) whose tasks appear only in
+    val and test."""
+    held_out_objects: float = 0.1
+    """Fraction of each other family's objects (rounded at random) whose tasks appear only
+    in val and test."""
     val_fraction: float = 0.1
-    """Fraction of tasks held out for validation."""
+    """Fraction of the remaining tasks held out for validation."""
     test_fraction: float = 0.1
-    """Fraction of tasks held out for testing."""
+    """Fraction of the remaining tasks held out for testing."""
 
     def __post_init__(self) -> None:
         in_range(self, "n_tasks", 3, len(task_pool()))
         at_least(self, examples_per_task=1, seed=0, val_fraction=0, test_fraction=0)
-        # One regulation action per gap between content steps caps the rate below 1/2.
-        if not 0.0 <= self.regulation_rate < 0.5:
+        at_least(self, break_budget=2)
+        # At 0.5 the rule says nothing; above it the posterior would rank the wrong way.
+        if not 0.0 <= self.break_noise < 0.5:
             raise SettingError(
-                "regulation_rate", f"must be at least 0 and below 0.5 (got {self.regulation_rate})"
+                "break_noise", f"must be at least 0 and below 0.5 (got {self.break_noise})"
             )
+        in_range(self, "held_out_families", 0, 0.5)
+        in_range(self, "held_out_objects", 0, 0.5)
         if self.val_fraction + self.test_fraction >= 1:
             raise SettingError(
                 "test_fraction",
                 f"val_fraction + test_fraction must be below 1 "
                 f"(got {self.val_fraction} + {self.test_fraction})",
             )
+        held = self.held_out_families > 0 or self.held_out_objects > 0
+        for name in ("val_fraction", "test_fraction"):
+            if held and getattr(self, name) == 0:
+                raise SettingError(
+                    name, "must be above 0: held-out families and objects go to val and test"
+                )
+
+    def budget(self, complexity: int) -> int:
+        """Effort a run of ADHD content steps may take before the rule asks for a break."""
+        return max(2, self.break_budget - complexity)
 
 
 @dataclass(frozen=True)
@@ -109,11 +152,40 @@ class CorpusRecord:
     task_id: int
     """Id shared by the task's examples in both variants."""
     task: str
-    """The task text."""
+    """The task as this example phrases it."""
     steps: tuple[str, ...]
     """The decomposition, in order."""
     complexity: int
     """Task complexity 1-5."""
+    p_break: tuple[float, ...] | None = None
+    """ADHD val/test only: per step, the Bayes-optimal P(it is a break | the steps before)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInfo:
+    """One line of DIR/tasks.jsonl: a task of the corpus, where it comes from and its split.
+
+    Fields with a default are absent from corpora written before them.
+    """
+
+    task_id: int
+    """Id shared by the task's examples in both variants."""
+    task: str
+    """The task as written in the pool."""
+    family: str = ""
+    """Its family (`taskpool.Family`)."""
+    domain: str = ""
+    """The family's domain."""
+    complexity: int
+    """Task complexity 1-5."""
+    split: str
+    """train, val or test."""
+    family_held_out: bool = False
+    """No task of its family is in train."""
+    object_held_out: bool = False
+    """Its object is held out of its family's training tasks."""
+    object: str = ""
+    """The object the task applies to."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +208,8 @@ class CorpusSummary:
     """Spearman(complexity, step count) of the standard variant."""
     regulation_rate: float
     """Observed fraction of ADHD steps that are regulation actions."""
+    bayes_auroc: dict[str, float | None]
+    """Bayes-optimal AUROC of "the next step is a break" per split and seen/unseen group."""
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -152,14 +226,12 @@ class _Tally:
     step_counts: list[int] = field(default_factory=list)
     complexities: list[int] = field(default_factory=list)
     step_words: list[int] = field(default_factory=list)
-    regulation: list[int] = field(default_factory=list)
-    """Index into REGULATION_ACTIONS of every regulation step (ADHD only)."""
 
 
 _Option = tuple[str, int]
 """A phrasing as (JSON-escaped string, word count)."""
-_PhaseOptions = tuple[tuple[_Option, ...], tuple[tuple[_Option, ...], ...]]
-"""(standard phrasings, per ADHD micro step its phrasings)."""
+_Plan = tuple[tuple[tuple[_Option, ...], ...], tuple[tuple[_Option, ...], ...], tuple[int, ...]]
+"""(per kept phase its standard phrasings, per ADHD micro step its phrasings, efforts)."""
 
 
 def _options(texts: tuple[str, ...]) -> tuple[_Option, ...]:
@@ -169,146 +241,242 @@ def _options(texts: tuple[str, ...]) -> tuple[_Option, ...]:
 _REG_OPTIONS = _options(REGULATION_ACTIONS)
 
 
+def micro_efforts(phases: Sequence[Phase]) -> tuple[int, ...]:
+    """The weight of each ADHD content step of a plan, in order (`regulation.EFFORT`)."""
+    return tuple(EFFORT["effortful" if p.effortful else "light"] for p in phases for _ in p.micro)
+
+
 @cache
-def _plans(phases: tuple[Phase, ...], complexity: int) -> tuple[tuple[_PhaseOptions, ...], ...]:
+def _plans(phases: tuple[Phase, ...], complexity: int) -> tuple[_Plan, ...]:
     """Per possible step count, the kept phases with pre-escaped phrasings.
 
     Tasks of one family and object share `phases`, so this runs once per combination.
     """
-    return tuple(
-        tuple((_options(p.standard), tuple(_options(m) for m in p.micro)) for p in plan(phases, n))
-        for n in STEP_COUNTS[complexity]
-    )
+    out = []
+    for n in STEP_COUNTS[complexity]:
+        kept = plan(phases, n)
+        standard = tuple(_options(p.standard) for p in kept)
+        micro = tuple(_options(m) for p in kept for m in p.micro)
+        out.append((standard, micro, micro_efforts(kept)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class _TaskSampler:
     """One task with every phrasing pre-escaped; samples JSONL lines cheaply."""
 
-    head: str
-    """'{"task_id": .., "task": .., "steps": [' shared by both variants."""
+    heads: tuple[str, ...]
+    """Per phrasing form: '{"task_id": .., "task": .., "steps": [' (both variants)."""
     tail: str
     """'], "complexity": ..}' closing the record."""
+    tail_p: str
+    """'], "complexity": .., "p_break": [' opening an ADHD record's posterior."""
     complexity: int
-    plans: tuple[tuple[_PhaseOptions, ...], ...]
+    budget: int
+    plans: tuple[_Plan, ...]
     """Per possible step count: the phases that plan keeps."""
 
     @classmethod
-    def build(cls, spec: TaskSpec) -> _TaskSampler:
-        head = f'{{"task_id": {spec.pool_index}, "task": {_jstr(spec.task)}, "steps": ['
+    def build(cls, spec: TaskSpec, config: CorpusConfig) -> _TaskSampler:
+        heads = tuple(
+            f'{{"task_id": {spec.pool_index}, "task": {_jstr(phrase(spec.task, form))}, "steps": ['
+            for form in range(len(PHRASINGS))
+        )
         tail = f'], "complexity": {spec.complexity}}}\n'
-        return cls(head, tail, spec.complexity, _plans(spec.phases, spec.complexity))
+        tail_p = f'], "complexity": {spec.complexity}, "p_break": ['
+        plans = _plans(spec.phases, spec.complexity)
+        return cls(heads, tail, tail_p, spec.complexity, config.budget(spec.complexity), plans)
 
     def sample(
-        self, rng: random.Random, reg_ratio: float, tallies: tuple[_Tally, _Tally]
+        self,
+        rng: random.Random,
+        noise: float,
+        tallies: tuple[_Tally, _Tally],
+        by_action: list[int],
+        onsets: Onsets,
+        with_p: bool,
     ) -> tuple[str, str]:
         """One (standard line, ADHD line) pair for this task."""
         # int(random() * n) instead of rng.choice: same distribution, a third of the cost.
         rand = rng.random
+        heads = self.heads
+        head = heads[int(rand() * len(heads))]
         plans = self.plans
-        phases = plans[int(rand() * len(plans))]
-        std = [o[int(rand() * len(o))] for o, _ in phases]
-        content = [m[int(rand() * len(m))] for _, micro in phases for m in micro]
+        standard, micro, efforts = plans[int(rand() * len(plans))]
+        std = [o[int(rand() * len(o))] for o in standard]
+        content = [m[int(rand() * len(m))] for m in micro]
+        p_break: list[str] | None = [] if with_p else None
+        adhd = interleave(
+            content, efforts, self.budget, noise, rng, _REG_OPTIONS, by_action, onsets, p_break
+        )
         t_std, t_adhd = tallies
-        adhd = _interleave(content, rng, reg_ratio, t_adhd.regulation)
         for tally, steps in ((t_std, std), (t_adhd, adhd)):
             tally.step_counts.append(len(steps))
             tally.complexities.append(self.complexity)
             tally.step_words.extend([w for _, w in steps])
+        adhd_tail = self.tail if p_break is None else self.tail_p + ", ".join(p_break) + "]}\n"
         return (
-            self.head + ", ".join([s for s, _ in std]) + self.tail,
-            self.head + ", ".join([s for s, _ in adhd]) + self.tail,
+            head + ", ".join([s for s, _ in std]) + self.tail,
+            head + ", ".join([s for s, _ in adhd]) + adhd_tail,
         )
-
-
-def _interleave(
-    content: list[_Option], rng: random.Random, reg_ratio: float, log: list[int]
-) -> list[_Option]:
-    """Insert regulation actions into gaps between content steps (one per gap at most).
-
-    Gaps lie strictly between content steps, so a regulation step is never first, never
-    last and never next to another; the action never repeats the previous one.
-    """
-    rand = rng.random
-    expected = reg_ratio * len(content)
-    need = min(int(expected) + (rand() < expected - int(expected)), len(content) - 1)
-    if need <= 0:
-        return content
-    # Selection sampling (Knuth's Algorithm S): a uniform `need`-subset of the gaps in
-    # one pass, cheaper than random.sample plus list inserts.
-    n_actions = len(_REG_OPTIONS)
-    last = n_actions  # no action yet
-    gaps_left = len(content) - 1
-    out = [content[0]]
-    for step in content[1:]:
-        if need and rand() * gaps_left < need:
-            i = int(rand() * (n_actions - (last < n_actions)))
-            i += i >= last
-            out.append(_REG_OPTIONS[i])
-            log.append(i)
-            last = i
-            need -= 1
-        gaps_left -= 1
-        out.append(step)
-    return out
 
 
 # ---------------------------------------------------------------------- selection / split
 
 
-def select_tasks(config: CorpusConfig) -> list[TaskSpec]:
-    """`n_tasks` tasks balanced over complexity: round-robin over shuffled levels."""
-    rng = random.Random(config.seed)
-    by_level: dict[int, list[TaskSpec]] = {c: [] for c in sorted(STEP_COUNTS)}
-    for spec in task_pool():
-        by_level[spec.complexity].append(spec)
-    for specs in by_level.values():
-        rng.shuffle(specs)
+def _rng(config: CorpusConfig, purpose: str) -> random.Random:
+    """One named random stream per draw, so changing one draw leaves the others alone."""
+    return random.Random(f"{config.seed}:{purpose}")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What the generalisation splits keep out of training."""
+
+    families: tuple[str, ...]
+    """Held-out family names, in draw order."""
+    objects: dict[str, tuple[str, ...]]
+    """Per other family, its held-out objects (families without any are absent)."""
+
+    def family_held_out(self, spec: TaskSpec) -> bool:
+        return spec.family in self.families
+
+    def object_held_out(self, spec: TaskSpec) -> bool:
+        return spec.obj in self.objects.get(spec.family, ())
+
+
+def hold_out(fams: Sequence[Family], config: CorpusConfig) -> HeldOut:
+    """Draw the held-out families (round-robin over shuffled domains) and objects."""
+    rng = _rng(config, "held-out families")
+    by_domain: dict[str, list[str]] = {}
+    for family in fams:
+        by_domain.setdefault(family.domain, []).append(family.name)
+    domains = sorted(by_domain)
+    rng.shuffle(domains)
+    for domain in domains:
+        rng.shuffle(by_domain[domain])
+    depth = max(len(v) for v in by_domain.values())
+    order = [by_domain[d][i] for i in range(depth) for d in domains if i < len(by_domain[d])]
+    # round() first: 0.1 * 240 must give 24, not 25 from a float just above 24.
+    held_families = tuple(order[: math.ceil(round(config.held_out_families * len(fams), 9))])
+    rng = _rng(config, "held-out objects")
+    objects: dict[str, tuple[str, ...]] = {}
+    for family in fams:
+        if family.name in held_families:
+            continue
+        names = family.object_names
+        expected = config.held_out_objects * len(names)  # rounded at random: mean is exact
+        k = min(int(expected) + (rng.random() < expected - int(expected)), len(names) - 1)
+        if k > 0:
+            chosen = set(rng.sample(names, k))
+            objects[family.name] = tuple(o for o in names if o in chosen)
+    return HeldOut(held_families, objects)
+
+
+def select_tasks(config: CorpusConfig, pool: Sequence[TaskSpec] | None = None) -> list[TaskSpec]:
+    """`n_tasks` tasks balanced over complexity and spread over families.
+
+    Round-robin over complexity levels; within a level, round-robin over the families
+    (shuffled) that have tasks there, so no family takes more than its turn.
+    """
+    rng = _rng(config, "select")
+    by_level: dict[int, dict[str, list[TaskSpec]]] = {c: {} for c in sorted(STEP_COUNTS)}
+    for spec in task_pool() if pool is None else pool:
+        by_level[spec.complexity].setdefault(spec.family, []).append(spec)
+    queues: list[list[TaskSpec]] = []
+    for by_family in by_level.values():
+        names = sorted(by_family)
+        rng.shuffle(names)
+        for name in names:
+            rng.shuffle(by_family[name])
+        depth = max((len(v) for v in by_family.values()), default=0)
+        queues.append(
+            [by_family[n][i] for i in range(depth) for n in names if i < len(by_family[n])]
+        )
     chosen: list[TaskSpec] = []
     depth = 0
     while len(chosen) < config.n_tasks:
-        for specs in by_level.values():
-            if depth < len(specs) and len(chosen) < config.n_tasks:
-                chosen.append(specs[depth])
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < config.n_tasks:
+                chosen.append(queue[depth])
         depth += 1
     return chosen
 
 
-def assign_splits(specs: list[TaskSpec], config: CorpusConfig) -> dict[str, list[TaskSpec]]:
-    """Split tasks (not examples) into train/val/test with a seeded shuffle."""
-    order = specs[:]
-    random.Random(config.seed + 1).shuffle(order)
-    n_val = round(len(order) * config.val_fraction)
-    n_test = round(len(order) * config.test_fraction)
-    n_train = len(order) - n_val - n_test
-    return {
-        "train": order[:n_train],
-        "val": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
+def assign_splits(
+    specs: list[TaskSpec], held: HeldOut, config: CorpusConfig
+) -> dict[str, list[TaskSpec]]:
+    """Split tasks (not examples): held-out ones to val and test, the rest by fractions."""
+    rng = _rng(config, "split")
+    unseen_family = [s for s in specs if held.family_held_out(s)]
+    unseen_object = [s for s in specs if held.object_held_out(s) and not held.family_held_out(s)]
+    held_ids = {s.pool_index for s in unseen_family + unseen_object}
+    rest = [s for s in specs if s.pool_index not in held_ids]
+    rng.shuffle(rest)
+    n_val = round(len(rest) * config.val_fraction)
+    n_test = round(len(rest) * config.test_fraction)
+    n_train = len(rest) - n_val - n_test
+    out = {
+        "train": rest[:n_train],
+        "val": rest[n_train : n_train + n_val],
+        "test": rest[n_train + n_val :],
     }
+    share = config.val_fraction / max(config.val_fraction + config.test_fraction, 1e-12)
+    for group in (unseen_family, unseen_object):
+        rng.shuffle(group)
+        k = round(len(group) * share)
+        if len(group) >= 2:  # both val and test get some of each kind
+            k = min(max(k, 1), len(group) - 1)
+        out["val"] += group[:k]
+        out["test"] += group[k:]
+    return out
 
 
 # ----------------------------------------------------------------------------- building
 
 
+@dataclass
+class _Accumulator:
+    """Everything stats.json needs, gathered while the splits are written."""
+
+    tallies: tuple[_Tally, _Tally] = field(default_factory=lambda: (_Tally(), _Tally()))
+    by_action: list[int] = field(default_factory=lambda: [0] * len(REGULATION_ACTIONS))
+    onsets: dict[str, Onsets] = field(default_factory=dict)
+    """Per split, and per "<split>_seen" / "<split>_unseen" family group."""
+
+
 def generate_split(
-    specs: list[TaskSpec], config: CorpusConfig, tallies: tuple[_Tally, _Tally], split_seed: int
+    specs: list[TaskSpec],
+    config: CorpusConfig,
+    held: HeldOut,
+    acc: _Accumulator,
+    split: str,
 ) -> tuple[list[str], list[str]]:
     """Standard and ADHD lines for one split, shuffled by one shared permutation.
 
     Sharing the permutation keeps line i of both files on the same task.
     """
-    reg_ratio = config.regulation_rate / (1.0 - config.regulation_rate)
+    with_p = split != "train"
+    groups = {False: Onsets(), True: Onsets()}  # by family held out
     std_lines: list[str] = []
     adhd_lines: list[str] = []
     for spec in specs:
-        sampler = _TaskSampler.build(spec)
+        sampler = _TaskSampler.build(spec, config)
         rng = random.Random(config.seed * 1_000_003 + spec.pool_index)
+        onsets = groups[held.family_held_out(spec)]
         for _ in range(config.examples_per_task):
-            s, a = sampler.sample(rng, reg_ratio, tallies)
+            s, a = sampler.sample(
+                rng, config.break_noise, acc.tallies, acc.by_action, onsets, with_p
+            )
             std_lines.append(s)
             adhd_lines.append(a)
-    perm = np.random.default_rng([config.seed, split_seed]).permutation(len(std_lines))
+    total = Onsets()
+    for onsets in groups.values():
+        total.add(onsets)
+    acc.onsets[split] = total
+    if with_p:
+        acc.onsets[f"{split}_seen"], acc.onsets[f"{split}_unseen"] = groups[False], groups[True]
+    perm = np.random.default_rng([config.seed, SPLITS.index(split)]).permutation(len(std_lines))
     return [std_lines[i] for i in perm], [adhd_lines[i] for i in perm]
 
 
@@ -317,15 +485,19 @@ def _write_lines(path: Path, lines: list[str]) -> None:
         handle.write("".join(lines))
 
 
-def _task_line(spec: TaskSpec, split: str) -> str:
-    record = {
-        "task_id": spec.pool_index,
-        "task": spec.task,
-        "domain": spec.domain,
-        "complexity": spec.complexity,
-        "split": split,
-    }
-    return json.dumps(record, ensure_ascii=False) + "\n"
+def _task_line(spec: TaskSpec, split: str, held: HeldOut) -> str:
+    info = TaskInfo(
+        task_id=spec.pool_index,
+        task=spec.task,
+        family=spec.family,
+        domain=spec.domain,
+        complexity=spec.complexity,
+        split=split,
+        family_held_out=held.family_held_out(spec),
+        object_held_out=held.object_held_out(spec),
+        object=spec.obj,
+    )
+    return json.dumps(asdict(info), ensure_ascii=False) + "\n"
 
 
 def build_corpus(config: CorpusConfig) -> CorpusSummary:
@@ -333,11 +505,12 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
     out_dir = config.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
-    splits = assign_splits(select_tasks(config), config)
-    tallies = (_Tally(), _Tally())
+    held = hold_out(families(), config)
+    splits = assign_splits(select_tasks(config), held, config)
+    acc = _Accumulator()
     lines: dict[str, dict[str, list[str]]] = {v: {} for v in VARIANTS}
-    for split_seed, split in enumerate(SPLITS):
-        std, adhd = generate_split(splits[split], config, tallies, split_seed)
+    for split in SPLITS:
+        std, adhd = generate_split(splits[split], config, held, acc, split)
         lines["standard"][split], lines["adhd"][split] = std, adhd
     split_files: dict[str, dict[str, Path]] = {v: {} for v in VARIANTS}
     for variant in VARIANTS:
@@ -345,12 +518,12 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
             split_files[variant][split] = path = split_path(out_dir, variant, split)
             _write_lines(path, lines[variant][split])
     task_lines = [
-        _task_line(spec, split)
+        _task_line(spec, split, held)
         for split in SPLITS
         for spec in sorted(splits[split], key=lambda s: s.pool_index)
     ]
     _write_lines(out_dir / TASKS_FILE, task_lines)
-    stats = corpus_stats(config, splits, tallies)
+    stats = corpus_stats(config, splits, held, acc)
     write_json(out_dir / STATS_FILE, stats)
     return CorpusSummary(
         out_dir=out_dir,
@@ -358,9 +531,10 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
         stats_file=out_dir / STATS_FILE,
         split_files=split_files,
         n_tasks={s: len(splits[s]) for s in SPLITS},
-        n_examples=len(tallies[0].step_counts),
+        n_examples=len(acc.tallies[0].step_counts),
         spearman=stats["spearman"]["standard"],
         regulation_rate=stats["regulation"]["rate"],
+        bayes_auroc=stats["regulation"]["bayes_auroc"],
     )
 
 
@@ -383,14 +557,46 @@ def _distribution(counter: Counter[int]) -> dict[str, Any]:
     }
 
 
-def corpus_stats(
-    config: CorpusConfig, splits: dict[str, list[TaskSpec]], tallies: tuple[_Tally, _Tally]
+def _families_stats(
+    all_specs: list[TaskSpec], held: HeldOut, splits: dict[str, list[TaskSpec]]
 ) -> dict[str, Any]:
-    """The stats.json document: counts, distributions, regulation rate, Spearman."""
+    fams = families()
+    per_domain: dict[str, dict[str, int]] = {}
+    for family in fams:
+        row = per_domain.setdefault(family.domain, {"total": 0, "held_out": 0})
+        row["total"] += 1
+        row["held_out"] += family.name in held.families
+    per_family = Counter(s.family for s in all_specs)
+    return {
+        "total": len(fams),
+        "held_out": len(held.families),
+        "held_out_names": sorted(held.families),
+        "per_domain": dict(sorted(per_domain.items())),
+        "with_tasks": len(per_family),
+        "max_tasks_per_family": max(per_family.values(), default=0),
+        "tasks_held_out": {
+            split: {
+                "unseen_family": sum(held.family_held_out(s) for s in splits[split]),
+                "unseen_object": sum(
+                    held.object_held_out(s) and not held.family_held_out(s) for s in splits[split]
+                ),
+            }
+            for split in SPLITS
+        },
+    }
+
+
+def corpus_stats(
+    config: CorpusConfig,
+    splits: dict[str, list[TaskSpec]],
+    held: HeldOut,
+    acc: _Accumulator,
+) -> dict[str, Any]:
+    """The stats.json document: counts, distributions, held-out data, the break rule."""
     all_specs = [s for split in SPLITS for s in splits[split]]
     variants: dict[str, Any] = {}
     spearman: dict[str, float] = {}
-    for variant, tally in zip(VARIANTS, tallies, strict=True):
+    for variant, tally in zip(VARIANTS, acc.tallies, strict=True):
         counts = np.asarray(tally.step_counts)
         rho = spearmanr(np.asarray(tally.complexities), counts).statistic
         spearman[variant] = round(float(rho), 4) if np.isfinite(rho) else float("nan")
@@ -399,23 +605,36 @@ def corpus_stats(
             "steps_per_example": _distribution(_counts(tally.step_counts)),
             "words_per_step": _distribution(_counts(tally.step_words)),
         }
-    adhd_steps = sum(tallies[1].step_counts)
-    reg = np.bincount(
-        np.asarray(tallies[1].regulation, dtype=np.int64), minlength=len(REGULATION_ACTIONS)
-    )
-    n_reg = int(reg.sum())
-    by_action = {a: int(n) for a, n in zip(REGULATION_ACTIONS, reg, strict=True)}
+    adhd_steps = sum(acc.tallies[1].step_counts)
+    n_reg = sum(acc.by_action)
+    all_onsets = Onsets()
+    for split in SPLITS:
+        all_onsets.add(acc.onsets[split])
     return {
         "tasks": {s: len(splits[s]) for s in SPLITS},
         "domains": dict(sorted(Counter(s.domain for s in all_specs).items())),
         "complexity": {
             str(c): n for c, n in sorted(Counter(s.complexity for s in all_specs).items())
         },
+        "families": _families_stats(all_specs, held, splits),
+        "held_out_objects": {
+            "total": sum(len(v) for v in held.objects.values()),
+            "families": len(held.objects),
+            "by_family": {k: list(v) for k, v in sorted(held.objects.items())},
+        },
         "variants": variants,
         "regulation": {
+            "rule": {
+                "break_budget": config.break_budget,
+                "budget": {str(c): config.budget(c) for c in sorted(STEP_COUNTS)},
+                "effort": EFFORT,
+                "noise": config.break_noise,
+                "actions": list(REGULATION_ACTIONS),
+            },
             "rate": round(n_reg / max(adhd_steps, 1), 4),
-            "target": config.regulation_rate,
-            "by_action": by_action,
+            "flip_rate": all_onsets.flip_rate(),
+            "by_action": dict(zip(REGULATION_ACTIONS, acc.by_action, strict=True)),
+            "bayes_auroc": {k: v.auroc(config.break_noise) for k, v in acc.onsets.items()},
         },
         "spearman": spearman,
         # The settings only: the same corpus built into another directory has the same stats.
@@ -437,6 +656,23 @@ def read_stats(corpus_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ reading
 
 
+_TASK_FIELDS = frozenset(f.name for f in fields(TaskInfo))
+_TASK_REQUIRED = tuple(f.name for f in fields(TaskInfo) if f.default is MISSING)
+
+
+def read_tasks(corpus_dir: str | Path) -> dict[int, TaskInfo]:
+    """task_id -> its line of DIR/tasks.jsonl (UserError if a line lacks a field)."""
+    path = Path(corpus_dir) / TASKS_FILE
+    tasks = {}
+    for row in read_jsonl(path):
+        missing = [k for k in _TASK_REQUIRED if k not in row]
+        if missing:
+            raise UserError(f"{path}: task {row.get('task_id')} lacks {', '.join(missing)}")
+        info = TaskInfo(**{k: v for k, v in row.items() if k in _TASK_FIELDS})
+        tasks[info.task_id] = info
+    return tasks
+
+
 def _check_record(raw: Any, where: str) -> CorpusRecord:
     if not isinstance(raw, dict):
         raise UserError(f"{where}: expected a JSON object per line")
@@ -451,7 +687,16 @@ def _check_record(raw: Any, where: str) -> CorpusRecord:
     task_id, complexity = raw.get("task_id"), raw.get("complexity")
     if not isinstance(task_id, int) or not isinstance(complexity, int):
         raise UserError(f"{where}: task_id and complexity must be integers")
-    return CorpusRecord(task_id, task, tuple(steps), complexity)
+    p_break = raw.get("p_break")
+    if p_break is not None:
+        if (
+            not isinstance(p_break, list)
+            or len(p_break) != len(steps)
+            or not all(isinstance(p, float | int) and 0 <= p <= 1 for p in p_break)
+        ):
+            raise UserError(f"{where}: p_break must be one probability per step")
+        p_break = tuple(float(p) for p in p_break)
+    return CorpusRecord(task_id, task, tuple(steps), complexity, p_break)
 
 
 def iter_split(corpus_dir: str | Path, variant: Variant, split: Split) -> Iterator[CorpusRecord]:

@@ -28,7 +28,8 @@ def load_records(
 ) -> list[dict[str, Any]]:
     """Records of one variant and split, one phrasing per task (the first, so tasks are not
     over-counted); with `limit`, those of the first `limit` tasks. Read with the corpus's
-    reader (`build.iter_split`), as plain dicts (task_id, task, steps, complexity)."""
+    reader (`build.iter_split`), as plain dicts (task_id, task, steps, complexity, and
+    p_break where the record carries it: ADHD val and test)."""
     seen: set[int] = set()
     unique: list[dict[str, Any]] = []
     for record in iter_split(corpus_dir, variant, split):
@@ -36,14 +37,15 @@ def load_records(
             break
         if record.task_id not in seen:
             seen.add(record.task_id)
-            unique.append(
-                {
-                    "task_id": record.task_id,
-                    "task": record.task,
-                    "steps": list(record.steps),
-                    "complexity": record.complexity,
-                }
-            )
+            row: dict[str, Any] = {
+                "task_id": record.task_id,
+                "task": record.task,
+                "steps": list(record.steps),
+                "complexity": record.complexity,
+            }
+            if record.p_break is not None:
+                row["p_break"] = list(record.p_break)
+            unique.append(row)
     return unique
 
 

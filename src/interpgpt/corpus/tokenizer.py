@@ -13,6 +13,9 @@ The sequence format is the InterpGPT notebook's `encode_example`::
 step onsets, the `<|steps|>`/`<|sep|>` positions that predict a step onset, regulation
 steps); `task_range` and `special_positions` reproduce the notebook's `token_roles`.
 `regulation_first_tokens` is the one definition of the regulation vocabulary's token ids.
+`TaskTokenizer.budget` says how much of the BPE budget training filled: BPE stops early
+when no pair of tokens is left to merge, so a short vocabulary means a corpus with few
+distinct words.
 
 HF `tokenizers` matches added tokens anywhere in the input, so a task that literally
 contains "<|sep|>" would turn into the special. `encode_text` cuts the text inside every
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from interpgpt.constants import VARIANTS
-from interpgpt.corpus.build import REGULATION_ACTIONS, is_regulation, iter_split
+from interpgpt.corpus.build import iter_split
+from interpgpt.corpus.regulation import REGULATION_ACTIONS, is_regulation
 from interpgpt.errors import UserError
 from interpgpt.io import write_text
 from interpgpt.settings import in_range, inputs
@@ -76,6 +81,22 @@ class TokenRoles:
     """Whether each step's decoded text is a regulation action."""
     end_position: int | None
     """Position of `<|end|>` after the steps, or None if the sequence was cut off."""
+
+
+@dataclass(frozen=True)
+class VocabBudget:
+    """How much of the BPE budget (`DEFAULT_VOCAB_SIZE`) a trained tokenizer fills."""
+
+    bpe_tokens: int
+    """Learned vocabulary, specials excluded: the byte alphabet plus one token per merge."""
+    merges: int
+    """Merge rules learned."""
+    budget: int = DEFAULT_VOCAB_SIZE
+    """BPE tokens allowed (bytes + merges, specials excluded)."""
+
+    def describe(self) -> str:
+        """The phrase "uses N of BUDGET tokens (M merges)", as the CLI and the report say it."""
+        return f"uses {self.bpe_tokens:,} of {self.budget:,} tokens ({self.merges:,} merges)"
 
 
 class TaskTokenizer:
@@ -139,6 +160,12 @@ class TaskTokenizer:
     def vocab_size(self) -> int:
         """Number of token ids, specials included."""
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def budget(self) -> VocabBudget:
+        """The learned vocabulary and merges against `DEFAULT_VOCAB_SIZE`."""
+        ids = set(self.tokenizer.get_vocab(with_added_tokens=True).values())
+        merges = json.loads(self._json)["model"].get("merges", [])
+        return VocabBudget(bpe_tokens=len(ids - self._special_set), merges=len(merges))
 
     # -- text
     def encode_text(self, text: str) -> list[int]:

@@ -14,7 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis import ablation, behaviour, feature_diff, logit_lens
+from interpgpt.analysis import ablation, feature_diff, logit_lens
+from interpgpt.analysis.behaviour import run as behaviour
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.patching import run as patching
 from interpgpt.analysis.probes import run as probes
@@ -31,7 +32,12 @@ from interpgpt.artifacts.export import ExportConfig, export
 from interpgpt.artifacts.names import MODEL_WEIGHTS, TL_BUNDLE
 from interpgpt.constants import VARIANTS, Variant
 from interpgpt.corpus.build import CorpusConfig, build_corpus
-from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
+from interpgpt.corpus.tokenizer import (
+    TaskTokenizer,
+    TokenizerConfig,
+    VocabBudget,
+    train_tokenizer,
+)
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import GPTConfig
 from interpgpt.sae.training import TrainAllConfig, train_all
@@ -43,7 +49,7 @@ SAMPLED_TASKS = 150
 """Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
 
 STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "corpus": {"n_tasks": 2400, "examples_per_task": 24},
+    "corpus": {"n_tasks": 4800, "examples_per_task": 12},
     "export": {"overwrite": True},
     "train": {"resume": True},
     "behaviour": {"limit": SAMPLED_TASKS},
@@ -89,7 +95,29 @@ def corpus_section(summary: Summary, outputs: list[str]) -> Section:
 def tokenizer_stage(ws: Workspace, config: TokenizerConfig) -> StageOutput:
     path = train_tokenizer(dataclasses.replace(config, corpus=ws.corpus, out=ws.tokenizer))
     tokenizer = TaskTokenizer.from_file(path)
-    return StageOutput([path], {"vocab_size": tokenizer.vocab_size, "sha256": tokenizer.sha256})
+    return StageOutput(
+        [path],
+        {
+            "vocab_size": tokenizer.vocab_size,
+            "sha256": tokenizer.sha256,
+            "budget": dataclasses.asdict(tokenizer.budget()),
+        },
+    )
+
+
+def tokenizer_section(summary: Summary, outputs: list[str]) -> Section:
+    """How much of the BPE budget the trained tokenizer fills: a corpus with few distinct
+    words stops BPE short of it."""
+    budget = VocabBudget(**summary["budget"])
+    return Section(
+        "Tokenizer",
+        f"The tokenizer {budget.describe()}.",
+        rows=[
+            ("BPE tokens (bytes + merges)", f"{budget.bpe_tokens:,} of {budget.budget:,}"),
+            ("merges", f"{budget.merges:,}"),
+            ("sha256", summary["sha256"][:12]),
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------- models
@@ -192,7 +220,12 @@ def sae_section(summary: Summary, outputs: list[str]) -> Section:
 STAGES: list[Analysis[Any]] = [
     Analysis("corpus", "paired standard/ADHD corpus", CorpusConfig, corpus_stage, corpus_section),
     Analysis(
-        "tokenizer", "shared byte-level BPE", TokenizerConfig, tokenizer_stage, None, ("corpus",)
+        "tokenizer",
+        "shared byte-level BPE",
+        TokenizerConfig,
+        tokenizer_stage,
+        tokenizer_section,
+        ("corpus",),
     ),
     Analysis(
         "train-standard",

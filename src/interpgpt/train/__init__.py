@@ -7,6 +7,10 @@ their corpus in an order that is a pure function of (seed, step) (`batches.sampl
 Everything else — optimizer, schedule, batch, steps — comes from the same config, so
 the only difference between the two runs is the text they see.
 
+Twins. A seed twin shares the init (same `seed`) and differs only in the data order
+(another `data_seed`); every run dir records `init_sha256` (`state_sha256` of the initial
+weights) and `data_seed`, so a twin's shared init can be checked rather than assumed.
+
 Which tokens carry loss. A sequence is `<|task|> task <|steps|> s1 <|sep|> ... <|end|>`
 and every next-token target from the first token after `<|task|>` through `<|end|>`
 inclusive carries loss: the task text too (it shapes the task representation the
@@ -41,6 +45,7 @@ from interpgpt.train.config import (
     lr_at,
     make_optimizer,
     model_config,
+    state_sha256,
 )
 from interpgpt.train.loop import train
 from interpgpt.train.step import batch_loss
@@ -55,5 +60,6 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "model_config",
+    "state_sha256",
     "train",
 ]

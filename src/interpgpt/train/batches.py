@@ -6,11 +6,13 @@ notebook's `encode_example` layout. Encoding goes through the tokenizers library
 assembles `<|task|> task <|steps|> s1 <|sep|> ... <|end|>` from the pieces; the result
 equals `TaskTokenizer.encode_example` (tested).
 
-The data order is a pure function of (seed, step): global sample `i = step * batch + j`
-is position `i mod n` of the permutation of epoch `i div n`, and each epoch's permutation
-comes from `numpy.random.default_rng([seed, epoch])`. Resuming a run therefore needs no
-iterator state, and two runs with the same seed — the standard and the ADHD model of a
-matched pair — follow the same data-order policy over their own corpora.
+The data order is a pure function of (seed, step), where the seed is the run's
+`data_seed` (by default its init seed): global sample `i = step * batch + j` is position
+`i mod n` of the permutation of epoch `i div n`, and each epoch's permutation comes from
+`numpy.random.default_rng([seed, epoch])`. Resuming a run therefore needs no iterator
+state; two runs with the same data seed — the standard and the ADHD model of a matched
+pair — follow the same data-order policy over their own corpora, and a seed twin (same
+init, another data seed) reads the same corpus in another order.
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ class SampledBatches:
 
     data: TokenSet
     seed: int
+    """The data-order seed."""
     batch_size: int
     """Sequences per global batch (all ranks)."""
     pad_id: int

@@ -28,6 +28,7 @@ def fingerprint(state: LoopState) -> dict:
         "preset",
         "variant",
         "seed",
+        "data_seed",
         "steps",
         "batch_size",
         "lr",
@@ -80,6 +81,7 @@ def load_checkpoint(state: LoopState) -> None:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
     saved, current = json.loads(meta.get("fingerprint", "{}")), fingerprint(state)
+    saved.setdefault("data_seed", saved.get("seed"))  # written before data_seed: seed's order
     differ = sorted(k for k in current if saved.get(k) != current[k])
     if differ:
         raise UserError(

@@ -4,13 +4,14 @@
 docstrings) are the options of `interpgpt train` and the keys of the study's `[train]`
 section, and it validates itself on construction, so a bad value is reported as the
 user wrote it (`--steps`, `train.steps`) before any data is read. It is frozen;
-`resolved()` returns the copy with the preset's budget filled in, which is what the
-loop, the checkpoint fingerprint and the run dir's config.json see.
+`resolved()` returns the copy with the preset's budget (and the data-order seed) filled
+in, which is what the loop, the checkpoint fingerprint and the run dir's config.json see.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,10 @@ class TrainConfig:
     lr: float | None = None
     """Peak learning rate (None: the preset's)."""
     seed: int = 0
-    """Seed of the initial weights and of the data order."""
+    """Seed of the initial weights (and of the data order unless data_seed is set)."""
+    data_seed: int | None = None
+    """Seed of the data order (None: seed). A seed twin keeps seed and changes only this:
+    the same initial weights, another order of the same batches."""
     warmup_fraction: float = 0.05
     """Fraction of steps of linear learning-rate warmup."""
     min_lr_ratio: float = 0.1
@@ -109,6 +113,7 @@ class TrainConfig:
             steps=1,
             batch_size=1,
             seed=0,
+            data_seed=0,
             weight_decay=0,
             grad_clip=0,
             log_every=1,
@@ -126,7 +131,8 @@ class TrainConfig:
             raise SettingError("betas", f"must be two numbers in [0, 1) (got {self.betas})")
 
     def resolved(self) -> TrainConfig:
-        """This config with every None budget field filled from the preset's defaults."""
+        """This config with every None budget field filled from the preset's defaults, and
+        `data_seed` from `seed`."""
         budget = TRAIN_DEFAULTS[self.preset]
         steps = self.steps or budget.steps
         eval_every = self.eval_every or max(1, steps // 5)
@@ -137,6 +143,7 @@ class TrainConfig:
             lr=self.lr or budget.lr,
             eval_every=eval_every,
             checkpoint_every=self.checkpoint_every or eval_every,
+            data_seed=self.seed if self.data_seed is None else self.data_seed,
         )
 
 
@@ -170,9 +177,21 @@ def model_config(config: TrainConfig) -> GPTConfig:
 
 
 def initial_model(config: TrainConfig) -> TaskGPT:
-    """The initial weights: a function of (preset, seed) only, identical for both variants."""
+    """The initial weights: a function of (preset, seed) only, identical for both variants
+    and for a seed twin (`data_seed` never reaches them)."""
     torch.manual_seed(config.seed)
     return TaskGPT(model_config(config))
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a state dict: each tensor's name, dtype, shape and bytes in sorted key
+    order, so two models hash equal exactly when their weights are bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def lr_at(step: int, config: TrainConfig) -> float:

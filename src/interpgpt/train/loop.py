@@ -21,6 +21,7 @@ from interpgpt.train.config import (
     lr_at,
     make_optimizer,
     model_config,
+    state_sha256,
 )
 from interpgpt.train.distributed import DistInfo, finish_distributed, init_distributed
 from interpgpt.train.outputs import training_progress, write_loss_plot, write_metrics, write_run
@@ -105,7 +106,8 @@ def start_state(
     train_set: TokenSet,
     val_set: TokenSet,
 ) -> LoopState:
-    """A fresh run's state, or the checkpoint's when resuming one that has a checkpoint."""
+    """A fresh run's state, or the checkpoint's when resuming one that has a checkpoint;
+    `model` holds the initial weights."""
     stepper = Stepper(
         model,
         make_optimizer(model, config),
@@ -114,7 +116,10 @@ def start_state(
         grad_clip=config.grad_clip,
         autocast=autocast_enabled(config, dist.device),
     )
-    state = LoopState(stepper, config, tokenizer, train_set, val_set)
+    # Hashed before a checkpoint can overwrite them: the weights every run of this
+    # (preset, seed) starts from, resumed or not.
+    init = state_sha256(model)
+    state = LoopState(stepper, config, tokenizer, train_set, val_set, init_sha256=init)
     if config.resume and (config.out / CHECKPOINT).is_file():
         load_checkpoint(state)
     return state

@@ -36,6 +36,8 @@ def write_run(state: LoopState, val_loss: float) -> None:
             "model": state.model.cfg.to_dict(),
             "train": config,
             "variant": config.variant,
+            "init_sha256": state.init_sha256,
+            "data_seed": config.data_seed,
             "tokenizer_sha256": file_sha256(config.tokenizer),
             "val_loss": val_loss,
             "steps": state.step,

@@ -34,6 +34,8 @@ class LoopState:
     tokens_seen: int = 0
     tokens_this_run: int = 0
     resumed_from: int = 0
+    init_sha256: str = ""
+    """`train.config.state_sha256` of the initial weights (same for both variants and a twin)."""
     records: list[dict] = field(default_factory=list)
     last_samples: list[dict] = field(default_factory=list)
 
@@ -49,18 +51,19 @@ class LoopState:
     def dist(self) -> DistInfo:
         return self.stepper.dist
 
-    def batches(self, data: TokenSet) -> SampledBatches:
+    def batches(self, data: TokenSet, seed: int) -> SampledBatches:
         """The (seed, step)-ordered batches of `data` at this run's batch size."""
         assert self.config.batch_size is not None, "call on config.resolved()"
         n_ctx = self.model.cfg.n_ctx
-        return SampledBatches(
-            data, self.config.seed, self.config.batch_size, self.tokenizer.pad_id, n_ctx
-        )
+        return SampledBatches(data, seed, self.config.batch_size, self.tokenizer.pad_id, n_ctx)
 
     def train_step(self) -> float:
-        """One optimizer step on global batch `self.step`; returns its mean loss."""
+        """One optimizer step on global batch `self.step` of the `data_seed` order; returns
+        its mean loss."""
+        assert self.config.data_seed is not None, "call on config.resolved()"
+        batches = self.batches(self.train_set, self.config.data_seed)
         try:
-            loss, total = self.stepper.step(self.step, self.batches(self.train_set))
+            loss, total = self.stepper.step(self.step, batches)
         except NonFiniteLoss:
             raise UserError(nan_message(self)) from None
         self.step += 1
@@ -69,10 +72,12 @@ class LoopState:
         return loss
 
     def evaluate(self) -> float:
-        """Token-weighted mean loss on a fixed subset of the val split (rank 0 only)."""
+        """Token-weighted mean loss on a fixed subset of the val split (rank 0 only). The
+        subset follows `seed`, not `data_seed`, so a model and its twin are scored on the
+        same examples."""
         if self.dist.rank != 0:
             return float("nan")
-        val = self.batches(self.val_set)
+        val = self.batches(self.val_set, self.config.seed)
         return self.stepper.evaluate(val.global_batch(k) for k in range(self.config.eval_batches))
 
     def sample(self) -> list[dict]:

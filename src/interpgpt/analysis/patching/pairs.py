@@ -21,8 +21,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interpgpt.constants import Variant
+from interpgpt.corpus.build import iter_split
 from interpgpt.errors import UserError
-from interpgpt.io import read_jsonl
 
 
 @dataclass
@@ -80,15 +81,12 @@ def _onset_tokens(tokenizer, records: list[dict]) -> tuple[set[int], set[int]]:
     return regulation, content - regulation
 
 
-def _by_task(corpus_dir: Path, variant: str, phrasings: int) -> dict[str, list[dict]]:
-    path = corpus_dir / variant / "test.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; pass a corpus dir written by `interpgpt corpus`")
+def _by_task(corpus_dir: Path, variant: Variant, phrasings: int) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
-    for record in read_jsonl(path):
-        rows = grouped.setdefault(str(record["task_id"]), [])
+    for record in iter_split(corpus_dir, variant, "test"):
+        rows = grouped.setdefault(str(record.task_id), [])
         if len(rows) < phrasings:
-            rows.append(record)
+            rows.append({"task": record.task, "steps": list(record.steps)})
     return grouped
 
 
@@ -100,15 +98,17 @@ def build_pairs(
     standard = _by_task(Path(corpus_dir), "standard", phrasings)
     matches: dict[int, dict[str, tuple[list[int], list[int]]]] = {}
     for task_id, records in adhd.items():
+        # Keyed by the task's phrasing too: both inputs must share the header exactly.
         corrupt = {
-            len(p): p for r in standard.get(task_id, []) for p in _prefixes(tokenizer, r, False)
+            (r["task"], len(p)): p
+            for r in standard.get(task_id, [])
+            for p in _prefixes(tokenizer, r, False)
         }
         for record in records:
             for clean in _prefixes(tokenizer, record, True):
-                if len(clean) in corrupt and len(clean) <= max_len:
-                    matches.setdefault(len(clean), {}).setdefault(
-                        task_id, (clean, corrupt[len(clean)])
-                    )
+                key = (record["task"], len(clean))
+                if key in corrupt and len(clean) <= max_len:
+                    matches.setdefault(len(clean), {}).setdefault(task_id, (clean, corrupt[key]))
     if not matches:
         raise UserError(
             f"{corpus_dir}: no held-out task has an ADHD prefix before a regulation step and "

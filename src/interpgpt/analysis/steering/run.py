@@ -73,6 +73,7 @@ from interpgpt.analysis.steering.null import (
 )
 from interpgpt.artifacts.load import load_pair
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
+from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
@@ -400,7 +401,6 @@ def generated_regulation_rate(
 ) -> Float[Tensor, " task"]:
     """Per task, the fraction of sampled steps that are regulation actions (NaN when the
     sample has no step), with `factory`'s hook active at every `<|steps|>`/`<|sep|>` input."""
-    from interpgpt.corpus.build import is_regulation
     from interpgpt.model.generate import sample_decompositions
 
     hooks = []
