@@ -42,6 +42,7 @@ def run(argv: list[str], capsys) -> tuple[int, str]:
 
 def assert_usage_error(code: int, output: str, path: list[str]) -> None:
     assert code == 2, output
+    assert "Show this message and exit" not in output, "a usage error prints usage, not help"
     assert "Traceback" not in output
     lines = output.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]

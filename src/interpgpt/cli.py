@@ -60,10 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as err:  # click's usage errors (typer carries its own click)
         ctx = getattr(err, "ctx", None)
         message = err.format_message()
-        if ctx is not None and message == ctx.get_help():  # a group called without a command
-            typer.echo(message, err=True)
-            message = "missing command"
-        elif ctx is not None:
+        if type(err).__name__ == "NoArgsIsHelpError":  # a group called without a command
+            message = "missing command"  # (its help was printed when the error was raised)
+        if ctx is not None:
             typer.echo(ctx.get_usage(), err=True)
         typer.echo(f"error: {' '.join(message.split())}", err=True)
         sys.exit(err.exit_code)
