@@ -53,6 +53,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interpgpt.analysis.interventions import Hook, add_direction, project_out
+from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
 from interpgpt.analysis.probes.fit import (
     LinearProbe,
     PositionTable,
@@ -70,6 +71,7 @@ from interpgpt.analysis.protocol import (
     figures,
     fmt,
 )
+from interpgpt.artifacts.load import load_model
 from interpgpt.constants import VARIANTS, Split, Variant
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.corpus.tokenizer import regulation_first_tokens
@@ -418,8 +420,6 @@ def probe_layers(ctx: CausalContext, name: str, train: Tensor) -> ProbeResult:
 def run_probes(config: ProbesConfig) -> ProbesResult:
     """Fit the three probes on every layer, check them causally, and write
     three_probes.json and probes.png under `config.out`."""
-    from interpgpt.artifacts.load import load_model
-
     device = resolve_device(config.device)
     loaded = load_model(config.model)
     model = loaded.model.to(device).eval()
@@ -469,8 +469,6 @@ def run_probes(config: ProbesConfig) -> ProbesResult:
 
 def plot_probes(path: Path, layers: list[str], probes: list[ProbeResult], name: str) -> Path:
     """Held-out accuracy per layer, one panel per probe, the baseline dashed."""
-    from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
-
     x = list(range(len(layers)))
     panels = []
     for probe in probes:

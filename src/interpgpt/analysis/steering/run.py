@@ -50,9 +50,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from interpgpt.analysis.interventions import add_direction
+from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
     Section,
@@ -78,6 +80,8 @@ from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, read_json, write_json
+from interpgpt.model.generate import GenerationConfig, sample_decompositions
+from interpgpt.sae.topk import TopKSAE
 from interpgpt.settings import SettingError, at_least, inputs
 
 STEERING_JSON = "deepdive_steering.json"
@@ -401,8 +405,6 @@ def generated_regulation_rate(
 ) -> Float[Tensor, " task"]:
     """Per task, the fraction of sampled steps that are regulation actions (NaN when the
     sample has no step), with `factory`'s hook active at every `<|steps|>`/`<|sep|>` input."""
-    from interpgpt.model.generate import sample_decompositions
-
     hooks = []
     if factory is not None:
         gate = BoundaryTokens(model, [tokenizer.steps_id, tokenizer.sep_id])
@@ -451,8 +453,6 @@ def feature_magnitude(model, sae, eset: EncodedSet, feature: int, batch_size: in
 def steer(config: SteeringConfig) -> SteeringResult:
     """Run the four interventions with their nulls; write deepdive_steering.json and
     steering.png under `config.out`."""
-    from interpgpt.sae.topk import TopKSAE
-
     device = resolve_device(config.device)
     pair = load_pair(config.standard, config.adhd, device)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
@@ -499,8 +499,6 @@ def build_bench(config: SteeringConfig, pair, sets, d_model: int, device) -> Ste
         n_null_generate=config.n_null_generate,
     )  # fmt: skip
     if config.generate_tasks:
-        from interpgpt.model.generate import GenerationConfig
-
         bench.gen_tasks = [r["task"] for r in sets["standard"].records[: config.generate_tasks]]
         bench.gen_config = GenerationConfig(
             max_new_tokens=config.max_new_tokens, seed=config.seed,
@@ -511,10 +509,6 @@ def build_bench(config: SteeringConfig, pair, sets, d_model: int, device) -> Ste
 
 def plot_steering(path: Path, variants: list[VariantResult], feature: int) -> Path:
     """Per variant: the null Δs as points, the null band, and the feature's Δ ± 2 SEM."""
-    from matplotlib.figure import Figure
-
-    from interpgpt.analysis.plots import save_figure
-
     fig = Figure(figsize=(3.2 * len(variants), 3.6), layout="tight")
     axes = fig.subplots(1, len(variants), squeeze=False)[0]
     for ax, var in zip(axes, variants, strict=True):
