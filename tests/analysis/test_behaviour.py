@@ -329,7 +329,7 @@ def test_stage_summary_builds_the_section(tiny_run_dirs, tiny_corpus, tmp_path: 
         for variant in ("standard", "adhd")
     }
     ws = Workspace(tmp_path, records)
-    config = BehaviourConfig(limit=4, auroc_tasks=4, max_new_tokens=24, device="cpu")
+    config = BehaviourConfig(limit=4, auroc_tasks=40, max_new_tokens=24, device="cpu")
     output = stage(ws, config)
     assert output.outputs == [tmp_path / "analysis" / "behaviour" / BEHAVIOUR_JSON]
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it

@@ -34,6 +34,7 @@ from interpgpt.corpus.build import (
     read_tasks,
     select_tasks,
     split_path,
+    swap_objects,
 )
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.taskpool import Phase, families, task_pool
@@ -104,9 +105,37 @@ def test_layout_and_stats(small_corpus: Path) -> None:
         "family_held_out",
         "object_held_out",
         "object",
+        "object_swapped",
     ]
     pool = task_pool()
-    assert all(t["task"] == pool[t["task_id"]].task for t in tasks)  # the plain form
+    plain = [t for t in tasks if not t["object_swapped"]]
+    assert all(t["task"] == pool[t["task_id"]].task for t in plain)  # the plain form
+
+
+def test_object_swap_rewrites_train_tasks_about_other_families_objects(
+    small_corpus: Path,
+) -> None:
+    tasks = _tasks(small_corpus)
+    pool = task_pool()
+    swapped = [t for t in tasks if t["object_swapped"]]
+    train = [t for t in tasks if t["split"] == "train"]
+    assert all(t["split"] == "train" for t in swapped)  # val and test are never swapped
+    assert 0.1 <= len(swapped) / len(train) <= 0.4  # object_swap 0.25
+    fams = {f.name: f for f in families()}
+    train_objects = {t["object"] for t in train if not t["object_swapped"]}
+    train_objects |= {pool[t["task_id"]].obj for t in swapped}
+    for t in swapped:
+        original = pool[t["task_id"]]
+        assert t["object"] not in fams[t["family"]].object_names
+        assert t["object"] in train_objects  # never a held-out object
+        assert t["task"] == original.frame.format(obj=t["object"])
+        assert t["complexity"] == original.complexity
+    records = {r.task_id: r for r in load_split(small_corpus, "standard", "train")}
+    named = [t["object"] in " ".join(records[t["task_id"]].steps) for t in swapped]
+    assert sum(named) >= 0.9 * len(named)  # the steps name the new object
+    off = dataclasses.replace(SMALL, object_swap=0.0)
+    specs = select_tasks(off)
+    assert swap_objects(specs, off) == specs
 
 
 def test_split_is_by_task(small_corpus: Path) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -37,6 +38,7 @@ from interpgpt.train.batches import (
     SampledBatches,
     count_targets,
     encode_training_set,
+    grouped_indices,
     make_batch,
     next_token_batch,
     sample_indices,
@@ -93,6 +95,27 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
     assert sorted(flat[n : 2 * n]) == list(range(n))
     assert flat[:n] != flat[n : 2 * n]  # and reshuffles
     assert first != [sample_indices(1, step, batch, n) for step in range(5)]
+
+
+def test_length_grouping_redeals_each_window_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=50).tolist()
+    n, batch, group = len(lengths), 4, 5
+    plain = [sample_indices(0, step, batch, n) for step in range(2 * group)]
+    grouped = [grouped_indices(0, step, batch, lengths, group) for step in range(2 * group)]
+    assert grouped == [grouped_indices(0, step, batch, lengths, group) for step in range(10)]
+    for window in (0, 1):  # the same examples per window, re-dealt
+        span = slice(window * group, (window + 1) * group)
+        flat = [sorted(k for b in batches[span] for k in b) for batches in (plain, grouped)]
+        assert flat[0] == flat[1]
+
+    # each grouped batch spans a narrow length range: padding far below random batches
+    def pad(batches):
+        return sum(batch * max(lengths[k] for k in b) - sum(lengths[k] for k in b) for b in batches)
+
+    assert pad(grouped) < 0.5 * pad(plain)
+    assert [grouped_indices(0, s, batch, lengths, 1) for s in range(3)] == plain[:3]
+    assert grouped != [grouped_indices(1, step, batch, lengths, group) for step in range(10)]
 
 
 def test_fast_encoding_equals_encode_example(tiny_corpus, tiny_tokenizer):

@@ -94,10 +94,11 @@ class CorpusConfig:
     """Directory to write the corpus into."""
     seed: int = 0
     """Seed for the held-out draws, task selection, the split and every sampled phrasing."""
-    n_tasks: int = 4800
+    n_tasks: int = 20_000
     """Distinct tasks drawn from the pool, balanced over complexity and spread over
-    families."""
-    examples_per_task: int = 20
+    families. Many tasks with few examples each: the same number of examples over fewer
+    tasks is memorised (train loss far below val within an epoch)."""
+    examples_per_task: int = 3
     """Examples per task and variant (different phrasings and step counts)."""
     break_budget: int = 7
     """ADHD breaks: a break follows once the effort since the last one reaches
@@ -111,6 +112,11 @@ class CorpusConfig:
     held_out_objects: float = 0.1
     """Fraction of each other family's objects (rounded at random) whose tasks appear only
     in val and test."""
+    object_swap: float = 0.25
+    """Share of train tasks rewritten about an object of another family's train tasks, in
+    the task and every step ("Renew my trumpet"): the object in a step can then only be
+    copied from the task, never recalled from the family, which is what a model needs
+    for the objects of a family it has never seen. Val and test are never swapped."""
     val_fraction: float = 0.1
     """Fraction of the remaining tasks held out for validation."""
     test_fraction: float = 0.1
@@ -127,6 +133,7 @@ class CorpusConfig:
             )
         in_range(self, "held_out_families", 0, 0.5)
         in_range(self, "held_out_objects", 0, 0.5)
+        in_range(self, "object_swap", 0, 1)
         if self.val_fraction + self.test_fraction >= 1:
             raise SettingError(
                 "test_fraction",
@@ -186,6 +193,8 @@ class TaskInfo:
     """Its object is held out of its family's training tasks."""
     object: str = ""
     """The object the task applies to."""
+    object_swapped: bool = False
+    """A train task rewritten about another family's object (`CorpusConfig.object_swap`)."""
 
 
 @dataclass(frozen=True)
@@ -432,6 +441,25 @@ def assign_splits(
     return out
 
 
+def swap_objects(train: list[TaskSpec], config: CorpusConfig) -> list[TaskSpec]:
+    """`train` with a share `object_swap` of its tasks (drawn at random) rewritten about an
+    object of another family's train tasks (`TaskSpec.with_object`). Only train objects
+    are drawn, so held-out objects and families stay unseen."""
+    rng = _rng(config, "swap")
+    by_name = {f.name: f for f in families()}
+    objects = sorted({(s.obj, s.family) for s in train})
+    out = []
+    for spec in train:
+        if rng.random() >= config.object_swap:
+            out.append(spec)
+            continue
+        own = set(by_name[spec.family].object_names)
+        while (pick := objects[int(rng.random() * len(objects))])[0] in own:
+            pass
+        out.append(spec.with_object(pick[0], by_name[spec.family]))
+    return out
+
+
 # ----------------------------------------------------------------------------- building
 
 
@@ -496,6 +524,7 @@ def _task_line(spec: TaskSpec, split: str, held: HeldOut) -> str:
         family_held_out=held.family_held_out(spec),
         object_held_out=held.object_held_out(spec),
         object=spec.obj,
+        object_swapped=spec.swapped,
     )
     return json.dumps(asdict(info), ensure_ascii=False) + "\n"
 
@@ -507,6 +536,7 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
         raise UserError(f"{out_dir}: exists and is not a directory")
     held = hold_out(families(), config)
     splits = assign_splits(select_tasks(config), held, config)
+    splits["train"] = swap_objects(splits["train"], config)
     acc = _Accumulator()
     lines: dict[str, dict[str, list[str]]] = {v: {} for v in VARIANTS}
     for split in SPLITS:

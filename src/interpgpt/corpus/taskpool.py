@@ -124,6 +124,21 @@ class TaskSpec:
     """The object the task is about (without its `*` mark)."""
     phases: tuple[Phase, ...]
     """The family's phases with `{obj}` filled in, in sequence order."""
+    frame: str = "{obj}"
+    """The task text with `{obj}` in the object's place (template, scope, deadline)."""
+    swapped: bool = False
+    """Rewritten about another family's object (`with_object`)."""
+
+    def with_object(self, obj: str, family: Family) -> TaskSpec:
+        """The same task about another object, in the task text and every phase (the
+        complexity stays the task's own)."""
+        return replace(
+            self,
+            task=self.frame.format(obj=obj),
+            obj=obj,
+            phases=tuple(p.fill(obj) for p in family.phases),
+            swapped=True,
+        )
 
 
 def plan(phases: tuple[Phase, ...], n_steps: int) -> tuple[Phase, ...]:
@@ -390,8 +405,9 @@ def families() -> tuple[Family, ...]:
 # -------------------------------------------------------------------------------- pool
 
 
-def family_tasks(family: Family) -> list[tuple[str, int, str]]:
-    """(task text, complexity, object) for every combination in a family, in order."""
+def family_tasks(family: Family) -> list[tuple[str, int, str, str]]:
+    """(task text, complexity, object, frame) for every combination in a family, in order;
+    the frame is the text with `{obj}` in the object's place."""
     out = []
     for template_raw in family.templates:
         template, t_weight = _weight(template_raw)
@@ -399,9 +415,11 @@ def family_tasks(family: Family) -> list[tuple[str, int, str]]:
             obj, o_weight = _weight(obj_raw)
             for scope in ("", *family.scopes):
                 for deadline in ("", *family.deadlines):
-                    text = template.format(obj=obj) + scope + deadline
+                    frame = template + scope + deadline
                     score = family.base + t_weight + o_weight + bool(scope) + bool(deadline)
-                    out.append((text, min(score, 5), obj))
+                    out.append(
+                        (template.format(obj=obj) + scope + deadline, min(score, 5), obj, frame)
+                    )
     return out
 
 
@@ -411,14 +429,16 @@ def build_pool(fams: tuple[Family, ...]) -> tuple[TaskSpec, ...]:
     seen: set[str] = set()
     for family in fams:
         filled: dict[str, tuple[Phase, ...]] = {}
-        for text, complexity, obj in family_tasks(family):
+        for text, complexity, obj, frame in family_tasks(family):
             if text in seen:
                 continue
             seen.add(text)
             if obj not in filled:
                 filled[obj] = tuple(p.fill(obj) for p in family.phases)
             pool.append(
-                TaskSpec(len(pool), text, family.domain, family.name, complexity, obj, filled[obj])
+                TaskSpec(
+                    len(pool), text, family.domain, family.name, complexity, obj, filled[obj], frame
+                )
             )
     return tuple(pool)
 

@@ -49,7 +49,6 @@ SAMPLED_TASKS = 150
 """Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
 
 STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "corpus": {"n_tasks": 4800, "examples_per_task": 12},
     "export": {"overwrite": True},
     "train": {"resume": True},
     "behaviour": {"limit": SAMPLED_TASKS},

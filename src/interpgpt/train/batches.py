@@ -9,17 +9,23 @@ equals `TaskTokenizer.encode_example` (tested).
 The data order is a pure function of (seed, step), where the seed is the run's
 `data_seed` (by default its init seed): global sample `i = step * batch + j` is position
 `i mod n` of the permutation of epoch `i div n`, and each epoch's permutation comes from
-`numpy.random.default_rng([seed, epoch])`. Resuming a run therefore needs no iterator
-state; two runs with the same data seed — the standard and the ADHD model of a matched
-pair — follow the same data-order policy over their own corpora, and a seed twin (same
-init, another data seed) reads the same corpus in another order.
+`numpy.random.default_rng([seed, epoch])`. With length grouping (`group` > 1, as
+Hugging Face's `group_by_length` sampler), the `group` consecutive batches of a window
+hold the same examples, re-dealt by length: the window's examples sorted by length, cut
+into `group` batches, and those batches taken in an order drawn from
+`default_rng([seed, window, 1])`; a batch then pads to nearly its own length instead of
+the longest of random examples (padding was ~40% of a step's tokens). Resuming a run
+therefore needs no iterator state; two runs with the same data seed — the standard and
+the ADHD model of a matched pair — follow the same data-order policy over their own
+corpora, and a seed twin (same init, another data seed) reads the same corpus in
+another order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +59,11 @@ class TokenSet:
 
     def example(self, k: int) -> list[int]:
         return self.ids[self.offsets[k] : self.offsets[k + 1]].tolist()
+
+    @cached_property
+    def lengths(self) -> list[int]:
+        """Tokens of each example."""
+        return (self.offsets[1:] - self.offsets[:-1]).tolist()
 
     @property
     def n_tokens(self) -> int:
@@ -125,6 +136,26 @@ def sample_indices(seed: int, step: int, batch_size: int, n: int) -> list[int]:
     return indices
 
 
+def grouped_indices(
+    seed: int, step: int, batch_size: int, lengths: Sequence[int], group: int
+) -> list[int]:
+    """Example indices of global batch `step` under length grouping (module docstring):
+    the window's `sample_indices` re-dealt by length; `group` 1 is `sample_indices`."""
+    n = len(lengths)
+    if group <= 1:
+        return sample_indices(seed, step, batch_size, n)
+    window, position = divmod(step, group)
+    pool = [
+        k
+        for s in range(window * group, (window + 1) * group)
+        for k in sample_indices(seed, s, batch_size, n)
+    ]
+    by_length = sorted(range(len(pool)), key=lambda i: (lengths[pool[i]], i))
+    order = np.random.default_rng([seed, window, 1]).permutation(group)
+    start = int(order[position]) * batch_size
+    return [pool[i] for i in by_length[start : start + batch_size]]
+
+
 def make_batch(data: TokenSet, indices: list[int], pad_id: int, n_ctx: int) -> Batch:
     """Right-pad the examples at `indices`, truncated to `n_ctx` inputs.
 
@@ -174,15 +205,22 @@ class SampledBatches:
     """Sequences per global batch (all ranks)."""
     pad_id: int
     n_ctx: int
+    group: int = 1
+    """Length grouping window in batches (1: none; see the module docstring)."""
+
+    def indices(self, step: int) -> list[int]:
+        """Example indices of global batch `step`."""
+        if self.group <= 1:
+            return sample_indices(self.seed, step, self.batch_size, len(self.data))
+        return grouped_indices(self.seed, step, self.batch_size, self.data.lengths, self.group)
 
     def global_batch(self, step: int) -> Batch:
         """Every row of global batch `step`."""
-        indices = sample_indices(self.seed, step, self.batch_size, len(self.data))
-        return make_batch(self.data, indices, self.pad_id, self.n_ctx)
+        return make_batch(self.data, self.indices(step), self.pad_id, self.n_ctx)
 
     def batch(self, step: int, dist: DistInfo) -> tuple[Batch, int]:
         """This rank's slice of global batch `step`, and the global batch's targets."""
-        indices = sample_indices(self.seed, step, self.batch_size, len(self.data))
+        indices = self.indices(step)
         total = count_targets(self.data, indices, self.n_ctx)
         per_rank = len(indices) // dist.world
         local = indices[dist.rank * per_rank : (dist.rank + 1) * per_rank]

@@ -31,6 +31,7 @@ def fingerprint(state: LoopState) -> dict:
         "data_seed",
         "steps",
         "batch_size",
+        "group_by_length",
         "lr",
         "warmup_fraction",
         "min_lr_ratio",

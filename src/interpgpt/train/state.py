@@ -55,7 +55,14 @@ class LoopState:
         """The (seed, step)-ordered batches of `data` at this run's batch size."""
         assert self.config.batch_size is not None, "call on config.resolved()"
         n_ctx = self.model.cfg.n_ctx
-        return SampledBatches(data, seed, self.config.batch_size, self.tokenizer.pad_id, n_ctx)
+        return SampledBatches(
+            data,
+            seed,
+            self.config.batch_size,
+            self.tokenizer.pad_id,
+            n_ctx,
+            group=self.config.group_by_length,
+        )
 
     def train_step(self) -> float:
         """One optimizer step on global batch `self.step` of the `data_seed` order; returns

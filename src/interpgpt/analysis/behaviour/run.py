@@ -5,8 +5,10 @@ Held-out test tasks come in two subsets: *seen* families (the family has tasks i
 train split, only this task is new) and *unseen* families (`family_held_out` in the
 corpus's tasks.jsonl, `read_tasks`: no task of the family was trained on). A model that
 only memorised its families' step lists writes fluent but off-topic steps for the unseen
-ones, so every metric (`metrics`) is reported per subset. Sampling is seeded and
-KV-cached (`model.generate`, prompt `<|task|> task <|steps|>`); the AUROC is taken on the
+ones, so every metric (`metrics`) is reported per subset. Decoding is greedy by default,
+as a plain Hugging Face `generate` on the exports decodes (their generation_config sets
+`do_sample` false); a temperature samples instead, seeded. It is KV-cached
+(`model.generate`, prompt `<|task|> task <|steps|>`); the AUROC is taken on the
 ADHD test records, whose `p_break` gives the Bayes-optimal ceiling.
 
 These are the quality targets of training and the baseline every causal analysis
@@ -61,8 +63,9 @@ class BehaviourConfig:
     auroc_tasks: int | None = 300
     """ADHD test tasks per subset whose records are teacher-forced for the P(regulation)
     AUROC (None: all)."""
-    temperature: float = 1.0
-    """Sampling temperature (0: greedy)."""
+    temperature: float = 0.0
+    """Sampling temperature (0: greedy, what the exports' generation_config and a plain
+    Hugging Face `generate` do)."""
     top_k: int | None = None
     """Top-k sampling cut-off (None: full distribution)."""
     seed: int = 0
