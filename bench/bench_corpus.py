@@ -31,6 +31,7 @@ from interpgpt.corpus.build import (
     phrase,
     select_tasks,
     split_path,
+    swap_objects,
 )
 from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.corpus.taskpool import STEP_COUNTS, TaskSpec, families, plan
@@ -65,6 +66,7 @@ def _naive_example(
 def naive_corpus(config: CorpusConfig, out_dir: Path) -> None:
     """The peer: per-example dicts, json.dumps and one write per line."""
     splits = assign_splits(select_tasks(config), hold_out(families(), config), config)
+    splits["train"] = swap_objects(splits["train"], config)
     for split, specs in splits.items():
         paths = [split_path(out_dir, v, split) for v in ("standard", "adhd")]
         for path in paths:

@@ -121,6 +121,7 @@ def test_object_swap_rewrites_train_tasks_about_other_families_objects(
     train = [t for t in tasks if t["split"] == "train"]
     assert all(t["split"] == "train" for t in swapped)  # val and test are never swapped
     assert 0.1 <= len(swapped) / len(train) <= 0.4  # object_swap 0.25
+    assert read_stats(small_corpus)["object_swap"] == {"share": 0.25, "train_tasks": len(swapped)}
     fams = {f.name: f for f in families()}
     train_objects = {t["object"] for t in train if not t["object_swapped"]}
     train_objects |= {pool[t["task_id"]].obj for t in swapped}
@@ -379,7 +380,14 @@ def test_cli_corpus_and_stats(tmp_path: Path) -> None:
     assert (out / "adhd" / "test.jsonl").is_file()
     result = runner.invoke(app, ["corpus-stats", str(out)], terminal_width=200)
     assert result.exit_code == 0, result.output
-    for text in ("Spearman", "adhd", "held out", "Bayes-optimal AUROC", "regulation rate"):
+    for text in (
+        "Spearman",
+        "adhd",
+        "held out",
+        "Bayes-optimal AUROC",
+        "regulation rate",
+        "object swap",
+    ):
         assert text in result.output
     assert "0.1 (realised flip rate" in result.output
 

@@ -8,9 +8,10 @@ import json
 import pytest
 from rich.console import Console
 
+from interpgpt.analysis.protocol import Workspace
 from interpgpt.errors import UserError
 from interpgpt.study.config import StudyConfig, load_study_config
-from interpgpt.study.pipeline import REPORT, run_study, stage_hash
+from interpgpt.study.pipeline import REPORT, run_stages, run_study, stage_hash
 from interpgpt.study.stages import STAGES
 
 TINY_STUDY = [
@@ -70,6 +71,16 @@ def test_second_run_skips_every_stage_but_the_report(tiny_study):
         if name != "report":
             assert record["hash"] == records[f"{name}.json"]["hash"]
     assert second.seconds < first.seconds / 3
+
+
+def test_force_reruns_the_stage_and_everything_downstream(tiny_study):
+    config, out, _ = tiny_study
+    ws = Workspace(out)
+    before = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    run_stages(STAGES, config, ws, {"headswap"}, Console(quiet=True))
+    after = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    rerun = {name for name in before if after[name] != before[name]}
+    assert rerun == {"headswap", "ablation"}  # ablation reads the head-swap stage
 
 
 def test_changing_one_setting_reruns_only_the_stages_that_read_it(tiny_study):

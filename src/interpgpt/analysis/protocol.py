@@ -24,6 +24,13 @@ C = TypeVar("C")
 Summary = dict[str, Any]
 
 
+def model_name(variant: Variant, twin: bool = False) -> str:
+    """A study model's name: its variant, or `<variant>-twin` for its data-order twin (the
+    same initial weights, another order of the same batches). It names the model's run and
+    export folders and its entries in stage summaries."""
+    return f"{variant}-twin" if twin else variant
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where a study keeps each artifact, and what its earlier stages recorded."""
@@ -43,11 +50,13 @@ class Workspace:
     def tokenizer(self) -> Path:
         return self.path("tokenizer.json")
 
-    def run(self, variant: Variant) -> Path:
-        return self.path("runs", variant)
+    def run(self, variant: Variant, twin: bool = False) -> Path:
+        """A model's run dir (`runs/<model_name>`)."""
+        return self.path("runs", model_name(variant, twin))
 
-    def export(self, variant: Variant) -> Path:
-        return self.path("export", variant)
+    def export(self, variant: Variant, twin: bool = False) -> Path:
+        """A model's export dir (`export/<model_name>`)."""
+        return self.path("export", model_name(variant, twin))
 
     def analysis(self, name: str) -> Path:
         return self.path("analysis", name)

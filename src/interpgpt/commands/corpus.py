@@ -71,6 +71,13 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
         _kv({d: f"{r['held_out']}/{r['total']}" for d, r in fams["per_domain"].items()}),
     )
     overview.add_row("held-out objects", f"{objects['total']} in {objects['families']} families")
+    if "object_swap" in stats:  # absent from corpora written before it
+        swap = stats["object_swap"]
+        overview.add_row(
+            "object swap",
+            f"{swap['train_tasks']:,} train tasks about another family's object "
+            f"(share {swap['share']})",
+        )
     overview.add_row(
         "held-out tasks",
         "; ".join(

@@ -18,8 +18,8 @@ def study(
     out: Path = typer.Option(Path("runs/study"), help="Study directory (resumed if present)."),
     config: Path = typer.Option(
         None,
-        help="TOML file of study settings: preset, seed, device, and one [section] per stage "
-        "(corpus, train, headswap, sae, ...) whose keys are that stage's command options.",
+        help="TOML file of study settings: preset, seed, device, twins, and one [section] per "
+        "stage (corpus, train, headswap, sae, ...) whose keys are that stage's command options.",
     ),
     set_: list[str] = typer.Option(
         [], "--set", help="Override one setting, e.g. --set sae.k=32 (repeatable)."

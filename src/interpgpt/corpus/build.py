@@ -652,6 +652,10 @@ def corpus_stats(
             "families": len(held.objects),
             "by_family": {k: list(v) for k, v in sorted(held.objects.items())},
         },
+        "object_swap": {
+            "share": config.object_swap,
+            "train_tasks": sum(s.swapped for s in splits["train"]),
+        },
         "variants": variants,
         "regulation": {
             "rule": {

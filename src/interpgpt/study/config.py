@@ -1,11 +1,12 @@
-"""The study's settings: three global ones and one section per stage, each the stage's config.
+"""The study's settings: four global ones and one section per stage, each the stage's config.
 
 A section is the very dataclass the stage's command takes (`interpgpt.settings`), with
 the study's defaults where they differ from the command's. `preset`, `seed` and
 `device` are set once for the whole study and passed to every section that has such a
-field. A TOML file (`--config`) and `--set section.field=value` change settings; every
-value is parsed, typed and validated here, before any stage runs, and an error names
-the setting as written (`train.steps`), prefixed by the file it came from.
+field; `twins` chooses whether the data-order twins are trained. A TOML file
+(`--config`) and `--set section.field=value` change settings; every value is parsed,
+typed and validated here, before any stage runs, and an error names the setting as
+written (`train.steps`), prefixed by the file it came from.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import PRESETS
-from interpgpt.study.stages import STAGES, STUDY_DEFAULTS, check_sections
+from interpgpt.study.stages import (
+    STAGES,
+    STUDY_DEFAULTS,
+    TWIN_DATA_SEED_OFFSET,
+    check_sections,
+)
 
 GLOBAL_FIELDS = ("preset", "seed", "device")
 """Study-wide settings, passed to every section that has a field of that name."""
+STUDY_FIELDS = (*GLOBAL_FIELDS, "twins")
+"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins`, which chooses the stages."""
 
 
 @dataclass
@@ -38,6 +46,11 @@ class StudyConfig:
     """Seed of the corpus, both models' shared init, and every sampled analysis."""
     device: str = "auto"
     """Where models run: auto (CUDA when present), cpu or cuda."""
+    twins: bool = False
+    """Also train a data-order twin of each model: the same initial weights, another order
+    of the same batches (data seed = seed + TWIN_DATA_SEED_OFFSET); the seed null that each
+    cross-model finding is compared with. Off by default for now: the twins double the
+    training time."""
     sections: dict[str, Any] = field(default_factory=dict)
     """Section name -> that stage's config (its inputs are filled in by the study)."""
 
@@ -56,7 +69,7 @@ class StudyConfig:
     def to_json(self) -> dict[str, Any]:
         """Global settings and every section's settings (no paths)."""
         return {
-            **{k: getattr(self, k) for k in GLOBAL_FIELDS},
+            **{k: getattr(self, k) for k in STUDY_FIELDS},
             **{name: settings.settings_values(c) for name, c in self.sections.items()},
         }
 
@@ -76,10 +89,10 @@ def apply(config: StudyConfig, values: dict[str, Any], source: str) -> StudyConf
     for key, value in values.items():
         section, _, rest = key.partition(".")
         if not rest and not isinstance(value, dict):
-            if key not in GLOBAL_FIELDS:
+            if key not in STUDY_FIELDS:
                 raise UserError(
                     f"{source}: {key}: no such study setting; global settings: "
-                    f"{', '.join(GLOBAL_FIELDS)}; sections: {', '.join(config.sections)}"
+                    f"{', '.join(STUDY_FIELDS)}; sections: {', '.join(config.sections)}"
                 )
             try:
                 parsed = settings.coerce(value, typing.get_type_hints(StudyConfig)[key])
@@ -140,3 +153,9 @@ def check_study_config(config: StudyConfig) -> None:
     if config.preset not in PRESETS:
         raise UserError(f"preset {config.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
     check_sections(config.sections, PRESETS[config.preset])
+    twin_seed = config.seed + TWIN_DATA_SEED_OFFSET
+    if config.twins and config.sections["train"].data_seed == twin_seed:
+        raise UserError(
+            f"train.data_seed={twin_seed} is the twins' data seed (seed + "
+            f"{TWIN_DATA_SEED_OFFSET}); choose another or set twins=false"
+        )

@@ -1,17 +1,20 @@
 """`interpgpt study`: the whole matched-pair study as a resumable pipeline of stages.
 
-The stages (`interpgpt.study.stages.STAGES`) run in order, each writing its artifacts
+The stages (`study_stages`: `interpgpt.study.stages.STAGES`, with the data-order twins'
+training when the study's `twins` is on) run in order, each writing its artifacts
 under the study directory and a record `stages/<name>.json` holding the hash of what
 produced them: the settings of its own section (not the whole study config, so
 changing one analysis's setting reruns that analysis only) and the hashes of the
 stages it reads. A stage whose record matches and whose outputs all exist is skipped,
-so a killed study resumes where it stopped; `--force STAGE` reruns one stage and,
-through the hash chain, everything downstream. The report is rebuilt every run from
+so a killed study resumes where it stopped. A stage that runs makes every stage that
+reads it run too (its outputs may have changed), so `--force STAGE` reruns that stage
+and everything downstream. The report is rebuilt every run from
 the records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +25,18 @@ from rich.table import Table
 
 from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis, Section, Workspace
+from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
 from interpgpt.io import config_hash, package_versions, read_json, write_json
 from interpgpt.study.config import StudyConfig, check_study_config
 from interpgpt.study.report import Report, write_report
-from interpgpt.study.stages import STAGES
+from interpgpt.study.stages import (
+    STAGES,
+    TWIN_STAGES,
+    TWINS_TITLE,
+    train_stage_name,
+    twins_section,
+)
 
 STAGE_RECORDS = "stages"
 REPORT = "report"
@@ -37,6 +47,22 @@ class StudyResult:
     out: Path
     records: dict[str, dict[str, Any]]
     seconds: float
+
+
+def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
+    """The stages this study runs: `STAGES` as they are when `twins` is off (so a study dir
+    keeps its hashes), and with it on, the twins' training after the two models' and an
+    export that reads (and exports) the twins too."""
+    if not config.twins:
+        return list(STAGES)
+    stages: list[Analysis[Any]] = []
+    for stage in STAGES:
+        if stage.name == "export":
+            stage = dataclasses.replace(stage, after=(*stage.after, *(t.name for t in TWIN_STAGES)))
+        stages.append(stage)
+        if stage.name == train_stage_name(VARIANTS[-1]):
+            stages += TWIN_STAGES
+    return stages
 
 
 def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
@@ -85,12 +111,14 @@ def run_stages(
     hashes: dict[str, str] = {}
     status = {s.name: "pending" for s in stages}
     seconds: dict[str, float] = {}
+    ran: set[str] = set()  # a stage that ran may have new outputs: what reads it reruns
     for stage in stages:
         stage_config = config.section(stage.settings_key)
         digest = stage_hash(stage, stage_config, hashes)
         hashes[stage.name] = digest
         record_file = ws.path(STAGE_RECORDS, f"{stage.name}.json")
-        if stage.name not in force and is_current(record_file, digest):
+        forced = stage.name in force or any(name in ran for name in stage.after)
+        if not forced and is_current(record_file, digest):
             ws.records[stage.name] = read_json(record_file)
             status[stage.name] = "skipped"
             continue
@@ -109,6 +137,7 @@ def run_stages(
         write_json(record_file, record)
         ws.records[stage.name] = record
         status[stage.name] = "done"
+        ran.add(stage.name)
     console.print(status_table(stages, status, seconds))
     return ws.records
 
@@ -127,8 +156,26 @@ def report_section(stage: Analysis[Any], record: dict[str, Any] | None) -> Secti
         )
 
 
+def twins_report_section(records: dict[str, dict[str, Any]]) -> Section:
+    """The twins' section from the four train stages' records, or why it cannot be built."""
+    names = [train_stage_name(v, twin) for v in VARIANTS for twin in (False, True)]
+    missing = [name for name in names if not records.get(name)]
+    if missing:
+        finding = f"The twins cannot be compared: {', '.join(missing)} did not run."
+        return Section(TWINS_TITLE, finding, status="missing")
+    try:
+        return twins_section(records)
+    except (KeyError, TypeError, ValueError, IndexError, UserError) as err:
+        return Section(TWINS_TITLE, f"The twins could not be read ({err!r}).", status="warn")
+
+
 def build_report(stages: list[Analysis[Any]], config: StudyConfig, ws: Workspace) -> Report:
-    sections = [report_section(s, ws.records.get(s.name)) for s in stages]
+    """The report: each stage's section in order, the twins' after their training."""
+    sections: list[Section | None] = []
+    for stage in stages:
+        sections.append(report_section(stage, ws.records.get(stage.name)))
+        if stage.name == TWIN_STAGES[-1].name:
+            sections.append(twins_report_section(ws.records))
     shown = [s for s in sections if s is not None]
     headlines = [f"{s.title}: {s.finding}" for s in shown if s.status != "missing"]
     timing = {name: round(r.get("seconds", 0.0), 1) for name, r in ws.records.items()}
@@ -146,7 +193,8 @@ def run_study(
     ws = Workspace(Path(out))
     write_json(ws.path("study_config.json"), config.to_json())
     started = time.perf_counter()
-    records = run_stages(STAGES, config, ws, force or set(), console)
-    html_path, md_path = write_report(build_report(STAGES, config, ws), ws.root)
+    stages = study_stages(config)
+    records = run_stages(stages, config, ws, force or set(), console)
+    html_path, md_path = write_report(build_report(stages, config, ws), ws.root)
     records[REPORT] = {"outputs": [str(html_path), str(md_path)], "summary": {}}
     return StudyResult(Path(out), records, time.perf_counter() - started)

@@ -11,6 +11,7 @@ commands' defaults.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ from interpgpt.analysis.protocol import (
     Summary,
     Workspace,
     fmt,
+    model_name,
 )
 from interpgpt.analysis.steering import run as steering
 from interpgpt.artifacts.export import ExportConfig, export
-from interpgpt.artifacts.names import MODEL_WEIGHTS, TL_BUNDLE
+from interpgpt.artifacts.names import MODEL_WEIGHTS, RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS, Variant
 from interpgpt.corpus.build import CorpusConfig, build_corpus
 from interpgpt.corpus.tokenizer import (
@@ -39,6 +41,7 @@ from interpgpt.corpus.tokenizer import (
     train_tokenizer,
 )
 from interpgpt.errors import UserError
+from interpgpt.io import read_json
 from interpgpt.model.taskgpt import GPTConfig
 from interpgpt.sae.training import TrainAllConfig, train_all
 from interpgpt.train import TrainConfig, train
@@ -47,6 +50,9 @@ EVAL_TASKS = 300
 """Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, diff)."""
 SAMPLED_TASKS = 150
 """Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
+TWIN_DATA_SEED_OFFSET = 1000
+"""A data-order twin trains with data seed `seed + TWIN_DATA_SEED_OFFSET`: its partner's
+initial weights (`seed`), another order of the same batches."""
 
 STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "export": {"overwrite": True},
@@ -122,17 +128,32 @@ def tokenizer_section(summary: Summary, outputs: list[str]) -> Section:
 # ----------------------------------------------------------------------------- models
 
 
-def train_stage(variant: Variant) -> Any:
+def train_stage_name(variant: Variant, twin: bool = False) -> str:
+    """The stage that trains a model: `train-<model_name>`."""
+    return f"train-{model_name(variant, twin)}"
+
+
+def train_stage(
+    variant: Variant, twin: bool = False
+) -> Callable[[Workspace, TrainConfig], StageOutput]:
+    """The stage training `variant`'s model, or its data-order twin (data seed `seed +
+    TWIN_DATA_SEED_OFFSET`). Its summary holds the run's init hash and data seed, as the run
+    dir's config.json records them, so the report can check that a twin shares its
+    partner's initial weights."""
+
     def run(ws: Workspace, config: TrainConfig) -> StageOutput:
+        data_seed = config.seed + TWIN_DATA_SEED_OFFSET if twin else config.data_seed
         result = train(
             dataclasses.replace(
                 config,
                 corpus=ws.corpus,
                 tokenizer=ws.tokenizer,
-                out=ws.run(variant),
+                out=ws.run(variant, twin),
                 variant=variant,
+                data_seed=data_seed,
             )
         )
+        written = read_json(result.run_dir / RUN_CONFIG) if result.finished else {}
         return StageOutput(
             [result.run_dir / MODEL_WEIGHTS],
             {
@@ -141,6 +162,8 @@ def train_stage(variant: Variant) -> Any:
                 "tokens_per_second": result.tokens_per_second,
                 "seconds": result.seconds,
                 "samples": result.samples,
+                "init_sha256": written.get("init_sha256"),
+                "data_seed": written.get("data_seed"),
             },
         )
 
@@ -148,16 +171,71 @@ def train_stage(variant: Variant) -> Any:
 
 
 def export_stage(ws: Workspace, config: ExportConfig) -> StageOutput:
+    """Export both models, and each data-order twin whose stage is part of this study."""
+    twins = [v for v in VARIANTS if train_stage_name(v, twin=True) in ws.records]
+    models = [(v, False) for v in VARIANTS] + [(v, True) for v in twins]
     outputs: list[Path] = []
     summary: dict[str, Any] = {}
-    for variant in VARIANTS:
-        result = export(dataclasses.replace(config, model=ws.run(variant), out=ws.export(variant)))
+    for variant, twin in models:
+        result = export(
+            dataclasses.replace(config, model=ws.run(variant, twin), out=ws.export(variant, twin))
+        )
         outputs.append(result.out_dir / TL_BUNDLE)
-        summary[variant] = {
+        summary[model_name(variant, twin)] = {
             "n_parameters": result.n_parameters,
             "max_abs_logit_diff": result.max_abs_logit_diff,
         }
     return StageOutput(outputs, summary)
+
+
+TWINS_TITLE = "Data-order seed twins"
+
+
+def _label(variant: Variant) -> str:
+    """A variant as prose writes it."""
+    return "ADHD" if variant == "adhd" else variant
+
+
+def _trained(record: dict[str, Any]) -> Summary:
+    """A train stage's init hash, data seed, final loss and steps; a record written before
+    train summaries held the init hash and data seed reads them from the run dir."""
+    summary = record["summary"]
+    if "init_sha256" not in summary:
+        run_dir = Path(record["outputs"][0]).parent
+        summary = {**summary, **read_json(run_dir / RUN_CONFIG)}
+    keys = ("init_sha256", "data_seed", "val_loss", "steps")
+    return {key: summary[key] for key in keys}
+
+
+def twins_section(records: dict[str, dict[str, Any]]) -> Section:
+    """Each model beside its data-order twin, from the four train stages' records (by
+    stage name): a twin must share its partner's init hash and differ in data seed."""
+    table = [["model", "init sha256", "data seed", "val loss", "steps"]]
+    checks: list[str] = []
+    ok = True
+    for variant in VARIANTS:
+        model, twin = (_trained(records[train_stage_name(variant, t)]) for t in (False, True))
+        for name, run in ((variant, model), (model_name(variant, True), twin)):
+            sha = run["init_sha256"]
+            row = [fmt(run["data_seed"]), fmt(run["val_loss"]), fmt(run["steps"])]
+            table.append([name, sha[:12] if sha else "n/a", *row])
+        same_init = bool(model["init_sha256"]) and model["init_sha256"] == twin["init_sha256"]
+        other_order = model["data_seed"] != twin["data_seed"]
+        ok = ok and same_init and other_order
+        shares = "shares" if same_init else "does NOT share"
+        order = "differs" if other_order else "is the SAME"
+        checks.append(
+            f"the {_label(variant)} twin {shares} its partner's init sha256 and its data seed "
+            f"{order} ({fmt(twin['data_seed'])} vs {fmt(model['data_seed'])})"
+        )
+    finding = "; ".join(checks)
+    close = ", so each model-vs-twin difference is training-order noise alone." if ok else "."
+    return Section(
+        TWINS_TITLE,
+        finding[0].upper() + finding[1:] + close,
+        table=table,
+        status="ok" if ok else "warn",
+    )
 
 
 # ----------------------------------------------------------------------------- SAEs
@@ -227,7 +305,7 @@ STAGES: list[Analysis[Any]] = [
         ("corpus",),
     ),
     Analysis(
-        "train-standard",
+        train_stage_name("standard"),
         "train the standard model",
         TrainConfig,
         train_stage("standard"),
@@ -236,7 +314,7 @@ STAGES: list[Analysis[Any]] = [
         study_section="train",
     ),
     Analysis(
-        "train-adhd",
+        train_stage_name("adhd"),
         "train the ADHD model",
         TrainConfig,
         train_stage("adhd"),
@@ -251,7 +329,7 @@ STAGES: list[Analysis[Any]] = [
         ExportConfig,
         export_stage,
         None,
-        ("train-standard", "train-adhd"),
+        tuple(train_stage_name(v) for v in VARIANTS),
     ),
     headswap.ANALYSIS,
     logit_lens.ANALYSIS,
@@ -264,6 +342,22 @@ STAGES: list[Analysis[Any]] = [
     steering.ANALYSIS,
     probes.ANALYSIS,
 ]
+"""The study's stages in order, without the data-order twins (`twins` off)."""
+
+TWIN_STAGES: list[Analysis[Any]] = [
+    Analysis(
+        train_stage_name(variant, twin=True),
+        f"train the {_label(variant)} model's data-order twin",
+        TrainConfig,
+        train_stage(variant, twin=True),
+        None,
+        ("tokenizer",),
+        study_section="train",
+    )
+    for variant in VARIANTS
+]
+"""The twins' training stages: with the study's `twins` on, they follow the two models'
+training and the export stage reads them too (`interpgpt.study.pipeline.study_stages`)."""
 
 
 def check_sections(sections: dict[str, Any], model: GPTConfig) -> None:
