@@ -93,7 +93,7 @@ def test_split_by_task_is_disjoint():
 
 
 def test_collect_positions_labels(world):
-    eset = load_eval_set(world["corpus"], world["tok"], "adhd", limit=4, max_len=128)
+    eset = load_eval_set(world["corpus"], world["tok"], "adhd", limit=4, max_len=256)
     table = collect_positions(world["model"], eset, batch_size=2)
     n = int(eset.valid.sum())
     assert [name for _, name in probe_sites(2)] == list(table.acts)

@@ -74,7 +74,7 @@ class GPTConfig:
 PRESETS: dict[str, GPTConfig] = {
     "full": GPTConfig(),
     "small": GPTConfig(d_model=128, d_head=16, d_mlp=352, n_ctx=256),
-    "tiny": GPTConfig(n_layer=2, n_head=4, d_model=32, d_head=8, d_mlp=64, n_ctx=128),
+    "tiny": GPTConfig(n_layer=2, n_head=4, d_model=32, d_head=8, d_mlp=64, n_ctx=256),
 }
 
 
