@@ -320,3 +320,14 @@ def test_generation_hook_sees_every_boundary_token(world):
     assert sum(seen) == sum(t in (tok.steps_id, tok.sep_id) for ids in fed for t in ids)
     rates = generated_regulation_rate(model, tok, tasks, config, LAST, add_vector(torch.zeros(32)))
     assert rates.shape == (3,)
+
+
+def test_study_stage_with_no_adhd_feature_steers_nothing_and_says_so(tmp_path):
+    diff_file = write_json(tmp_path / "feature_diff.json", {"features": []})
+    records = {"feature-diff": {"summary": {"sae_dir": str(tmp_path), "diff_file": str(diff_file)}}}
+    output = stage(Workspace(tmp_path, records), SteeringConfig())
+    assert output.outputs == [diff_file] and "skipped" in output.summary
+    built = section(output.summary, [str(p) for p in output.outputs])
+    assert built.status == "warn" and built.finding.startswith("Nothing was steered")
+    with pytest.raises(UserError, match="lists no ADHD-specific feature"):
+        resolve_feature(SteeringConfig(diff_file=diff_file), d_sae=8)  # the command still refuses

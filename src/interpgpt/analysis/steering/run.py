@@ -540,6 +540,10 @@ def stage(ws: Workspace, config: SteeringConfig) -> StageOutput:
             "the feature-diff stage's record names no SAE or diff file (an older record); "
             "rerun it with --force feature-diff"
         )
+    diff_file = Path(diff["diff_file"])
+    if config.feature is None and not read_json(diff_file).get("features"):
+        # Nothing to steer is a result of the diff, not an error of the study.
+        return StageOutput([diff_file], {"skipped": f"{diff_file} lists no ADHD-specific feature"})
     result = steer(
         dataclasses.replace(
             config,
@@ -569,6 +573,12 @@ def stage(ws: Workspace, config: SteeringConfig) -> StageOutput:
 
 
 def section(summary: Summary, outputs: list[str]) -> Section:
+    if "skipped" in summary:
+        return Section(
+            "Steering with null baselines",
+            f"Nothing was steered: {summary['skipped']} (set steering.feature to steer one).",
+            status="warn",
+        )
     table = [
         [
             "intervention",
