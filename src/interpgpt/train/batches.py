@@ -210,8 +210,6 @@ class SampledBatches:
 
     def indices(self, step: int) -> list[int]:
         """Example indices of global batch `step`."""
-        if self.group <= 1:
-            return sample_indices(self.seed, step, self.batch_size, len(self.data))
         return grouped_indices(self.seed, step, self.batch_size, self.data.lengths, self.group)
 
     def global_batch(self, step: int) -> Batch:
