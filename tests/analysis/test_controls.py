@@ -19,6 +19,7 @@ from interpgpt.analysis.controls import (
     benjamini_hochberg,
     component_verdicts,
     match_dictionaries,
+    model_distance,
     replicate_recurrence,
     stable_latents,
     verdict,
@@ -81,12 +82,12 @@ def test_bh_rejects_values_outside_unit_interval():
 def test_verdict_known_answers():
     twins = [0.1, 0.2]  # standard vs its twin, ADHD vs its twin
     assert verdict(0.5, twins) == BEYOND
-    assert verdict(0.05, twins) == BEYOND  # two-sided: closer than any twin pair
+    assert verdict(0.05, twins) == WITHIN  # one-sided: closer than twins is no difference
+    assert verdict(0.0, twins) == WITHIN  # a model against itself
     assert verdict(0.15, twins) == WITHIN
-    assert verdict(0.2, twins) == WITHIN  # the range is closed
+    assert verdict(0.2, twins) == WITHIN  # equal to the largest twin value is not beyond
     assert verdict(0.5, twins, cross_ci=(0.25, 0.7)) == BEYOND
-    assert verdict(0.5, twins, cross_ci=(0.15, 0.7)) == WITHIN  # the CI holds a twin value
-    assert verdict(0.05, twins, cross_ci=(0.0, 0.09)) == BEYOND
+    assert verdict(0.5, twins, cross_ci=(0.15, 0.7)) == WITHIN  # the CI reaches a twin value
     # Twin intervals widen the null: 0.5 lies inside the ADHD twin's CI.
     assert verdict(0.5, twins, within_cis=[(0.05, 0.15), (0.1, 0.55)]) == WITHIN
     assert verdict(0.6, twins, within_cis=[(0.05, 0.15), (0.1, 0.55)]) == BEYOND
@@ -121,9 +122,23 @@ def test_component_verdicts_apply_the_scalar_rule_per_component():
 
 def test_component_verdicts_count_a_planted_effect():
     within = np.array([[0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.3]])
-    cross = np.array([0.15, 0.9, 0.35, 0.0])  # components 1 and 3 outside their twins
+    cross = np.array([0.15, 0.9, 0.35, 0.0])  # component 1 above its twins; 3 below them
     per = component_verdicts(cross, within, names=["L0H0", "L0H1", "L1H0", "L1H1"])
-    assert per.beyond == ("L0H1", "L1H1") and per.n_beyond == 2 and per.n_defined == 4
+    assert per.beyond == ("L0H1",) and per.n_beyond == 1 and per.n_defined == 4
+
+
+def test_model_distance_known_answers():
+    assert model_distance(0.3, 0.1, "abs") == pytest.approx(0.2)
+    assert model_distance([0.3, -1.0], [0.1, 1.0], "abs") == pytest.approx([0.2, 2.0])
+    grid = np.random.default_rng(0).normal(size=(4, 8))
+    assert model_distance(grid.tolist(), grid.tolist(), "1-r") == pytest.approx(0.0, abs=1e-12)
+    assert model_distance(grid.ravel(), (3 * grid + 1).ravel(), "1-r") == pytest.approx(
+        0, abs=1e-12
+    )
+    assert model_distance(grid.ravel(), (-grid).ravel(), "1-r") == pytest.approx(2.0)
+    assert np.isnan(model_distance([1.0, 1.0, 1.0], [0.0, 1.0, 2.0], "1-r"))  # constant map
+    with pytest.raises(ValueError, match="shapes"):
+        model_distance([1.0, 2.0], [1.0], "abs")
 
 
 # ----------------------------------------------------------------------------- records

@@ -4,6 +4,7 @@ config validation and the study stage with its report section."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from interpgpt.analysis.controls import MATCH_THRESHOLD
 from interpgpt.analysis.feature_diff import (
     ANALYSIS,
+    FEATURE_DIFF_DASHBOARD,
     FEATURE_DIFF_JSON,
     FEATURE_DIFF_MD,
     FeatureDiffConfig,
@@ -120,6 +123,18 @@ def test_planted_feature_is_found(world):
     assert ratios == sorted(ratios, reverse=True)
     page = (out / FEATURE_DIFF_MD).read_text()
     assert f"## Feature {blob['features'][0]['feature']}" in page
+    # The dashboard: a card and a table row per shown feature, the planted one among them,
+    # its contexts outlining the boundary token it fires on.
+    assert result.dashboard_path == out / FEATURE_DIFF_DASHBOARD
+    dash = result.dashboard_path.read_text()
+    shown = result.selected[:3]
+    assert [int(f) for f in re.findall(r'<section class="card" id="latent-(\d+)"', dash)] == shown
+    assert [int(f) for f in re.findall(r'<tr data-latent="(\d+)"', dash)] == shown
+    planted = dash[dash.index(f'id="latent-{PLANTED}"') :].split("</section>")[0]
+    assert planted.count("data:image/png;base64,") == 1 and 'src="http' not in dash
+    focus = re.findall(r'class="tok focus"[^>]*>([^<]*)</span>', planted)
+    assert focus and set(focus) <= {"&lt;|steps|&gt;", "&lt;|sep|&gt;"}
+    assert "<th colspan='4'>standard</th>" in planted and "<th colspan='4'>adhd</th>" in planted
 
 
 def test_planted_contexts_end_on_boundary_tokens(world):
@@ -221,7 +236,11 @@ def test_study_stage_and_section(world, tmp_path):
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it
     assert summary["sae_dir"] == str(ws.sae("adhd", 1))
     assert summary["diff_file"] == str(ws.analysis("feature_diff") / FEATURE_DIFF_JSON)
-    assert [Path(p).name for p in output.outputs] == [FEATURE_DIFF_JSON, FEATURE_DIFF_MD]
+    assert [Path(p).name for p in output.outputs] == [
+        FEATURE_DIFF_JSON,
+        FEATURE_DIFF_MD,
+        FEATURE_DIFF_DASHBOARD,
+    ]
     assert {"feature": PLANTED, "adhd_rate": 1.0, "std_rate": 0.0} in summary["top"]
     top = summary["top"][0]
     found = section(summary, [str(p) for p in output.outputs])
@@ -233,7 +252,35 @@ def test_study_stage_and_section(world, tmp_path):
     )
     assert found.table is not None and len(found.table) == len(summary["top"]) + 1
     assert [str(PLANTED), fmt(1.0), fmt(0.0)] in found.table
-    assert found.rows == [("contexts", str(output.outputs[1]))]
+    assert found.rows == [
+        ("contexts", str(output.outputs[1])),
+        ("dashboards", str(output.outputs[2])),
+    ]
     empty = section({"n_selected": 0, "top": []}, [])
     assert empty.finding.startswith("No SAE feature is specific")
     assert ANALYSIS.config is FeatureDiffStudyConfig and ANALYSIS.after == ("sae",)
+
+
+def test_a_feature_must_be_stable_across_sae_seeds(world):
+    """Against the same dictionary every latent is matched and the planted feature stays;
+    against a dictionary that lacks its direction (another seed that did not learn it), it
+    is dropped as unstable."""
+    same = feature_diff(FeatureDiffConfig(
+        world["sae_dir"], world["std_dir"], world["adhd_dir"], world["corpus"],
+        world["root"] / "stable", limit=8, top_n=3, device="cpu",
+        stability_sae=world["sae_dir"]))  # fmt: skip
+    assert PLANTED in same.selected
+    assert same.seed_stability["share_matched"] == 1.0 and same.seed_stability["unstable"] == []
+    other = TopKSAE.load(world["sae_dir"])
+    with torch.no_grad():
+        lost = torch.randn(other.W_dec.shape[1], generator=torch.Generator().manual_seed(5))
+        other.W_dec[PLANTED] = lost / lost.norm()
+    other_dir = other.save(world["root"] / "other_seed")
+    dropped = feature_diff(FeatureDiffConfig(
+        world["sae_dir"], world["std_dir"], world["adhd_dir"], world["corpus"],
+        world["root"] / "unstable", limit=8, top_n=3, device="cpu",
+        stability_sae=other_dir))  # fmt: skip
+    assert PLANTED not in dropped.selected and PLANTED in dropped.seed_stability["unstable"]
+    blob = json.loads((world["root"] / "unstable" / FEATURE_DIFF_JSON).read_text())
+    assert blob["seed_stability"]["threshold"] == MATCH_THRESHOLD
+    assert blob["n_selected"] == len(same.selected) - 1

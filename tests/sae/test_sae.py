@@ -32,7 +32,13 @@ from interpgpt.sae.topk import (
     sae_dir_name,
     sae_hook_name,
 )
-from interpgpt.sae.training import QUALITY_FILE, SAETrainConfig, TrainAllConfig, train_sae
+from interpgpt.sae.training import (
+    QUALITY_FILE,
+    SAETrainConfig,
+    TrainAllConfig,
+    seed_twin_name,
+    train_sae,
+)
 from interpgpt.settings import SettingError
 
 
@@ -297,6 +303,26 @@ def test_cli_train_all_trains_each_models_layers(tiny_run_dirs, tiny_corpus, tmp
     assert hooks == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
     bad = run_cli(["sae", "train-all", "--corpus", tiny_corpus, "--out", tmp_path])
     assert isinstance(bad.exception, UserError)
+
+
+def test_seed_twins_are_a_second_sae_per_adhd_layer_from_another_seed(
+    tiny_run_dirs, tiny_corpus, tmp_path
+):
+    """`--seed-twins`: each ADHD layer gets a second SAE on the same activations from
+    another seed, saved under `<model>-seed1`; the standard model's layers do not."""
+    result = run_cli(
+        ["sae", "train-all", "--standard", tiny_run_dirs["standard"],
+         "--adhd", tiny_run_dirs["adhd"], "--std-layers", "0", "--adhd-layers", "1",
+         "--seed-twins", "--corpus", tiny_corpus, "--out", tmp_path, *SMALL]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "sae_summary.json").read_text())
+    names = [(r["model"], r["layer"]) for r in summary["saes"]]
+    assert names == [("standard", 0), ("adhd", 1), (seed_twin_name("adhd"), 1)]
+    partner = TopKSAE.load(tmp_path / sae_dir_name("adhd", 1))
+    twin = TopKSAE.load(tmp_path / sae_dir_name(seed_twin_name("adhd"), 1))
+    assert twin.cfg.hook_name == partner.cfg.hook_name
+    assert not torch.equal(twin.W_dec, partner.W_dec)  # another init
 
 
 # --------------------------------------------------------------------------- configs

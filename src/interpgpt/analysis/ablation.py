@@ -52,6 +52,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import (
     Head,
     ablate_heads,
@@ -419,6 +420,21 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Causal head ablation", finding, rows=rows, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistic: the target head's ablation effect (the median change
+    of Spearman(complexity, steps)), a property of the ablated model; the target is chosen
+    the same way in every pair (`study_heads`)."""
+    target = summary["target_label"]
+    return {
+        "target effect": Statistic(
+            "median change of Spearman(complexity, steps) when the target head is ablated",
+            summary["median_delta"][target],
+            of="model",
+            named=[target],
+        )
+    }
+
+
 ANALYSIS = Analysis(
     name="ablation",
     description="causal head ablation with nulls",
@@ -426,4 +442,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("headswap",),
+    statistics=statistics,
 )

@@ -45,11 +45,13 @@ BEYOND: Verdict = "beyond seed noise"
 WITHIN: Verdict = "within seed noise"
 
 RULE = (
-    "beyond seed noise when the cross-variant value lies outside the closed range "
-    "[min, max] of the within-variant (model vs seed twin) values, widened to cover the "
-    "twins' confidence intervals when they are given, and, when a bootstrap confidence "
-    "interval of the cross-variant value is given, that interval lies entirely outside "
-    "the range too (it excludes every twin value); otherwise within seed noise"
+    "every statistic is oriented so that larger means more different (a count of moved "
+    "heads or of exclusive features, a gap, the distance between two models' values); the "
+    "cross-variant value (standard vs ADHD) is beyond seed noise when it exceeds every "
+    "within-variant value (a model vs its data-order twin) and the upper end of every "
+    "twin's confidence interval when one is given, and, when a bootstrap confidence "
+    "interval of the cross-variant value is given, its lower end exceeds them too; "
+    "otherwise within seed noise"
 )
 """The one statement of the verdict rule; `verdict` applies it, every record quotes it."""
 
@@ -100,8 +102,9 @@ def verdict(
     """`RULE` applied to one statistic: `cross` between the variants, `within` between each
     model and its seed twin; optional (low, high) intervals of either.
 
-    For a distance, a cross value below every twin value (the variants closer than twins
-    are) is also beyond seed noise: the rule is two-sided.
+    One-sided: a statistic measures how different two models are, and the claim under
+    test is "the data made the pair more different than training noise makes twins". A
+    cross value below the twins' (the variants closer than twins) is no such finding.
     """
     twins = [float(w) for w in within]
     if not twins:
@@ -114,14 +117,13 @@ def verdict(
         points += [float(b) for b in cross_ci]
     if not np.isfinite(points).all():
         raise ValueError(f"not finite: cross {cross}, within {twins}, intervals given")
-    low = min([*twins, *(ci[0] for ci in intervals)])
     high = max([*twins, *(ci[1] for ci in intervals)])
-    beyond = not low <= float(cross) <= high
+    beyond = float(cross) > high
     if cross_ci is not None:
         lo, hi = (float(b) for b in cross_ci)
         if lo > hi:
             raise ValueError(f"cross_ci {cross_ci}: low above high")
-        beyond = beyond and (lo > high or hi < low)
+        beyond = beyond and lo > high
     return BEYOND if beyond else WITHIN
 
 
@@ -201,9 +203,57 @@ def replicate_recurrence(findings_per_replicate: Sequence[Collection[str]], key:
     return Recurrence(count, len(findings_per_replicate))
 
 
-# ----------------------------------------------------------------------------- records
+# ----------------------------------------------------------------------------- statistics
 
 Value = float | Sequence[float]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One statistic of one run of an analysis on a pair of models (the study's matched
+    pair, or a control pair: a model and its data-order twin).
+
+    Of the pair (`of="pair"`): the statistic compares the run's two models (moved heads,
+    exclusive features); its value on the matched pair is the cross-variant value, on
+    each control pair the seed null. Of the model (`of="model"`): a property of the
+    run's ADHD-role model alone (a target head's ablation effect, a patching map); the
+    cross-variant value is the `distance` between the ADHD and the standard model's
+    values, the null the distance between a model's and its twin's."""
+
+    description: str
+    """What is measured, in words (also the statistic's name in controls.json)."""
+    value: Value
+    """A number, or one per component (a vector)."""
+    of: Literal["pair", "model"] = "pair"
+    ci: Any = None
+    """(low, high) of `value` (a bootstrap over tasks), or one per component."""
+    components: Sequence[str] | None = None
+    """The components' names of a vector statistic."""
+    named: Sequence[str] = ()
+    """The components this run names as findings (moved heads, the target head): what
+    `replicate_recurrence` counts across replicate pairs."""
+    distance: Literal["abs", "1-r"] = "abs"
+    """How two models' values of an `of="model"` statistic are compared: the absolute
+    difference (per component), or 1 - Pearson r of two maps (one number)."""
+
+
+def model_distance(a: Value, b: Value, distance: Literal["abs", "1-r"]) -> Value:
+    """The distance between two models' values of an `of="model"` statistic: NaN when
+    either is undefined (a constant map has no correlation)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"values of different shapes: {x.shape} vs {y.shape}")
+    if distance == "1-r":
+        x, y = x.ravel(), y.ravel()
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() < 2 or x[ok].std() == 0 or y[ok].std() == 0:
+            return float("nan")
+        return float(1.0 - np.corrcoef(x[ok], y[ok])[0, 1])
+    diff = np.abs(x - y)
+    return float(diff) if diff.ndim == 0 else diff.tolist()
+
+
+# ----------------------------------------------------------------------------- records
 
 
 @dataclass(frozen=True)
@@ -227,6 +277,10 @@ class Finding:
     """Per variant, the (low, high) of its `within_variant` value (or (component, 2))."""
     components: Sequence[str] | None = None
     """Names of a vector statistic's components (None: their indices)."""
+    analysis: str = ""
+    """The analysis (study stage) that measured it."""
+    recurrence: Mapping[str, Any] | None = None
+    """Per named component, in how many replicate pairs it recurs (`Recurrence`)."""
 
     @property
     def is_vector(self) -> bool:
@@ -259,6 +313,7 @@ class Finding:
         """The controls.json record; "verdict" is null where a value is NaN, and a vector
         statistic's is one per component, with the components beyond listed."""
         record: dict[str, Any] = {
+            **({"analysis": self.analysis} if self.analysis else {}),
             "finding": self.finding,
             "statistic": self.statistic,
             "cross_variant": self.cross_variant,
@@ -269,6 +324,8 @@ class Finding:
             record["cross_ci"] = self.cross_ci
         if self.within_ci is not None:
             record["within_ci"] = dict(self.within_ci)
+        if self.recurrence is not None:
+            record["recurrence"] = {k: list(v) for k, v in self.recurrence.items()}
         if self.is_vector:
             per = self.verdicts()
             record |= {
@@ -366,10 +423,12 @@ __all__ = [
     "DictionaryMatch",
     "Finding",
     "Recurrence",
+    "Statistic",
     "Verdict",
     "benjamini_hochberg",
     "component_verdicts",
     "match_dictionaries",
+    "model_distance",
     "replicate_recurrence",
     "stable_latents",
     "verdict",

@@ -22,6 +22,11 @@ the ratio. The thresholds make "specific" a stated, checkable claim rather than 
 of whatever differs most; the smoothing keeps a feature that never fires in the
 standard model finite and still ranked by how often it fires in the ADHD one.
 
+`dashboard.html` (`interpgpt.analysis.dashboard`) has a card per shown feature: its top
+contexts over all tokens of the ADHD sequences, its activation histogram, its statistics
+and the tokens its decoder row promotes and suppresses in each model. It reuses the
+activations the contexts are taken from, so it costs no extra forward pass.
+
 In the study (`stage`), the SAE is the ADHD model's at `layer` (a study-only setting,
 `FeatureDiffStudyConfig`); the stage records that SAE and the diff file in its summary,
 so the steering stage reads the very feature the diff selected.
@@ -34,9 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
+from interpgpt.analysis import dashboard
+from interpgpt.analysis.controls import MATCH_THRESHOLD, Statistic, match_dictionaries
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
 from interpgpt.analysis.sae_features import (
     FeatureStats,
@@ -50,11 +59,13 @@ from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, write_json, write_text
-from interpgpt.sae.topk import TopKSAE
+from interpgpt.sae.topk import TopKSAE, sae_dir_name
+from interpgpt.sae.training import seed_twin_name
 from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
 
 FEATURE_DIFF_JSON = "feature_diff.json"
 FEATURE_DIFF_MD = "feature_diff.md"
+FEATURE_DIFF_DASHBOARD = "dashboard.html"
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class FeatureDiffConfig:
     corpus: Path = inputs.option()
     """Corpus directory; its held-out split supplies the sequences."""
     out: Path = inputs.option()
-    """Directory for feature_diff.json and feature_diff.md."""
+    """Directory for feature_diff.json, feature_diff.md and dashboard.html."""
     sequences: Literal["own", "adhd", "standard"] = "own"
     """"own": each model reads its own variant's sequences; otherwise both read that variant's."""
     split: Split = "test"
@@ -84,7 +95,7 @@ class FeatureDiffConfig:
     epsilon: float = 1e-4
     """Smoothing added to both rates in the asymmetry ratio, so a zero rate gives a finite ratio."""
     top_n: int = 20
-    """Features shown with their contexts on the markdown page."""
+    """Features shown with their contexts on the markdown page and the dashboard."""
     n_contexts: int = 5
     """Top-activating contexts per shown feature."""
     context_tokens: int = 10
@@ -93,6 +104,11 @@ class FeatureDiffConfig:
     """Sequences per forward pass."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda."""
+    stability_sae: Path | None = None
+    """An SAE of the same model and layer trained from another seed (`sae train-all
+    --seed-twins`): a feature is then selected only if it is stable across SAE seeds,
+    i.e. the Hungarian matching of the two decoders pairs it with a latent at cosine >=
+    `interpgpt.analysis.controls.MATCH_THRESHOLD`."""
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -151,6 +167,11 @@ class FeatureDiffResult:
     """Statistics in the standard model."""
     adhd: FeatureStats
     """Statistics in the ADHD model."""
+    dashboard_path: Path
+    """dashboard.html: a card per shown feature."""
+    seed_stability: dict[str, Any] | None = None
+    """With a stability SAE: the share of latents matched across SAE seeds and the
+    candidates dropped as unstable (`seed_stability`)."""
 
 
 def asymmetry(standard: FeatureStats, adhd: FeatureStats, epsilon: float) -> Tensor:
@@ -171,6 +192,23 @@ def select_features(
 
 
 @torch.no_grad()
+def feature_activations(
+    model, sae, eset: EncodedSet, hook_name: str, features: list[int], batch_size: int = 32
+) -> Float[Tensor, "batch pos n_features"]:
+    """The activations of `features` (in that order) at every position of `eset`; 0 at padding."""
+    device = next(model.parameters()).device
+    out = torch.zeros(*eset.ids.shape, len(features))
+    if not features:
+        return out
+    start = 0
+    for batch in eset.batches(batch_size):
+        acts = hook_activations(model, batch.ids.to(device), hook_name)
+        feats = encode_features(sae, acts)[..., features].float().cpu()
+        out[start : start + len(batch), : feats.shape[1]] = feats * batch.valid[..., None]
+        start += len(batch)
+    return out
+
+
 def top_contexts(
     model,
     sae,
@@ -181,16 +219,15 @@ def top_contexts(
     n_contexts: int = 5,
     context_tokens: int = 10,
     batch_size: int = 32,
+    acts: Tensor | None = None,
 ) -> dict[int, list[Context]]:
-    """The highest activations of each feature over all real positions of `eset`."""
+    """The highest activations of each feature over all real positions of `eset`
+    (`acts`: their `feature_activations`, when already computed)."""
     if not features:
         return {}
-    device = next(model.parameters()).device
-    per_row: list[Tensor] = []  # (pos, n_features) per example
-    for batch in eset.batches(batch_size):
-        acts = hook_activations(model, batch.ids.to(device), hook_name)
-        feats = encode_features(sae, acts)[..., features].float().cpu()
-        per_row += [feats[i, : int(n)] for i, n in enumerate(batch.lengths)]
+    if acts is None:
+        acts = feature_activations(model, sae, eset, hook_name, features, batch_size)
+    per_row = [acts[i, : int(n)] for i, n in enumerate(eset.lengths)]  # (pos, n_features) each
     contexts: dict[int, list[Context]] = {}
     for j, feature in enumerate(features):
         scored = [(float(v), r, p) for r, f in enumerate(per_row) for p, v in enumerate(f[:, j])]
@@ -238,7 +275,14 @@ def feature_diff(config: FeatureDiffConfig) -> FeatureDiffResult:
         for variant in ("standard", "adhd")
     }
     selected = select_features(stats["standard"], stats["adhd"], config)
+    stability = None
+    if config.stability_sae is not None:
+        stability = seed_stability(sae, config.stability_sae, selected)
+        selected = [f for f in selected if f not in set(stability["unstable"])]
     shown = selected[: config.top_n]
+    acts = feature_activations(
+        pair.adhd.model, sae, sets["adhd"], hook_name, shown, config.batch_size
+    )
     contexts = top_contexts(
         pair.adhd.model,
         sae,
@@ -248,13 +292,49 @@ def feature_diff(config: FeatureDiffConfig) -> FeatureDiffResult:
         shown,
         config.n_contexts,
         config.context_tokens,
-        config.batch_size,
+        acts=acts,
     )
     out = Path(config.out)
     blob = _result_json(config, sae, stats, selected, contexts)
+    blob["seed_stability"] = stability
     json_path = write_json(out / FEATURE_DIFF_JSON, blob)
     md_path = write_text(out / FEATURE_DIFF_MD, render_markdown(blob))
-    return FeatureDiffResult(json_path, md_path, selected, stats["standard"], stats["adhd"])
+    cards = dashboard_cards(
+        config, sae, pair.models, pair.tokenizer, sets["adhd"], stats, shown, acts
+    )
+    dashboard_path = dashboard.write_dashboard(
+        out / FEATURE_DIFF_DASHBOARD,
+        "Cross-model SAE feature diff: ADHD-only features",
+        cards,
+        [{"latent": c.latent, "kind": c.kind, **c.stats} for c in cards],
+        dashboard_intro(blob),
+    )
+    return FeatureDiffResult(
+        json_path, md_path, selected, stats["standard"], stats["adhd"], dashboard_path, stability
+    )
+
+
+def seed_stability(sae: TopKSAE, other_dir: Path, candidates: list[int]) -> dict[str, Any]:
+    """Which `candidates` (latents of `sae`) are stable across SAE seeds: matched one-to-one
+    (Hungarian on decoder cosine, `match_dictionaries`) to a latent of the other-seed SAE
+    at `other_dir` with cosine >= MATCH_THRESHOLD; and the share of all latents matched."""
+    other = TopKSAE.load(other_dir)
+    if other.cfg.hook_name != sae.cfg.hook_name or other.W_dec.shape[1] != sae.W_dec.shape[1]:
+        raise UserError(
+            f"{other_dir}: reads {other.cfg.hook_name} ({other.W_dec.shape[1]} wide), the "
+            f"diffed SAE {sae.cfg.hook_name} ({sae.W_dec.shape[1]} wide); pass an SAE of the "
+            "same layer"
+        )
+    match = match_dictionaries(sae.W_dec, other.W_dec, MATCH_THRESHOLD)
+    matched = np.nan_to_num(match.cosines, nan=-1.0) >= MATCH_THRESHOLD
+    return {
+        "sae": str(other_dir),
+        "threshold": MATCH_THRESHOLD,
+        "rule": "Hungarian matching of decoder rows (cosine); stable: partner cosine >= threshold",
+        "share_matched": match.share_matched,
+        "unstable": [f for f in candidates if not matched[f]],
+        "candidate_cosines": {str(f): float(match.cosines[f]) for f in candidates},
+    }
 
 
 def _check_hook(model, hook_name: str, sae_dir: Path, d_in: int) -> None:
@@ -351,15 +431,87 @@ def _highlight(ctx: dict) -> str:
     return " ".join(parts)
 
 
+# ---------------------------------------------------------------------------- dashboard
+
+
+def dashboard_cards(
+    config: FeatureDiffConfig,
+    sae: TopKSAE,
+    models: dict[str, Any],
+    tokenizer,
+    eset: EncodedSet,
+    stats: dict[str, FeatureStats],
+    features: list[int],
+    acts: Float[Tensor, "batch pos n_features"],
+) -> list[dashboard.LatentCard]:
+    """One card per shown ADHD-only feature, from the activations the diff already took on
+    the ADHD sequences (`feature_activations`) and the feature's SAE decoder row."""
+    n_tokens = max(int(eset.lengths.sum()), 1)
+    cards = []
+    for j, f in enumerate(features):
+        row = feature_row(f, stats, config.epsilon)
+        direction = sae.W_dec[f].detach()
+        logits = {
+            name: dashboard.output_tokens(direction, model, tokenizer)
+            for name, model in models.items()
+        }
+        card_stats: dict[str, float | str] = {
+            "ADHD onset rate": row["adhd_rate"],
+            "standard onset rate": row["standard_rate"],
+            "asymmetry": row["asymmetry"],
+            "ADHD mean act": row["adhd_mean_act"],
+            "standard mean act": row["standard_mean_act"],
+            "ADHD token frequency": float((acts[..., j] > 0).sum()) / n_tokens,
+            "decoder norm": float(direction.norm()),
+        }
+        cards.append(
+            dashboard.LatentCard(
+                latent=f,
+                title=f"feature {f} — ADHD-only",
+                kind="ADHD-only",
+                stats=card_stats,
+                contexts=dashboard.top_contexts(
+                    acts[..., j],
+                    eset.ids,
+                    tokenizer,
+                    config.n_contexts,
+                    config.context_tokens,
+                    lengths=eset.lengths,
+                ),
+                activations=dashboard.activation_sample(acts[..., j]),
+                promoted={name: out.promoted for name, out in logits.items()},
+                suppressed={name: out.suppressed for name, out in logits.items()},
+            )
+        )
+    return cards
+
+
+def dashboard_intro(blob: dict) -> str:
+    th = blob["thresholds"]
+    return (
+        f"SAE {blob['sae']['dir']} at {blob['sae']['hook_name']} (d_sae = "
+        f"{blob['sae']['d_sae']}). {blob['n_selected']} features fire at ≥ "
+        f"{th['adhd_min_rate']:.1%} of ADHD onset predictors and ≤ "
+        f"{th['standard_max_rate']:.2%} of standard ones; the first {blob['top_n']} have "
+        f"cards. Asymmetry = {blob['asymmetry']}.\n\n"
+        "Contexts and histograms: the feature on the ADHD model's held-out sequences, every "
+        "token (not only onset predictors); the outlined token is the activating one. "
+        "Promoted/suppressed tokens: the decoder row through each model's final norm gain "
+        "and unembedding (its direct effect on the logits, later layers skipped)."
+    )
+
+
 # ---------------------------------------------------------------------------- in the study
 
 
 def stage(ws: Workspace, config: FeatureDiffStudyConfig) -> StageOutput:
     sae_dir = ws.sae("adhd", config.layer)
+    twin = ws.saes / sae_dir_name(seed_twin_name("adhd"), config.layer)
     result = feature_diff(
         dataclasses.replace(
             config,
             sae_dir=sae_dir,
+            stability_sae=twin if twin.is_dir() else None,
             standard=ws.export("standard"),
             adhd=ws.export("adhd"),
             corpus=ws.corpus,
@@ -380,7 +532,13 @@ def stage(ws: Workspace, config: FeatureDiffStudyConfig) -> StageOutput:
         "n_selected": len(result.selected),
         "top": top,
     }
-    return StageOutput([result.json_path, result.markdown_path], summary)
+    if result.seed_stability is not None:
+        summary["seed_stability"] = {
+            "share_matched": result.seed_stability["share_matched"],
+            "n_unstable": len(result.seed_stability["unstable"]),
+            "threshold": result.seed_stability["threshold"],
+        }
+    return StageOutput([result.json_path, result.markdown_path, result.dashboard_path], summary)
 
 
 def section(summary: Summary, outputs: list[str]) -> Section:
@@ -395,9 +553,25 @@ def section(summary: Summary, outputs: list[str]) -> Section:
         if top
         else "No SAE feature is specific to ADHD step onsets at the stated thresholds."
     )
+    stability = summary.get("seed_stability")
+    if stability:
+        finding += (
+            f" Only features stable across two SAE seeds count: {fmt(stability['share_matched'])}"
+            f" of the SAE's latents have a partner at decoder cosine ≥ "
+            f"{fmt(stability['threshold'])} in the other seed's SAE, and "
+            f"{stability['n_unstable']} candidate(s) were dropped as unstable."
+        )
     md = [Path(p) for p in outputs if str(p).endswith(".md")]
+    dashboards = [Path(p) for p in outputs if str(p).endswith(".html")]
     rows = [("contexts", str(md[0]))] if md else []
+    rows += [("dashboards", str(dashboards[0]))] if dashboards else []
     return Section("Cross-model feature diff", finding, rows=rows, table=table)
+
+
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistic: how many features the procedure calls ADHD-only
+    (exclusive to the ADHD-role model); between a model and its twin, every one is noise."""
+    return {"exclusive": Statistic("ADHD-only SAE features (count)", summary["n_selected"])}
 
 
 ANALYSIS = Analysis(
@@ -407,4 +581,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("sae",),
+    statistics=statistics,
 )

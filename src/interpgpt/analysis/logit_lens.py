@@ -48,6 +48,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interpgpt.analysis import plots
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.protocol import (
     Analysis,
     Section,
@@ -503,6 +504,29 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Regulation logit lens", finding, table=table, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistics: how far apart the two models' P(regulation) curves
+    get at any transformer layer, and the largest layer-to-layer rise of the ADHD-role
+    curve (a property of that model, compared across models)."""
+    curves = summary["curves"]
+
+    def transformer_layers(curve: dict[str, Any]) -> np.ndarray:
+        keep = [i for i, layer in enumerate(curve["layers"]) if layer != EMBED_LAYER]
+        return np.asarray(curve["p_regulation"], dtype=np.float64)[keep]
+
+    std, adhd = transformer_layers(curves["standard"]), transformer_layers(curves["adhd"])
+    rise = float(np.diff(adhd).max()) if adhd.size > 1 else float("nan")
+    return {
+        "curve gap": Statistic(
+            "largest |P(regulation) difference| between the two curves over layers",
+            float(np.abs(adhd - std).max()),
+        ),
+        "largest rise": Statistic(
+            "largest layer-to-layer rise of the ADHD model's P(regulation)", rise, of="model"
+        ),
+    }
+
+
 ANALYSIS = Analysis(
     name="logit-lens",
     description="regulation logit lens + DLA",
@@ -510,4 +534,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("export",),
+    statistics=statistics,
 )

@@ -12,11 +12,12 @@ The study lists analyses as data; adding one is a module, its test and a line in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from interpgpt.analysis.controls import Statistic
 from interpgpt.constants import Variant
 from interpgpt.sae.topk import sae_dir_name
 
@@ -24,20 +25,32 @@ C = TypeVar("C")
 Summary = dict[str, Any]
 
 
-def model_name(variant: Variant, twin: bool = False) -> str:
-    """A study model's name: its variant, or `<variant>-twin` for its data-order twin (the
-    same initial weights, another order of the same batches). It names the model's run and
-    export folders and its entries in stage summaries."""
-    return f"{variant}-twin" if twin else variant
+def model_name(variant: Variant, twin: bool = False, replicate: int = 0) -> str:
+    """A study model's name: its variant, `<variant>-twin` for its data-order twin (the
+    same initial weights, another order of the same batches), `<variant>-r<N>` for the
+    model of replicate pair N (another init seed). It names the model's run and export
+    folders and its entries in stage summaries."""
+    if twin and replicate:
+        raise ValueError("twins are trained for the first pair only")
+    return f"{variant}-twin" if twin else f"{variant}-r{replicate}" if replicate else variant
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where a study keeps each artifact, and what its earlier stages recorded."""
+    """Where a study keeps each artifact, and what its earlier stages recorded.
+
+    An analysis reads "the standard model" and "the ADHD model" through `export`, `run`
+    and `sae`. The workspace of a control pair (`for_pair`) gives those roles to other
+    models (a model and its data-order twin) and keeps the pair's outputs apart, so the
+    very same stage code computes the seed null."""
 
     root: Path
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stage name -> its record (hash, outputs, summary), as far as the study has run."""
+    roles: Mapping[str, str] | None = None
+    """Variant role -> the model that plays it (None: each variant's own model)."""
+    pair: str = ""
+    """The control pair's name (its stages are `<stage>@<pair>`); "" for the matched pair."""
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -50,22 +63,47 @@ class Workspace:
     def tokenizer(self) -> Path:
         return self.path("tokenizer.json")
 
+    def model(self, variant: Variant) -> str:
+        """The name of the model playing `variant` here (`model_name`)."""
+        return self.roles[variant] if self.roles else variant
+
     def run(self, variant: Variant, twin: bool = False) -> Path:
-        """A model's run dir (`runs/<model_name>`)."""
-        return self.path("runs", model_name(variant, twin))
+        """A model's run dir (`runs/<model_name>`); `twin` names the variant's twin."""
+        return self.path("runs", model_name(variant, True) if twin else self.model(variant))
 
     def export(self, variant: Variant, twin: bool = False) -> Path:
-        """A model's export dir (`export/<model_name>`)."""
-        return self.path("export", model_name(variant, twin))
+        """A model's export dir (`export/<model_name>`); `twin` names the variant's twin."""
+        return self.path("export", model_name(variant, True) if twin else self.model(variant))
+
+    @property
+    def outputs(self) -> Path:
+        """Where this pair's analyses and SAEs go: the study root, or `controls/<pair>`."""
+        return self.path("controls", self.pair) if self.pair else self.root
 
     def analysis(self, name: str) -> Path:
-        return self.path("analysis", name)
+        return self.outputs / "analysis" / name
+
+    @property
+    def saes(self) -> Path:
+        """The folder of this pair's SAEs."""
+        return self.outputs / "sae"
 
     def sae(self, variant: Variant, layer: int) -> Path:
-        return self.path("sae", sae_dir_name(variant, layer))
+        return self.saes / sae_dir_name(variant, layer)
 
     def summary(self, stage: str) -> Summary:
         return self.records.get(stage, {}).get("summary", {})
+
+    def for_pair(self, pair: str, roles: Mapping[str, str]) -> Workspace:
+        """The workspace of control pair `pair`, whose roles the `roles` models play: a
+        stage reads the pair's own records of earlier stages (`<stage>@<pair>`) where
+        they exist, the study's otherwise (the corpus, the trained models)."""
+        suffix = f"@{pair}"
+        records = {k: v for k, v in self.records.items() if "@" not in k}
+        records |= {
+            k.removesuffix(suffix): v for k, v in self.records.items() if k.endswith(suffix)
+        }
+        return Workspace(self.root, records, dict(roles), pair)
 
 
 @dataclass
@@ -110,6 +148,11 @@ class Analysis(Generic[C]):
     study_section: str = ""
     """The study section holding its config, when not its own name (two stages can share
     one: both models train with `[train]`)."""
+    statistics: Callable[[Summary, list[str]], dict[str, Statistic]] | None = None
+    """The statistics of a run of this analysis that the seed controls compare
+    (`interpgpt.analysis.controls`): from the matched pair's run, its cross-variant
+    value; from each control pair's run (a model and its twin), the seed null. None: the
+    analysis is not a cross-model finding (it is not repeated on the control pairs)."""
 
     @property
     def settings_key(self) -> str:

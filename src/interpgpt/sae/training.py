@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -110,6 +110,11 @@ class _PairSAEs:
     """Layers of the standard model that get an SAE (comma-separated)."""
     adhd_layers: tuple[int, ...] = (1, 2, 3)
     """Layers of the ADHD model that get an SAE (comma-separated)."""
+    seed_twins: bool = False
+    """Also train, for each ADHD layer, a second SAE from another seed on the same
+    activations (`<model>-seed1_L<layer>_...`): SAEs of two seeds learn partly different
+    latents (Paulo & Belrose 2025), so the feature diff calls a feature ADHD-only only if
+    it is matched in the other seed's SAE."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +128,16 @@ class TrainAllConfig(SAEHyperparams, _PairSAEs):
             negative = [layer for layer in getattr(self, name) if layer < 0]
             if negative:
                 raise SettingError(name, f"layer {negative[0]} is negative")
+
+
+SEED_TWIN_OFFSET = 1000
+"""A seed-twin SAE starts from seed `seed + layer + SEED_TWIN_OFFSET` (its partner's:
+`seed + layer`)."""
+
+
+def seed_twin_name(model_name: str) -> str:
+    """The model name a seed-twin SAE is saved under (its directory's prefix)."""
+    return f"{model_name}-seed1"
 
 
 @dataclass
@@ -160,15 +175,18 @@ def train_sae(config: SAETrainConfig) -> SAETrainResult:
 
 def train_all(config: TrainAllConfig) -> TrainAllResult:
     """Train the SAEs of both models; write OUT/sae_summary.json; strict raises on a fail."""
+    # SAEs are named by the role a model plays (`--standard`, `--adhd`), which is what an
+    # analysis asks for; a control pair can give the ADHD role to a standard model.
     wanted = [
-        (config.standard, config.std_layers, "std_layers"),
-        (config.adhd, config.adhd_layers, "adhd_layers"),
+        (config.standard, config.std_layers, "std_layers", "standard"),
+        (config.adhd, config.adhd_layers, "adhd_layers", "adhd"),
     ]
-    plan = [(path, layers, name) for path, layers, name in wanted if path is not None and layers]
+    plan = [(path, layers, s, role) for path, layers, s, role in wanted if path and layers]
+    twins = {"adhd": config.seed_twins}
     if not plan:
         raise UserError("sae train-all: pass --standard and/or --adhd with at least one layer each")
     results: list[SAETrainResult] = []
-    for path, layers, setting in plan:
+    for path, layers, setting, role in plan:
         loaded = load_model(path)
         one = SAETrainConfig(
             model=path,
@@ -177,7 +195,9 @@ def train_all(config: TrainAllConfig) -> TrainAllResult:
             out=config.out,
             **config.hyperparams(),
         )
-        results += _train_model_layers(loaded, loaded.name, tuple(layers), one, setting)
+        results += _train_model_layers(
+            loaded, role, tuple(layers), one, setting, seed_twins=twins.get(role, False)
+        )
     summary = {
         "saes": [_summary_row(r) for r in results],
         "all_passed": all(r.quality.passed for r in results),
@@ -250,8 +270,10 @@ def _train_model_layers(
     layers: tuple[int, ...],
     config: SAETrainConfig,
     setting: str = "layer",
+    seed_twins: bool = False,
 ) -> list[SAETrainResult]:
-    """Train one SAE per layer of one model in lockstep on a shared activation stream.
+    """Train one SAE per layer of one model in lockstep on a shared activation stream
+    (and with `seed_twins` a second per layer, from another seed, on the same batches).
 
     `setting` names the layers' setting in an error (`layer`, `std_layers`, ...).
     """
@@ -286,20 +308,33 @@ def _train_model_layers(
         seed=config.seed,
         autocast=config.autocast,
     )
+    specs = [FitSpec(model_name, layer, config.seed + layer) for layer in layers]
+    if seed_twins:
+        twin = seed_twin_name(model_name)
+        specs += [FitSpec(twin, layer, config.seed + layer + SEED_TWIN_OFFSET) for layer in layers]
     start = time.perf_counter()
-    saes, history = _fit(model_name, layers, stream, config, d_sae)
-    seconds = (time.perf_counter() - start) / len(layers)
+    saes, history = _fit(specs, stream, config, d_sae)
+    seconds = (time.perf_counter() - start) / len(specs)
     val_seqs = _eval_sequences(
         _sequences(config.corpus, tok, variants, "val", model.cfg.n_ctx), config.eval_tokens
     )
     acts = collect_activations(model, val_seqs, hooks, tok.pad_id, config.seq_batch)
     results = []
-    for layer, hook, sae in zip(layers, hooks, saes, strict=True):
+    for spec, sae, log in zip(specs, saes, history, strict=True):
+        hook = sae_hook_name(spec.layer)
         quality = evaluate_sae(sae, model, acts[hook], val_seqs, tok.pad_id, config)
-        layer_config = dataclasses.replace(config, layer=layer, model_name=model_name)
-        path = _write_sae(sae, quality, history[hook], seconds, layer_config, variants)
-        results.append(SAETrainResult(path, quality, sae, model_name, layer, seconds))
+        layer_config = dataclasses.replace(config, layer=spec.layer, model_name=spec.model_name)
+        path = _write_sae(sae, quality, log, seconds, layer_config, variants)
+        results.append(SAETrainResult(path, quality, sae, spec.model_name, spec.layer, seconds))
     return results
+
+
+class FitSpec(NamedTuple):
+    """One SAE of a lockstep fit: the name it is saved under, its layer, its init seed."""
+
+    model_name: str
+    layer: int
+    seed: int
 
 
 class SAEFit:
@@ -331,28 +366,29 @@ class SAEFit:
         return self.sae.eval()
 
 
-def _fit(model_name, layers, stream, config: SAETrainConfig, d_sae: int):
-    """The training loop: every SAE takes one step on its hook's slice of each batch."""
-    hooks = [sae_hook_name(layer) for layer in layers]
+def _fit(specs: list[FitSpec], stream, config: SAETrainConfig, d_sae: int):
+    """The training loop: every SAE takes one step on its hook's slice of each batch.
+    Returns the SAEs and each one's training log, in the order of `specs`."""
+    hooks = [sae_hook_name(spec.layer) for spec in specs]
     first = next(stream)
     steps = config.tokens // config.batch_size
     fits = [
         SAEFit(
             first[hook],
             TopKSAEConfig(d_in=first[hook].shape[1], d_sae=d_sae, k=config.k,
-                          layer=layer, model_name=model_name),
-            config, steps, config.seed + layer,
+                          layer=spec.layer, model_name=spec.model_name),
+            config, steps, spec.seed,
         )
-        for layer, hook in zip(layers, hooks, strict=True)
+        for spec, hook in zip(specs, hooks, strict=True)
     ]  # fmt: skip
-    history: dict[str, list[dict[str, float]]] = {h: [] for h in hooks}
+    history: list[list[dict[str, float]]] = [[] for _ in specs]
     log_every = max(1, steps // 20)
     batch = first
     for step in range(steps):
-        for hook, fit in zip(hooks, fits, strict=True):
+        for hook, fit, log in zip(hooks, fits, history, strict=True):
             stats = fit.step(batch[hook])
             if step % log_every == 0 or step == steps - 1:
-                history[hook].append({"step": step, **stats._asdict()})
+                log.append({"step": step, **stats._asdict()})
         if step + 1 < steps:
             batch = next(stream)
     return [fit.finish() for fit in fits], history

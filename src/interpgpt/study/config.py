@@ -23,6 +23,7 @@ from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import PRESETS
+from interpgpt.study.controls import ControlsConfig
 from interpgpt.study.stages import (
     STAGES,
     STUDY_DEFAULTS,
@@ -32,8 +33,9 @@ from interpgpt.study.stages import (
 
 GLOBAL_FIELDS = ("preset", "seed", "device")
 """Study-wide settings, passed to every section that has a field of that name."""
-STUDY_FIELDS = (*GLOBAL_FIELDS, "twins")
-"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins`, which chooses the stages."""
+STUDY_FIELDS = (*GLOBAL_FIELDS, "twins", "replicates")
+"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins` and `replicates`, which
+choose the stages."""
 
 
 @dataclass
@@ -51,13 +53,17 @@ class StudyConfig:
     of the same batches (data seed = seed + TWIN_DATA_SEED_OFFSET); the seed null that each
     cross-model finding is compared with. Off by default for now: the twins double the
     training time."""
+    replicates: int = 1
+    """Matched pairs in all: N - 1 more pairs, each from another init seed (seed + N), on
+    which every pair analysis is repeated, and the report says in how many of them a named
+    finding (a moved head, the target head) recurs. Needs twins."""
     sections: dict[str, Any] = field(default_factory=dict)
     """Section name -> that stage's config (its inputs are filled in by the study)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise UserError(f"preset {self.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
-        self.sections = {**default_sections(STAGES), **self.sections}
+        self.sections = {**default_sections(STAGES), "controls": ControlsConfig(), **self.sections}
 
     def section(self, name: str) -> Any:
         """A section with the study's global settings filled in."""
@@ -153,6 +159,13 @@ def check_study_config(config: StudyConfig) -> None:
     if config.preset not in PRESETS:
         raise UserError(f"preset {config.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
     check_sections(config.sections, PRESETS[config.preset])
+    if config.replicates < 1:
+        raise UserError(f"replicates={config.replicates}: at least 1 (the matched pair itself)")
+    if config.replicates > 1 and not config.twins:
+        raise UserError(
+            f"replicates={config.replicates}: the replicate pairs are read against the "
+            "twins' seed null; set twins=true"
+        )
     twin_seed = config.seed + TWIN_DATA_SEED_OFFSET
     if config.twins and config.sections["train"].data_seed == twin_seed:
         raise UserError(

@@ -29,11 +29,19 @@ from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
 from interpgpt.io import config_hash, package_versions, read_json, write_json
 from interpgpt.study.config import StudyConfig, check_study_config
+from interpgpt.study.controls import (
+    TWIN_PAIRS,
+    control_stages,
+    controls_analysis,
+    headline_verdicts,
+    replicate_pairs,
+)
 from interpgpt.study.report import Report, write_report
 from interpgpt.study.stages import (
     STAGES,
     TWIN_STAGES,
     TWINS_TITLE,
+    replicate_stages,
     train_stage_name,
     twins_section,
 )
@@ -51,18 +59,28 @@ class StudyResult:
 
 def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     """The stages this study runs: `STAGES` as they are when `twins` is off (so a study dir
-    keeps its hashes), and with it on, the twins' training after the two models' and an
-    export that reads (and exports) the twins too."""
+    keeps its hashes). With it on: the twins' training (and each replicate pair's) after
+    the two models', an export that reads (and exports) them too, every pair-dependent
+    analysis again on each control pair (`interpgpt.study.controls`), and the `controls`
+    stage that puts each statistic beside its seed null."""
     if not config.twins:
         return list(STAGES)
+    extra = [*TWIN_STAGES, *replicate_stages(config.replicates)]
     stages: list[Analysis[Any]] = []
     for stage in STAGES:
         if stage.name == "export":
-            stage = dataclasses.replace(stage, after=(*stage.after, *(t.name for t in TWIN_STAGES)))
+            stage = dataclasses.replace(stage, after=(*stage.after, *(t.name for t in extra)))
         stages.append(stage)
         if stage.name == train_stage_name(VARIANTS[-1]):
-            stages += TWIN_STAGES
-    return stages
+            stages += extra
+    replicates = list(replicate_pairs(config.replicates))
+    pairs = {**TWIN_PAIRS, **replicate_pairs(config.replicates)}
+    controls = control_stages(stages, pairs)
+    return [
+        *stages,
+        *controls,
+        controls_analysis(stages, [s.name for s in [*stages, *controls]], replicates),
+    ]
 
 
 def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
@@ -172,12 +190,20 @@ def twins_report_section(records: dict[str, dict[str, Any]]) -> Section:
 def build_report(stages: list[Analysis[Any]], config: StudyConfig, ws: Workspace) -> Report:
     """The report: each stage's section in order, the twins' after their training."""
     sections: list[Section | None] = []
+    names: list[str] = []
     for stage in stages:
         sections.append(report_section(stage, ws.records.get(stage.name)))
+        names.append(stage.name)
         if stage.name == TWIN_STAGES[-1].name:
             sections.append(twins_report_section(ws.records))
+            names.append(TWINS_TITLE)
     shown = [s for s in sections if s is not None]
-    headlines = [f"{s.title}: {s.finding}" for s in shown if s.status != "missing"]
+    verdicts = headline_verdicts(ws.summary("controls"))
+    headlines = [
+        f"{s.title}: {s.finding}" + (f" Seed null: {verdicts[name]}." if name in verdicts else "")
+        for name, s in zip(names, sections, strict=True)
+        if s is not None and s.status != "missing"
+    ]
     timing = {name: round(r.get("seconds", 0.0), 1) for name, r in ws.records.items()}
     blob = {"study": config.to_json(), "stage_seconds": timing}
     title = f"InterpGPT matched-pair study ({config.preset} preset)"

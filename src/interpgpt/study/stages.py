@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis import ablation, feature_diff, logit_lens
+from interpgpt.analysis import ablation, diff_lens, feature_diff, kl, logit_lens
 from interpgpt.analysis.behaviour import run as behaviour
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.patching import run as patching
@@ -30,6 +30,7 @@ from interpgpt.analysis.protocol import (
     model_name,
 )
 from interpgpt.analysis.steering import run as steering
+from interpgpt.analysis.weights import run as weights
 from interpgpt.artifacts.export import ExportConfig, export
 from interpgpt.artifacts.names import MODEL_WEIGHTS, RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS, Variant
@@ -61,6 +62,7 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "headswap": {"limit": EVAL_TASKS},
     "logit_lens": {"limit": EVAL_TASKS},
     "ablation": {"heads": "auto", "limit": SAMPLED_TASKS},
+    "sae": {"seed_twins": True},
     "feature_diff": {"limit": EVAL_TASKS},
     "probes": {"limit": EVAL_TASKS},
 }
@@ -128,28 +130,36 @@ def tokenizer_section(summary: Summary, outputs: list[str]) -> Section:
 # ----------------------------------------------------------------------------- models
 
 
-def train_stage_name(variant: Variant, twin: bool = False) -> str:
+def train_stage_name(variant: Variant, twin: bool = False, replicate: int = 0) -> str:
     """The stage that trains a model: `train-<model_name>`."""
-    return f"train-{model_name(variant, twin)}"
+    return f"train-{model_name(variant, twin, replicate)}"
 
 
 def train_stage(
-    variant: Variant, twin: bool = False
+    variant: Variant, twin: bool = False, replicate: int = 0
 ) -> Callable[[Workspace, TrainConfig], StageOutput]:
-    """The stage training `variant`'s model, or its data-order twin (data seed `seed +
-    TWIN_DATA_SEED_OFFSET`). Its summary holds the run's init hash and data seed, as the run
-    dir's config.json records them, so the report can check that a twin shares its
-    partner's initial weights."""
+    """The stage training `variant`'s model; its data-order twin (data seed `seed +
+    TWIN_DATA_SEED_OFFSET`); or the model of replicate pair `replicate` (init and data
+    seed `seed + replicate`: another matched pair, like the first). Its summary holds the
+    run's init hash and data seed, as the run dir's config.json records them, so the report
+    can check that a twin shares its partner's initial weights."""
 
     def run(ws: Workspace, config: TrainConfig) -> StageOutput:
-        data_seed = config.seed + TWIN_DATA_SEED_OFFSET if twin else config.data_seed
+        seed, data_seed = config.seed, config.data_seed
+        if twin:
+            data_seed = config.seed + TWIN_DATA_SEED_OFFSET
+        elif replicate:
+            seed += replicate
+            data_seed = None if data_seed is None else data_seed + replicate
+        name = model_name(variant, twin, replicate)
         result = train(
             dataclasses.replace(
                 config,
                 corpus=ws.corpus,
                 tokenizer=ws.tokenizer,
-                out=ws.run(variant, twin),
+                out=ws.path("runs", name),
                 variant=variant,
+                seed=seed,
                 data_seed=data_seed,
             )
         )
@@ -171,17 +181,22 @@ def train_stage(
 
 
 def export_stage(ws: Workspace, config: ExportConfig) -> StageOutput:
-    """Export both models, and each data-order twin whose stage is part of this study."""
-    twins = [v for v in VARIANTS if train_stage_name(v, twin=True) in ws.records]
-    models = [(v, False) for v in VARIANTS] + [(v, True) for v in twins]
+    """Export every model this study trained: both models, and the data-order twins and
+    replicate pairs when the study has them."""
+    names = [model_name(v) for v in VARIANTS]
+    names += [
+        stage.removeprefix("train-")
+        for stage in ws.records
+        if stage.startswith("train-") and stage.removeprefix("train-") not in names
+    ]
     outputs: list[Path] = []
     summary: dict[str, Any] = {}
-    for variant, twin in models:
+    for name in names:
         result = export(
-            dataclasses.replace(config, model=ws.run(variant, twin), out=ws.export(variant, twin))
+            dataclasses.replace(config, model=ws.path("runs", name), out=ws.path("export", name))
         )
         outputs.append(result.out_dir / TL_BUNDLE)
-        summary[model_name(variant, twin)] = {
+        summary[name] = {
             "n_parameters": result.n_parameters,
             "max_abs_logit_diff": result.max_abs_logit_diff,
         }
@@ -246,7 +261,7 @@ def sae_stage(ws: Workspace, config: TrainAllConfig) -> StageOutput:
         dataclasses.replace(
             config,
             corpus=ws.corpus,
-            out=ws.path("sae"),
+            out=ws.saes,
             standard=ws.export("standard"),
             adhd=ws.export("adhd"),
         )
@@ -331,7 +346,10 @@ STAGES: list[Analysis[Any]] = [
         None,
         tuple(train_stage_name(v) for v in VARIANTS),
     ),
+    kl.ANALYSIS,
+    diff_lens.ANALYSIS,
     headswap.ANALYSIS,
+    weights.ANALYSIS,
     logit_lens.ANALYSIS,
     ablation.ANALYSIS,
     patching.ANALYSIS,
@@ -358,6 +376,23 @@ TWIN_STAGES: list[Analysis[Any]] = [
 ]
 """The twins' training stages: with the study's `twins` on, they follow the two models'
 training and the export stage reads them too (`interpgpt.study.pipeline.study_stages`)."""
+
+
+def replicate_stages(replicates: int) -> list[Analysis[Any]]:
+    """The training stages of replicate pairs 1 .. replicates - 1 (init seed `seed + N`)."""
+    return [
+        Analysis(
+            train_stage_name(variant, replicate=n),
+            f"train the {_label(variant)} model of replicate pair {n}",
+            TrainConfig,
+            train_stage(variant, replicate=n),
+            None,
+            ("tokenizer",),
+            study_section="train",
+        )
+        for n in range(1, replicates)
+        for variant in VARIANTS
+    ]
 
 
 def check_sections(sections: dict[str, Any], model: GPTConfig) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from interpgpt.analysis.behaviour.metrics import SubsetBehaviour, onset_auroc, summarise
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
 from interpgpt.artifacts.load import load_model
 from interpgpt.constants import VARIANTS, Variant
@@ -301,6 +302,33 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     )
 
 
+CONTROL_METRICS = (
+    ("regulation_step_share", "seen", "regulation share of generated steps"),
+    ("on_topic_rate", "unseen", "on-topic rate, unseen families"),
+    ("object_mention_rate", "unseen", "object-mention rate, unseen families"),
+    ("spearman_complexity_steps", "seen", "Spearman(complexity, step count), seen families"),
+    ("parse_rate", "seen", "parse rate, seen families"),
+)
+"""(metric, subset, words) of the behaviour metrics the seed controls compare."""
+
+
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistics: per behaviour metric, |ADHD-role - standard-role|."""
+    models = summary["models"]
+
+    def value(role: str, metric: str, subset: str) -> float:
+        got = (models.get(role, {}).get(subset) or {}).get(metric)
+        return float("nan") if got is None else float(got)
+
+    return {
+        metric: Statistic(
+            f"|difference| in {words}",
+            abs(value("adhd", metric, subset) - value("standard", metric, subset)),
+        )
+        for metric, subset, words in CONTROL_METRICS
+    }
+
+
 ANALYSIS = Analysis(
     name="behaviour",
     description="sampled decompositions of held-out tasks, seen and unseen families",
@@ -308,4 +336,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("train-standard", "train-adhd"),
+    statistics=statistics,
 )

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from interpgpt.analysis import plots
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.headswap.profiles import (  # noqa: F401  (public API of this module)
     ProfileSums,
     attention_profile_sums,
@@ -85,7 +86,7 @@ from interpgpt.artifacts.load import load_pair
 from interpgpt.constants import Split, Variant
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.device import resolve_device
-from interpgpt.io import provenance, write_json, write_text
+from interpgpt.io import provenance, read_json, write_json, write_text
 from interpgpt.settings import at_least, check_choices, inputs
 
 HEADSWAP_JSON = "headswap.json"
@@ -427,6 +428,35 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Head-swap inventory", finding, rows=rows, table=table, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistics of one inventory: how many heads moved, the per-layer
+    matched - same-index gap (with its bootstrap CI), and the per-head gap, whose
+    component verdicts say which moved heads moved beyond seed noise."""
+    layers = summary["layers"]
+    moved = [f"L{m['std'][0]}H{m['std'][1]}" for m in summary["moved"]]
+    inventory = next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
+    stats = {
+        "moved heads": Statistic("heads that moved (count)", len(moved), named=moved),
+        "layer gap": Statistic(
+            "matched - same-index profile cosine, per layer",
+            [s["gap"] for s in layers],
+            ci=[s["gap_ci"] for s in layers] if all(s.get("gap_ci") for s in layers) else None,
+            components=[f"L{s['layer']}" for s in layers],
+        ),
+    }
+    if inventory is not None:
+        matches = read_json(inventory)["matching"]["within_layer"]
+        # A head's own gap can be negative (the matching maximises the layer's total);
+        # a head moved only as far as its partner beats its same-index head.
+        stats["head gap"] = Statistic(
+            "how far a head moved: max(0, matched - same-index profile cosine), per head",
+            [max(0.0, m["cosine"] - m["same_index"]) for m in matches],
+            components=[f"L{m['std'][0]}H{m['std'][1]}" for m in matches],
+            named=moved,
+        )
+    return stats
+
+
 ANALYSIS = Analysis(
     name="headswap",
     description="head-swap inventory",
@@ -434,4 +464,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("export",),
+    statistics=statistics,
 )

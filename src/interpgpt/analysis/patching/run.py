@@ -46,6 +46,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import act_name, patch_from
 from interpgpt.analysis.patching.attribution import attribution_patch
 from interpgpt.analysis.patching.pairs import PatchPairs, RegulationLogitDiff, build_pairs
@@ -79,7 +80,7 @@ from interpgpt.analysis.protocol import (
 )
 from interpgpt.artifacts.load import load_model
 from interpgpt.device import resolve_device
-from interpgpt.io import provenance, write_json
+from interpgpt.io import provenance, read_json, write_json
 from interpgpt.settings import at_least, check_choices, inputs
 
 __all__ = [
@@ -446,6 +447,29 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Activation patching", finding, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistics: the patched model's maps (exact patched metric per
+    head, and per layer and position of the residual stream), compared between models
+    as 1 - Pearson r, and its clean - corrupted metric gap."""
+    sites = read_json(next(p for p in outputs if Path(p).name == RESULT_FILE))["sites"]
+    stats = {
+        "metric gap": Statistic(
+            "clean - corrupted regulation logit difference",
+            summary["clean_metric"] - summary["corrupted_metric"],
+            of="model",
+        )
+    }
+    for site in ("attn_head_out", "resid_pre"):
+        if site in sites:
+            stats[f"{site} map"] = Statistic(
+                f"activation-patching map of {site} (1 - Pearson r between models)",
+                np.asarray(sites[site]["exact"], dtype=np.float64).ravel().tolist(),
+                of="model",
+                distance="1-r",
+            )
+    return stats
+
+
 ANALYSIS = Analysis(
     name="patching",
     description="activation + attribution patching",
@@ -453,4 +477,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("export",),
+    statistics=statistics,
 )

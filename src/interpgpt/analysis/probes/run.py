@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import Hook, add_direction, project_out
 from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
 from interpgpt.analysis.probes.fit import (
@@ -526,6 +527,27 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Three probes", finding, table=table, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistic: per probe, the largest difference between the two
+    models' held-out accuracies at any layer (NaN for a probe that could not be fit)."""
+    names: list[str] = []
+    gaps: list[float] = []
+    adhd = {p["name"]: p for p in summary["adhd"]}
+    for probe in summary["standard"]:
+        other = adhd.get(probe["name"], {})
+        a, b = probe.get("accuracy") or [], other.get("accuracy") or []
+        names.append(probe["name"])
+        same = len(a) == len(b) and len(a) > 0
+        gaps.append(float(np.abs(np.subtract(a, b)).max()) if same else float("nan"))
+    return {
+        "accuracy gap": Statistic(
+            "largest |held-out accuracy difference| over layers, per probe",
+            gaps,
+            components=names,
+        )
+    }
+
+
 ANALYSIS = Analysis(
     name="probes",
     description="three linear probes + causal check",
@@ -533,4 +555,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("export",),
+    statistics=statistics,
 )

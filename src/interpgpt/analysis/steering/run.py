@@ -53,6 +53,7 @@ from jaxtyping import Bool, Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import add_direction
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
@@ -617,6 +618,19 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     return Section("Steering with null baselines", finding, table=table, figures=figures(outputs))
 
 
+def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
+    """The seed controls' statistic: the largest |z| against the random-direction null of
+    steering with the pair's top exclusive feature (NaN when nothing was steered)."""
+    zs = [v["p_regulation"].get("z") for v in summary.get("variants", [])]
+    zs = [abs(float(z)) for z in zs if z is not None and math.isfinite(float(z))]
+    return {
+        "steering z": Statistic(
+            "largest |z| of P(regulation) under steering vs random directions",
+            max(zs) if zs else float("nan"),
+        )
+    }
+
+
 ANALYSIS = Analysis(
     name="steering",
     description="feature steering with null baselines",
@@ -624,4 +638,5 @@ ANALYSIS = Analysis(
     stage=stage,
     section=section,
     after=("feature-diff",),
+    statistics=statistics,
 )

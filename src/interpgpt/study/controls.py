@@ -1,0 +1,335 @@
+"""The seed controls in the study: every analysis that compares the pair is run again on
+control pairs, and the `controls` stage puts each statistic beside its seed null.
+
+Control pairs. Each variant's data-order twin (`interpgpt.study.stages.TWIN_STAGES`)
+forms a pair with its partner: `standard-twin` (the twin in the standard role, the
+standard model in the ADHD role) and `adhd-twin` (the ADHD model in the standard role,
+its twin in the ADHD role). A model plays the ADHD role in exactly one run, so an
+analysis that measures its ADHD-role model alone (`Statistic.of == "model"`) sees the
+ADHD model (matched pair), its twin and the standard model. Replicate pair N
+(`--replicates`) is another matched pair trained from init seed `seed + N`.
+
+An analysis is repeated on a pair by running its very stage code in the pair's
+workspace (`Workspace.for_pair`, the stage named `<stage>@<pair>`), together with the
+stages it reads that depend on the models (the SAEs for the feature diff). The
+`controls` stage then reads every run's statistics (`Analysis.statistics`), applies
+`interpgpt.analysis.controls.RULE` and writes `analysis/controls/controls.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from interpgpt.analysis.controls import (
+    CONTROLS_JSON,
+    RULE,
+    Finding,
+    Statistic,
+    model_distance,
+    replicate_recurrence,
+    write_controls,
+)
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Section,
+    StageOutput,
+    Summary,
+    Workspace,
+    fmt,
+    model_name,
+)
+from interpgpt.constants import VARIANTS
+
+STUDY_LEVEL = ("corpus", "tokenizer", "export")
+"""Stages that are the study's, not a pair's: they are never repeated on a control pair
+(nor is any `train-*` stage)."""
+
+TWIN_PAIRS: dict[str, dict[str, str]] = {
+    "standard-twin": {"standard": model_name("standard", twin=True), "adhd": "standard"},
+    "adhd-twin": {"standard": "adhd", "adhd": model_name("adhd", twin=True)},
+}
+"""Control pair -> which model plays each role. The key is also the variant whose seed
+null it is (`within_variant`)."""
+
+
+PAIR_SETTINGS: dict[str, dict[str, Any]] = {"sae": {"std_layers": ()}}
+"""Settings a stage takes on a control pair: of the SAEs, a pair needs only those the
+feature diff reads (the ADHD role's), not the standard role's."""
+
+
+def replicate_pairs(replicates: int) -> dict[str, dict[str, str]]:
+    """Replicate pair `rN` -> its models (`<variant>-rN`), for N = 1 .. replicates - 1."""
+    return {
+        f"r{n}": {v: model_name(v, replicate=n) for v in VARIANTS} for n in range(1, replicates)
+    }
+
+
+def pair_stage_name(name: str, pair: str) -> str:
+    return f"{name}@{pair}"
+
+
+def _pair_dependent(stages: Sequence[Analysis[Any]]) -> list[Analysis[Any]]:
+    """The stages to repeat on each control pair: every analysis with statistics, and
+    every stage they read (transitively) that is not the study's or a training run."""
+    by_name = {s.name: s for s in stages}
+    wanted: set[str] = set()
+    todo = [s.name for s in stages if s.statistics is not None]
+    while todo:
+        name = todo.pop()
+        if name in wanted or name in STUDY_LEVEL or name.startswith("train-"):
+            continue
+        wanted.add(name)
+        todo += [a for a in by_name[name].after if a in by_name]
+    return [s for s in stages if s.name in wanted]
+
+
+def _on_pair(stage: Analysis[Any], pair: str, roles: dict[str, str]) -> Analysis[Any]:
+    """`stage` run in control pair `pair`'s workspace: unreported, after the export and
+    the pair's own runs of the stages it reads."""
+
+    def run(ws: Workspace, config: Any) -> StageOutput:
+        config = dataclasses.replace(config, **PAIR_SETTINGS.get(stage.name, {}))
+        return stage.stage(ws.for_pair(pair, roles), config)
+
+    after = [
+        a if a in STUDY_LEVEL or a.startswith("train-") else pair_stage_name(a, pair)
+        for a in stage.after
+    ]
+    return dataclasses.replace(
+        stage,
+        name=pair_stage_name(stage.name, pair),
+        description=f"{stage.description} ({pair})",
+        stage=run,
+        section=None,
+        after=tuple(dict.fromkeys([*after, "export"])),
+        study_section=stage.settings_key,
+    )
+
+
+def control_stages(
+    stages: Sequence[Analysis[Any]], pairs: dict[str, dict[str, str]]
+) -> list[Analysis[Any]]:
+    """The pair-dependent stages, repeated on each control pair, in study order per pair."""
+    repeated = _pair_dependent(stages)
+    return [_on_pair(s, pair, roles) for pair, roles in pairs.items() for s in repeated]
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """The seed controls (study `[controls]`): every cross-model statistic beside the same
+    statistic between a model and its data-order twin, with a verdict."""
+
+    shown: int = 6
+    """Components listed per vector statistic in the report (the beyond ones first)."""
+
+
+def _statistics(
+    analysis: Analysis[Any], record: dict[str, Any] | None
+) -> dict[str, Statistic] | None:
+    """An analysis run's statistics, or None when the run is missing or unreadable."""
+    if not record or analysis.statistics is None:
+        return None
+    try:
+        return analysis.statistics(record["summary"], record["outputs"])
+    except (KeyError, TypeError, ValueError, IndexError, StopIteration, OSError):
+        return None
+
+
+def findings(
+    analyses: Sequence[Analysis[Any]],
+    records: dict[str, dict[str, Any]],
+    replicates: Sequence[str] = (),
+) -> tuple[list[Finding], list[str]]:
+    """Every statistic of every analysis beside its seed null (from the stage records),
+    and a line for each statistic that could not be compared."""
+    out: list[Finding] = []
+    missing: list[str] = []
+    for analysis in analyses:
+        if analysis.statistics is None:
+            continue
+        main = _statistics(analysis, records.get(analysis.name))
+        nulls = {
+            p: _statistics(analysis, records.get(pair_stage_name(analysis.name, p)))
+            for p in TWIN_PAIRS
+        }
+        reps = [
+            _statistics(analysis, records.get(pair_stage_name(analysis.name, r)))
+            for r in replicates
+        ]
+        if main is None or any(n is None for n in nulls.values()):
+            absent = [n for n, s in [(analysis.name, main), *nulls.items()] if s is None]
+            missing.append(f"{analysis.name}: no statistics from {', '.join(absent)}")
+            continue
+        for key, stat in main.items():
+            twin = {p: n[key] for p, n in nulls.items() if n is not None and key in n}
+            if len(twin) != len(TWIN_PAIRS):
+                missing.append(f"{analysis.name}: {stat.description}: a control pair lacks it")
+                continue
+            rep = [r[key] for r in reps if r is not None and key in r]
+            out.append(_finding(analysis.name, stat, twin, rep))
+    return out, missing
+
+
+def _finding(
+    analysis: str, stat: Statistic, twin: dict[str, Statistic], reps: list[Statistic]
+) -> Finding:
+    """One statistic's record. Of the pair: the matched pair's value, each control pair's.
+    Of the model: the distance between the ADHD and the standard model's values (the
+    standard model plays the ADHD role in the standard-twin pair), beside the distance
+    between the ADHD model's and its twin's."""
+    recurrence = None
+    if stat.named:
+        named = [r.named for r in reps]
+        recurrence = {n: replicate_recurrence(named, n) for n in stat.named}
+    if stat.of == "model":
+        standard, twin_of_adhd = twin["standard-twin"], twin["adhd-twin"]
+        return Finding(
+            finding=stat.description,
+            statistic=f"{stat.description}: distance ({stat.distance}) between two models' values",
+            cross_variant=model_distance(stat.value, standard.value, stat.distance),
+            within_variant={"adhd": model_distance(stat.value, twin_of_adhd.value, stat.distance)},
+            components=stat.components if stat.distance == "abs" else None,
+            analysis=analysis,
+            recurrence=recurrence,
+        )
+    cis = {p: s.ci for p, s in twin.items()}
+    has_ci = stat.ci is not None and all(ci is not None for ci in cis.values())
+    return Finding(
+        finding=stat.description,
+        statistic=stat.description,
+        cross_variant=stat.value,
+        within_variant={p.removesuffix("-twin"): s.value for p, s in twin.items()},
+        replicates=[r.value for r in reps],
+        cross_ci=stat.ci if has_ci else None,
+        within_ci={p.removesuffix("-twin"): ci for p, ci in cis.items()} if has_ci else None,
+        components=stat.components,
+        analysis=analysis,
+        recurrence=recurrence,
+    )
+
+
+def controls_stage(analyses: Sequence[Analysis[Any]], replicates: Sequence[str]):
+    """The `controls` stage over `analyses` (the study's stages) and replicate pairs."""
+
+    def run(ws: Workspace, config: ControlsConfig) -> StageOutput:
+        found, missing = findings(analyses, ws.records, replicates)
+        path = write_controls(
+            ws.analysis("controls") / CONTROLS_JSON,
+            found,
+            {"replicate_pairs": list(replicates), "twin_pairs": TWIN_PAIRS, "missing": missing},
+        )
+        rows = [_summary_row(f, config.shown) for f in found]
+        return StageOutput([path], {"findings": rows, "missing": missing, "rule": RULE})
+
+    return run
+
+
+def _summary_row(finding: Finding, shown: int) -> dict[str, Any]:
+    """A finding as the report shows it: numbers for a scalar, counts for a vector."""
+    record = finding.to_json()
+    row = {
+        "analysis": finding.analysis,
+        "statistic": finding.statistic,
+        "verdict": record["verdict"],
+    }
+    if finding.is_vector:
+        per = finding.verdicts()
+        row |= {
+            "n_beyond": per.n_beyond,
+            "n_defined": per.n_defined,
+            "beyond": list(per.beyond[:shown]),
+            "cross_variant": record["cross_variant"],
+            "within_variant": record["within_variant"],
+            "components": list(per.names),
+        }
+    else:
+        row |= {
+            "cross_variant": record["cross_variant"],
+            "within_variant": record["within_variant"],
+            "replicates": record["replicates"],
+        }
+    if "recurrence" in record:
+        row["recurrence"] = record["recurrence"]
+    return row
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    """One finding's verdict in words: `beyond`/`within` (cross vs twins), or, for a vector
+    statistic, how many components are beyond and which."""
+    if isinstance(row["verdict"], list):
+        names = ", ".join(row["beyond"])
+        which = f" ({names})" if names else ""
+        return f"{row['n_beyond']} of {row['n_defined']} beyond seed noise{which}"
+    if row["verdict"] is None:
+        return "no verdict (undefined value)"
+    twins = ", ".join(fmt(v) for v in row["within_variant"].values())
+    return f"{row['verdict']} ({fmt(row['cross_variant'])} vs twins {twins})"
+
+
+def controls_section(summary: Summary, outputs: list[str]) -> Section:
+    """The verdict table: one row per statistic, and the rule stated once."""
+    rows = summary["findings"]
+    header = ["analysis", "statistic", "standard vs ADHD", "std vs twin", "ADHD vs twin"]
+    table = [[*header, "verdict"]]
+    n_beyond = 0
+    for row in rows:
+        within = row["within_variant"]
+        if isinstance(row["verdict"], list):
+            cells = ["per component"] * 3
+            n_beyond += row["n_beyond"] > 0
+        else:
+            cells = [fmt(row["cross_variant"])]
+            cells += [fmt(within.get("standard")), fmt(within.get("adhd"))]
+            n_beyond += row["verdict"] == "beyond seed noise"
+        table.append([row["analysis"], row["statistic"], *cells, verdict_text(row)])
+    finding = (
+        f"{n_beyond} of {len(rows)} statistics are beyond seed noise (for a per-component "
+        f"statistic: at least one component). Rule: {summary['rule']}."
+    )
+    if summary.get("missing"):
+        finding += f" Not compared: {'; '.join(summary['missing'])}."
+    status = "warn" if summary.get("missing") else "ok"
+    return Section("Seed controls", finding, table=table, status=status)
+
+
+def headline_verdicts(summary: Summary) -> dict[str, str]:
+    """Per analysis, its statistics' verdicts in one line, for the report's headlines."""
+    per: dict[str, list[str]] = {}
+    for row in summary.get("findings", []):
+        per.setdefault(row["analysis"], []).append(f"{row['statistic']}: {verdict_text(row)}")
+    return {name: "; ".join(items) for name, items in per.items()}
+
+
+def controls_analysis(
+    analyses: Sequence[Analysis[Any]], after: Sequence[str], replicates: Sequence[str]
+) -> Analysis[ControlsConfig]:
+    """The `controls` stage, reading every stage in `after`."""
+    return Analysis(
+        "controls",
+        "every finding beside its seed null, with a verdict",
+        ControlsConfig,
+        controls_stage(analyses, replicates),
+        controls_section,
+        tuple(after),
+    )
+
+
+__all__ = [
+    "STUDY_LEVEL",
+    "TWIN_PAIRS",
+    "ControlsConfig",
+    "control_stages",
+    "controls_analysis",
+    "controls_section",
+    "findings",
+    "headline_verdicts",
+    "pair_stage_name",
+    "replicate_pairs",
+    "verdict_text",
+]

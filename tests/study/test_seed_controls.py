@@ -1,0 +1,158 @@
+"""The seed controls in the study: with twins on, every pair analysis runs again on each
+control pair (a model and its data-order twin) and on each replicate pair, and the
+controls stage writes one record per statistic with its seed null and verdict; the
+report's headlines carry the verdicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from safetensors.torch import save_file
+from test_pipeline import TINY_STUDY
+
+from interpgpt.analysis.controls import BEYOND, RULE, WITHIN
+from interpgpt.analysis.headswap import inventory as headswap
+from interpgpt.analysis.protocol import Workspace
+from interpgpt.analysis.weights.compare import permute_heads
+from interpgpt.artifacts.export import ExportConfig, export
+from interpgpt.artifacts.load import load_model
+from interpgpt.artifacts.names import MODEL_WEIGHTS
+from interpgpt.study.config import load_study_config
+from interpgpt.study.controls import TWIN_PAIRS, findings, pair_stage_name
+from interpgpt.study.pipeline import REPORT, run_study, study_stages
+from interpgpt.study.stages import STAGES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PAIR_ANALYSES = {s.name for s in STAGES if s.statistics is not None}
+
+
+@pytest.fixture(scope="module")
+def controlled_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("controlled")
+    # Trained long enough for the tiny models' heads to attend differently (the known-answer
+    # test swaps heads whose attention profiles differ).
+    settings = [*TINY_STUDY, "train.steps=200", "twins=true", "replicates=2"]
+    config = load_study_config(None, settings, "tiny")
+    result = run_study(config, out, console=Console(quiet=True))
+    return config, out, result
+
+
+def test_every_pair_analysis_runs_on_every_control_and_replicate_pair(controlled_study):
+    config, out, result = controlled_study
+    expected = {s.name for s in study_stages(config)} | {REPORT}
+    assert set(result.records) == expected
+    for pair in (*TWIN_PAIRS, "r1"):
+        for name in PAIR_ANALYSES:
+            assert pair_stage_name(name, pair) in result.records
+        assert (out / "controls" / pair / "analysis" / "headswap" / "headswap.json").is_file()
+    # a control pair trains only the SAEs its feature diff reads: the ADHD role's
+    saes = sorted(p.name for p in (out / "controls" / "adhd-twin" / "sae").iterdir())
+    assert saes and all(name.startswith("adhd") for name in saes if (out / "sae" / name).is_dir())
+
+
+def test_controls_json_has_a_verdict_for_every_analysis(controlled_study):
+    _, out, _ = controlled_study
+    blob = json.loads((out / "analysis" / "controls" / "controls.json").read_text())
+    assert blob["rule"] == RULE
+    findings = blob["findings"]
+    assert {f["analysis"] for f in findings} == PAIR_ANALYSES
+    for f in findings:
+        assert set(f) >= {
+            "finding",
+            "statistic",
+            "cross_variant",
+            "within_variant",
+            "replicates",
+            "verdict",
+            "rule",
+        }
+        verdicts = f["verdict"] if isinstance(f["verdict"], list) else [f["verdict"]]
+        assert set(verdicts) <= {BEYOND, WITHIN, None}
+        if f["statistic"].endswith("between two models' values"):
+            assert set(f["within_variant"]) == {"adhd"}
+        else:
+            assert set(f["within_variant"]) == {"standard", "adhd"}
+            assert len(f["replicates"]) == 1  # one replicate pair beside the matched pair
+    moved = next(f for f in findings if f["statistic"] == "heads that moved (count)")
+    assert isinstance(moved["cross_variant"], int)
+    assert all(len(v) == 2 for v in moved.get("recurrence", {}).values())
+
+
+def test_the_report_shows_the_verdicts(controlled_study):
+    _, out, _ = controlled_study
+    html = (out / "report.html").read_text()
+    assert "Seed controls" in html and "Seed null:" in html
+    assert "seed noise" in html
+    assert "could not be read" not in html
+    md = (out / "report.md").read_text()
+    assert "Seed null:" in md
+
+
+# ----------------------------------------------------------------------------- known answers
+
+
+def _pair_headswap(config, out, adhd_role: str, label: str) -> dict:
+    """The head-swap stage's record with `standard` in the standard role and model
+    `adhd_role` in the ADHD role (outputs kept under controls/<label>)."""
+    ws = Workspace(out, roles={"standard": "standard", "adhd": adhd_role}, pair=label)
+    output = headswap.stage(ws, config.section("headswap"))
+    return {"summary": output.summary, "outputs": [str(p) for p in output.outputs]}
+
+
+def _head_gap(config, out, records, main: dict):
+    found, missing = findings([headswap.ANALYSIS], {**records, "headswap": main})
+    assert not missing
+    return next(f for f in found if f.statistic.startswith("how far a head moved"))
+
+
+def _most_distinct_pairs(inventory: dict, n_layer: int, n_head: int) -> list[tuple[int, int]]:
+    """Per layer, the two heads whose attention profiles are least alike (from an inventory
+    of a model against itself), so that swapping them is a difference to find."""
+    cos = np.asarray(inventory["cosine_matrix"]).reshape(n_layer, n_head, n_layer, n_head)
+    pairs = []
+    for layer in range(n_layer):
+        within = cos[layer, :, layer, :] + np.eye(n_head) * 10  # never a head with itself
+        a, b = np.unravel_index(np.argmin(within), within.shape)
+        pairs.append((int(a), int(b)))
+    return pairs
+
+
+def test_a_head_permuted_copy_is_beyond_seed_noise_and_a_model_against_itself_within(
+    controlled_study,
+):
+    """The standard model against itself: no statistic of the inventory is beyond seed
+    noise. Against a copy with two heads of each layer swapped (the same function, the two
+    least alike heads): exactly the swapped heads moved beyond seed noise."""
+    config, out, result = controlled_study
+    records = {k: v for k, v in result.records.items() if k.startswith("headswap@")}
+    itself = _pair_headswap(config, out, "standard", "self")
+    same = findings([headswap.ANALYSIS], {**records, "headswap": itself})[0]
+    assert same and all(
+        v != BEYOND for f in same for v in (f.verdicts().verdicts if f.is_vector else [f.verdict()])
+    )
+
+    loaded = load_model(out / "runs" / "standard")
+    n_layer, n_head = loaded.model.cfg.n_layer, loaded.model.cfg.n_head
+    inventory = json.loads(Path(itself["outputs"][0]).read_text())
+    pairs = _most_distinct_pairs(inventory, n_layer, n_head)
+    perms = []
+    for a, b in pairs:
+        perm = list(range(n_head))
+        perm[a], perm[b] = b, a
+        perms.append(perm)
+    permuted_run = out / "runs" / "permuted"
+    shutil.copytree(out / "runs" / "standard", permuted_run)
+    copy = permute_heads(loaded.model, perms)
+    weights = {k: v.contiguous() for k, v in copy.state_dict().items()}
+    save_file(weights, str(permuted_run / MODEL_WEIGHTS))
+    export(ExportConfig(model=permuted_run, out=out / "export" / "permuted", overwrite=True))
+
+    permuted = _head_gap(config, out, records, _pair_headswap(config, out, "permuted", "perm"))
+    swapped = {f"L{layer}H{h}" for layer, pair in enumerate(pairs) for h in pair}
+    assert set(permuted.verdicts().beyond) == swapped
