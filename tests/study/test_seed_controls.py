@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 from rich.console import Console
 from safetensors.torch import save_file
 from test_pipeline import TINY_STUDY
@@ -111,24 +111,24 @@ def _head_gap(config, out, records, main: dict):
     return next(f for f in found if f.statistic.startswith("how far a head moved"))
 
 
-def _most_distinct_pairs(inventory: dict, n_layer: int, n_head: int) -> list[tuple[int, int]]:
-    """Per layer, the two heads whose attention profiles are least alike (from an inventory
-    of a model against itself), so that swapping them is a difference to find."""
-    cos = np.asarray(inventory["cosine_matrix"]).reshape(n_layer, n_head, n_layer, n_head)
-    pairs = []
-    for layer in range(n_layer):
-        within = cos[layer, :, layer, :] + np.eye(n_head) * 10  # never a head with itself
-        a, b = np.unravel_index(np.argmin(within), within.shape)
-        pairs.append((int(a), int(b)))
-    return pairs
+def _save_as(model, like: Path, out: Path) -> None:
+    """`model` as a run dir (the run dir `like` with its weights) and its export."""
+    run = out.parent.parent / "runs" / out.name
+    shutil.copytree(like, run)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(run / MODEL_WEIGHTS))
+    export(ExportConfig(model=run, out=out, overwrite=True))
 
 
 def test_a_head_permuted_copy_is_beyond_seed_noise_and_a_model_against_itself_within(
     controlled_study,
 ):
     """The standard model against itself: no statistic of the inventory is beyond seed
-    noise. Against a copy with two heads of each layer swapped (the same function, the two
-    least alike heads): exactly the swapped heads moved beyond seed noise."""
+    noise. A model against a copy with two heads of each layer swapped (the same function):
+    exactly the swapped heads moved beyond seed noise. The tiny model's heads attend almost
+    alike (profile cosines ~0.97, as close as twins' heads drift apart), so the two heads
+    are first made distinct, one attending sharply and one uniformly (queries x 8 and x 0);
+    the null is the real twins'."""
     config, out, result = controlled_study
     records = {k: v for k, v in result.records.items() if k.startswith("headswap@")}
     itself = _pair_headswap(config, out, "standard", "self")
@@ -137,22 +137,23 @@ def test_a_head_permuted_copy_is_beyond_seed_noise_and_a_model_against_itself_wi
         v != BEYOND for f in same for v in (f.verdicts().verdicts if f.is_vector else [f.verdict()])
     )
 
-    loaded = load_model(out / "runs" / "standard")
-    n_layer, n_head = loaded.model.cfg.n_layer, loaded.model.cfg.n_head
-    inventory = json.loads(Path(itself["outputs"][0]).read_text())
-    pairs = _most_distinct_pairs(inventory, n_layer, n_head)
-    perms = []
-    for a, b in pairs:
-        perm = list(range(n_head))
-        perm[a], perm[b] = b, a
-        perms.append(perm)
-    permuted_run = out / "runs" / "permuted"
-    shutil.copytree(out / "runs" / "standard", permuted_run)
-    copy = permute_heads(loaded.model, perms)
-    weights = {k: v.contiguous() for k, v in copy.state_dict().items()}
-    save_file(weights, str(permuted_run / MODEL_WEIGHTS))
-    export(ExportConfig(model=permuted_run, out=out / "export" / "permuted", overwrite=True))
+    model = load_model(out / "runs" / "standard").model
+    cfg = model.cfg
+    sharp, flat = 0, cfg.n_head - 1
+    with torch.no_grad():
+        for block in model.blocks:
+            q = block.attn.qkv_proj.weight
+            q[sharp * cfg.d_head : (sharp + 1) * cfg.d_head] *= 8
+            q[flat * cfg.d_head : (flat + 1) * cfg.d_head] = 0
+    perm = list(range(cfg.n_head))
+    perm[sharp], perm[flat] = flat, sharp
+    _save_as(model, out / "runs" / "standard", out / "export" / "distinct")
+    _save_as(permute_heads(model, [perm] * cfg.n_layer), out / "runs" / "standard",
+             out / "export" / "permuted")  # fmt: skip
 
-    permuted = _head_gap(config, out, records, _pair_headswap(config, out, "permuted", "perm"))
-    swapped = {f"L{layer}H{h}" for layer, pair in enumerate(pairs) for h in pair}
+    ws = Workspace(out, roles={"standard": "distinct", "adhd": "permuted"}, pair="perm")
+    output = headswap.stage(ws, config.section("headswap"))
+    main = {"summary": output.summary, "outputs": [str(p) for p in output.outputs]}
+    permuted = _head_gap(config, out, records, main)
+    swapped = {f"L{layer}H{h}" for layer in range(cfg.n_layer) for h in (sharp, flat)}
     assert set(permuted.verdicts().beyond) == swapped
