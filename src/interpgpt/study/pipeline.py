@@ -14,6 +14,7 @@ the records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -83,6 +84,23 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     ]
 
 
+def reset_peak_rss() -> None:
+    """Start a stage's peak-memory count afresh: on Linux, writing 5 to
+    /proc/self/clear_refs resets the process's peak RSS (VmHWM)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory since `reset_peak_rss`, in MiB (Linux's VmHWM; None where
+    /proc does not exist)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
     """What a stage's outputs depend on: its settings and its inputs' hashes."""
     upstream = {name: hashes[name] for name in stage.after}
@@ -142,6 +160,7 @@ def run_stages(
             continue
         status[stage.name] = "running"
         console.print(status_table(stages, status, seconds))
+        reset_peak_rss()
         started = time.perf_counter()
         output = stage.stage(ws, stage_config)
         seconds[stage.name] = time.perf_counter() - started
@@ -150,6 +169,7 @@ def run_stages(
             "outputs": [str(p) for p in output.outputs],
             "summary": output.summary,
             "seconds": seconds[stage.name],
+            "peak_rss_mb": peak_rss_mb(),
             "settings": settings.settings_values(stage_config),
         }
         write_json(record_file, record)
@@ -205,7 +225,8 @@ def build_report(stages: list[Analysis[Any]], config: StudyConfig, ws: Workspace
         if s is not None and s.status != "missing"
     ]
     timing = {name: round(r.get("seconds", 0.0), 1) for name, r in ws.records.items()}
-    blob = {"study": config.to_json(), "stage_seconds": timing}
+    memory = {name: r.get("peak_rss_mb") for name, r in ws.records.items()}
+    blob = {"study": config.to_json(), "stage_seconds": timing, "stage_peak_rss_mb": memory}
     title = f"InterpGPT matched-pair study ({config.preset} preset)"
     return Report(title, headlines, shown, blob, package_versions())
 
