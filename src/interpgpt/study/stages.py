@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis import ablation, diff_lens, feature_diff, kl, logit_lens
+from interpgpt.analysis import ablation, crosscoder_diff, diff_lens, feature_diff, kl, logit_lens
 from interpgpt.analysis.behaviour import run as behaviour
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.patching import run as patching
@@ -64,6 +64,7 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "ablation": {"heads": "auto", "limit": SAMPLED_TASKS},
     "sae": {"seed_twins": True},
     "feature_diff": {"limit": EVAL_TASKS},
+    "crosscoder": {"limit": EVAL_TASKS},
     "probes": {"limit": EVAL_TASKS},
 }
 
@@ -358,6 +359,7 @@ STAGES: list[Analysis[Any]] = [
     ),
     feature_diff.ANALYSIS,
     steering.ANALYSIS,
+    crosscoder_diff.ANALYSIS,
     probes.ANALYSIS,
 ]
 """The study's stages in order, without the data-order twins (`twins` off)."""
