@@ -31,6 +31,17 @@ TINY_STUDY = [
     "sae.tokens=8192",
     "feature_diff.layer=1",
     "feature_diff.limit=12",
+    "crosscoder.layer=1",
+    "crosscoder.d_latent=64",
+    "crosscoder.k=4",
+    "crosscoder.tokens=4096",
+    "crosscoder.batch_size=512",
+    "crosscoder.eval_tokens=500",
+    "crosscoder.buffer_tokens=2048",
+    "crosscoder.limit=12",
+    "kl.limit=12",
+    "diff_lens.limit=12",
+    "weights.limit=12",
     "steering.n_null=3",
     "probes.limit=12",
 ]
@@ -105,6 +116,8 @@ def test_settings_are_typed_and_validated(tmp_path):
         load_study_config(None, ["sae.nope=1"], None)
     with pytest.raises(UserError, match=r"--set: sae\.k: expected int"):
         load_study_config(None, ["sae.k=many"], None)
+    with pytest.raises(UserError, match=r"crosscoder\.layer=9: the preset has layers 0\.\.5"):
+        load_study_config(None, ["crosscoder.layer=9"], None)
     with pytest.raises(UserError, match=r"--set: nosection: no such study section"):
         load_study_config(None, ["nosection.k=1"], None)
     with pytest.raises(UserError, match=r"headswap\.seed: set by the study"):

@@ -31,6 +31,7 @@ TINY_TWINS = [
     "sae.std_layers=0,1",
     "sae.adhd_layers=1",
     "feature_diff.layer=1",
+    "crosscoder.layer=1",
 ]
 """The pipeline test's tiny budget (the SAE layers fit the tiny preset), twins on."""
 

@@ -405,6 +405,10 @@ def check_sections(sections: dict[str, Any], model: GPTConfig) -> None:
         bad = [layer for layer in getattr(sae, name) if not 0 <= layer < n_layer]
         if bad:
             raise UserError(f"sae.{name}={bad}: the preset has layers 0..{n_layer - 1}")
+    for name in ("crosscoder", "diff_lens"):
+        layer = getattr(sections.get(name), "layer", None)
+        if layer is not None and not 0 <= layer < n_layer:
+            raise UserError(f"{name}.layer={layer}: the preset has layers 0..{n_layer - 1}")
     layer = sections["feature_diff"].layer
     if layer not in sae.adhd_layers:
         raise UserError(
