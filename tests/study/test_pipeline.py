@@ -91,7 +91,7 @@ def test_force_reruns_the_stage_and_everything_downstream(tiny_study):
     run_stages(STAGES, config, ws, {"headswap"}, Console(quiet=True))
     after = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     rerun = {name for name in before if after[name] != before[name]}
-    assert rerun == {"headswap", "ablation"}  # ablation reads the head-swap stage
+    assert rerun == {"headswap", "ablation", "weights"}  # both read the head-swap stage
 
 
 def test_changing_one_setting_reruns_only_the_stages_that_read_it(tiny_study):
