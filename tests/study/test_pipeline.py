@@ -125,7 +125,7 @@ def test_settings_are_typed_and_validated(tmp_path):
     toml = tmp_path / "study.toml"
     toml.write_text(
         'preset = "tiny"\n[sae]\nk = 16\nstd_layers = [0, 1]\nadhd_layers = [1]\n'
-        "[feature_diff]\nlayer = 1\n"
+        "[feature_diff]\nlayer = 1\n[crosscoder]\nlayer = 1\n"
     )
     config = load_study_config(toml, [], None)
     sae = config.sections["sae"]
