@@ -394,6 +394,13 @@ def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny
     assert output.summary["twin"] is None and output.summary["pair"]["n_latents"] == 64
     report = section(output.summary, [str(p) for p in output.outputs])
     assert "twin null is missing" in report.finding and report.status == "warn"
+    top = output.summary["pair"]["top_adhd"]
+    assert top["rel_norm"] == max(
+        r["rel_norm"]
+        for r in json.loads(Path(output.outputs[0]).read_text())["latents"]
+        if r["class"] != "dead" and (r["confirmed"] or not top["confirmed"])
+    )
+    assert f"The latent leaning most to the ADHD model, {top['latent']}" in report.finding
 
     # The "twin" here is the standard model itself: the exact null, nothing confirmed.
     os.symlink(tiny_run_dirs["standard"], root / "export" / "standard-twin")

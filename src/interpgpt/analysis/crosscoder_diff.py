@@ -557,6 +557,7 @@ def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std
     )  # fmt: skip
     quality = trained.quality
     summary = {
+        "top_adhd": top_adhd_latent(result),
         "models": [std.name, adhd.name],
         **result.counts._asdict(),
         "fve": [m.fve for m in quality.models],
@@ -567,6 +568,30 @@ def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std
         "diff_file": str(result.json_path),
     }
     return result.json_path, summary
+
+
+def top_adhd_latent(result: CrosscoderDiffResult) -> dict[str, Any] | None:
+    """The live latent leaning most to the ADHD model (confirmed ADHD-only first, then by
+    relative decoder norm) and the tokens of its strongest context, for the report."""
+    t, classes = result.diff.table, result.diff.classes
+    live = [j for j in range(len(t.rel_norm)) if t.live[j]]
+    if not live:
+        return None
+    best = min(live, key=lambda j: (not classes.confirmed[j], -float(t.rel_norm[j]), j))
+    card = next((c for c in result.cards if c.latent == best), None)
+    context = ""
+    if card is not None and card.contexts:
+        ctx = card.contexts[0]
+        focus = ctx.focus if ctx.focus >= 0 else len(ctx.tokens) - 1
+        context = "".join(ctx.tokens[: focus + 1]).strip()[-80:]
+        context += f" ⟦{ctx.tokens[focus].strip()}⟧"
+    return {
+        "latent": best,
+        "class": classes.labels[best],
+        "confirmed": bool(classes.confirmed[best]),
+        "rel_norm": float(t.rel_norm[best]),
+        "context": context,
+    }
 
 
 def stage(ws: Workspace, config: CrosscoderStudyConfig) -> StageOutput:
@@ -634,6 +659,13 @@ def section(summary: Summary, outputs: list[str]) -> Section:
             f"{'above' if beyond else 'not above'} the twin null."
         )
         status = "ok" if beyond else "warn"
+    top = pair.get("top_adhd")
+    if top:
+        finding += (
+            f" The latent leaning most to the ADHD model, {top['latent']} ({top['class']}"
+            f"{', confirmed' if top['confirmed'] else ''}; relative norm "
+            f"{fmt(top['rel_norm'])}), fires most strongly on: {top['context'] or 'n/a'}."
+        )
     table = [["crosscoder", "live", "shared", "standard-only (conf.)", "ADHD-only (conf.)",
               "FVE", "dead %"]]  # fmt: skip
     for name, s in (("pair", pair), ("twin", twin)):
