@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test lint bench ioi-demo clean chromium
+.PHONY: study study-full-smoke test lint bench ioi-demo clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 study: $(STAMP)
 	$(BIN)/interpgpt study
+
+# Every stage at the seed cards' full shapes on a small budget (configs/full-smoke.toml).
+study-full-smoke: $(STAMP)
+	$(BIN)/interpgpt study --preset full --config configs/full-smoke.toml --out runs/study-full-smoke
 
 # Style, architecture (import contracts), declared dependencies and types.
 lint: $(STAMP)

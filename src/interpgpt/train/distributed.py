@@ -24,6 +24,11 @@ class DistInfo:
             torch_dist.barrier()
 
 
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a rank's device: NCCL between GPUs, gloo on CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def init_distributed(device_name: str) -> DistInfo:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
     device = resolve_device(device_name)
@@ -34,7 +39,7 @@ def init_distributed(device_name: str) -> DistInfo:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch_dist.init_process_group(backend_for(device))
     return DistInfo(torch_dist.get_rank(), torch_dist.get_world_size(), device)
 
 
