@@ -101,9 +101,16 @@ def test_an_unknown_device_is_a_user_error():
 
 def test_autocast_on_cuda_follows_bf16_support(monkeypatch):
     cuda = torch.device("cuda", 0)
+    asked: list[bool] = []
     for supported in (True, False):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+
+        def native(including_emulation=True, s=supported):
+            asked.append(including_emulation)
+            return s
+
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", native)
         assert autocast_enabled(TrainConfig(), cuda) is supported
+    assert asked == [False, False]  # native bf16 only, never emulated
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", _forbidden("is_bf16_supported"))
     assert autocast_enabled(TrainConfig(autocast=False), cuda) is False
 
@@ -226,7 +233,7 @@ def test_the_cuda_path_saves_and_restores_the_cuda_rng(
     rng = torch.arange(16, dtype=torch.uint8)
     restored: list[tuple[torch.Tensor, torch.device]] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: rng.clone())
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((s, device)))
     config = _config(tiny_corpus, tiny_tokenizer_path, tmp_path).resolved()

@@ -219,5 +219,6 @@ def autocast_enabled(config: TrainConfig, device: torch.device) -> bool:
     if not config.autocast:
         return False
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Native bf16 only: a GPU without it (T4, V100) would emulate bf16 slowly.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu"
