@@ -14,6 +14,7 @@ from seed_notebook import NBINS, PAIRED, SeedNotebook, cache_attn, profile
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from interpgpt.analysis.controls import benjamini_hochberg
 from interpgpt.analysis.headswap.inventory import (
     HeadswapConfig,
     attention_profile_sums,
@@ -173,6 +174,10 @@ def test_permuted_copy_is_matched_back(corpus_and_tokenizer) -> None:
         assert stats.matched_mean == pytest.approx(1.0, abs=1e-6)
         assert stats.gap > 0.005 and stats.gap_ci[0] > 0
         assert stats.p_matched == pytest.approx(1 / 24)  # exhaustive: only the true permutation
+        # every layer has p = 1/24: Benjamini-Hochberg leaves equal p-values as they are
+        assert stats.q_matched == pytest.approx(1 / 24)
+    q = benjamini_hochberg([s.p_same_index for s in inv.layers])
+    assert [s.q_same_index for s in inv.layers] == pytest.approx(q.tolist())
 
 
 def test_permutation_null_and_cosine_invariants() -> None:

@@ -301,14 +301,17 @@ def _layer_table(layers: list[LayerStats]) -> str:
         return "—" if p is None else f"{p:.3g}"
 
     rows = [
-        "| layer | matched | same-index | gap | gap 95% CI | p(matched) | p(same-index) | moved |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layer | matched | same-index | gap | gap 95% CI | p(matched) | q(matched) "
+        "| p(same-index) | q(same-index) | moved |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in layers:
         rows.append(
             f"| {s.layer} | {s.matched_mean:.3f} | {s.same_index_mean:.3f} | {s.gap:.3f} | "
-            f"{fmt_ci(s.gap_ci)} | {fmt_p(s.p_matched)} | {fmt_p(s.p_same_index)} | {s.n_moved} |"
+            f"{fmt_ci(s.gap_ci)} | {fmt_p(s.p_matched)} | {fmt_p(s.q_matched)} | "
+            f"{fmt_p(s.p_same_index)} | {fmt_p(s.q_same_index)} | {s.n_moved} |"
         )
+    rows += ["", "q: Benjamini-Hochberg q-values over the layers (one test per layer)."]
     return "\n".join(rows)
 
 
@@ -397,7 +400,8 @@ def _match_summary(match: HeadMatch) -> dict[str, Any]:
 
 def section(summary: Summary, outputs: list[str]) -> Section:
     strongest = summary["strongest"]
-    header = ["layer", "matched mean cos", "same-index mean cos", "gap [95% CI]", "p (perm.)"]
+    header = ["layer", "matched mean cos", "same-index mean cos", "gap [95% CI]",
+              "p (perm.) / q (BH over layers)"]  # fmt: skip
     table = [[*header, "moved heads"]]
     for s in summary["layers"]:
         ci = s.get("gap_ci")
@@ -408,7 +412,7 @@ def section(summary: Summary, outputs: list[str]) -> Section:
                 fmt(s["matched_mean"]),
                 fmt(s["same_index_mean"]),
                 fmt(s["gap"]) + ci_text,
-                fmt(s.get("p_matched")),
+                f"{fmt(s.get('p_matched'))} / {fmt(s.get('q_matched'))}",
                 str(s["n_moved"]),
             ]
         )

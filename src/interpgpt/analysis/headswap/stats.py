@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from interpgpt.analysis.controls import benjamini_hochberg
 from interpgpt.analysis.headswap.profiles import ProfileSums
 
 MODELS = ("standard", "adhd")
@@ -136,6 +137,10 @@ class LayerStats:
     """Share of random assignments with mean cosine >= matched_mean."""
     p_same_index: float | None = None
     """Share of random assignments with mean cosine >= same_index_mean."""
+    q_matched: float | None = None
+    """`p_matched` as a Benjamini-Hochberg q-value over the layers (one test per layer)."""
+    q_same_index: float | None = None
+    """`p_same_index` as a Benjamini-Hochberg q-value over the layers."""
 
 
 def permutation_null(block: np.ndarray, samples: int, rng: np.random.Generator):
@@ -214,4 +219,9 @@ def layer_stats(
             row.p_matched = _p_at_least(null, matched, exact)
             row.p_same_index = _p_at_least(null, same, exact)
         stats.append(row)
+    if null_samples:  # every layer is tested at once: false-discovery-rate q-values
+        for name in ("matched", "same_index"):
+            q = benjamini_hochberg([getattr(s, f"p_{name}") for s in stats])
+            for row, value in zip(stats, q, strict=True):
+                setattr(row, f"q_{name}", float(value))
     return stats
