@@ -448,10 +448,22 @@ def crosscoder_diff(config: CrosscoderDiffConfig) -> CrosscoderDiffResult:
         Path(config.out) / CROSSCODER_DASHBOARD,
         "Crosscoder model diff: latents",
         cards,
-        rows,
+        [table_row(r) for r in rows],
         dashboard_intro(blob),
     )
     return CrosscoderDiffResult(json_path, diff, cards, dashboard_path)
+
+
+def table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A latent's row as the dashboard's sortable table shows it: one number per column
+    (the per-sequence-set frequencies flattened; the raw β pairs stay in the JSON)."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat |= {f"{key} {k}": v for k, v in value.items() if not isinstance(v, list)}
+        else:
+            flat[key] = value
+    return flat
 
 
 def dashboard_intro(blob: dict[str, Any]) -> str:
