@@ -40,7 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interpgpt.crosscoder.model import BatchTopKCrosscoder
-from interpgpt.sae.topk import geometric_median
+from interpgpt.sae.topk import decaying_adam, geometric_median
 
 FLOOR_MARGIN = 0.5
 """`batch_topk`'s search floor, as a fraction of the previous batch's smallest selected
@@ -157,13 +157,8 @@ class CrosscoderTrainer:
         self.dead_tokens = dead_tokens
         self.autocast = autocast
         device = crosscoder.W_dec.device
-        self.optimizer = torch.optim.Adam(
-            crosscoder.parameters(), lr=lr, eps=6.25e-10, fused=device.type in ("cpu", "cuda")
-        )
-        self.decay_start = int(total_steps * (1 - decay_fraction))
-        decay_len = max(1, total_steps - self.decay_start)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, max(0.0, (total_steps - step) / decay_len))
+        self.optimizer, self.scheduler, self.decay_start = decaying_adam(
+            crosscoder.parameters(), lr, total_steps, decay_fraction, device
         )
         self.since_fired = torch.zeros(crosscoder.cfg.d_latent, dtype=torch.long, device=device)
         self.steps = 0

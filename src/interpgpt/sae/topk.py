@@ -303,6 +303,30 @@ class StepStats(NamedTuple):
     """Latents that have not fired for `dead_tokens` training tokens."""
 
 
+class DecayingAdam(NamedTuple):
+    """Adam with a constant learning rate, then a linear decay to 0 over the last steps."""
+
+    optimizer: torch.optim.Adam
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    decay_start: int
+    """The first step of the decay."""
+
+
+def decaying_adam(
+    params, lr: float, total_steps: int, decay_fraction: float, device: torch.device
+) -> DecayingAdam:
+    """The dictionary trainers' optimiser (SAE and crosscoder): Adam with eps as in Gao et
+    al. (6.25e-10; their loss is normalised like ours), the learning rate decaying linearly
+    to 0 over the last `decay_fraction` of `total_steps`."""
+    optimizer = torch.optim.Adam(params, lr=lr, eps=6.25e-10, fused=device.type in ("cpu", "cuda"))
+    decay_start = int(total_steps * (1 - decay_fraction))
+    decay_len = max(1, total_steps - decay_start)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, max(0.0, (total_steps - step) / decay_len))
+    )
+    return DecayingAdam(optimizer, scheduler, decay_start)
+
+
 class TopKTrainer:
     """One SAE's optimiser state and training step (Gao et al. 2024)."""
 
@@ -322,14 +346,8 @@ class TopKTrainer:
         self.dead_tokens = dead_tokens
         self.autocast = autocast
         device = sae.W_dec.device
-        # eps as in Gao et al. (6.25e-10): their loss is normalised like ours.
-        self.optimizer = torch.optim.Adam(
-            sae.parameters(), lr=lr, eps=6.25e-10, fused=device.type in ("cpu", "cuda")
-        )
-        decay_start = int(total_steps * (1 - decay_fraction))
-        decay_len = max(1, total_steps - decay_start)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, max(0.0, (total_steps - step) / decay_len))
+        self.optimizer, self.scheduler, _ = decaying_adam(
+            sae.parameters(), lr, total_steps, decay_fraction, device
         )
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
 
@@ -409,11 +427,13 @@ __all__ = [
     "ARCHITECTURE",
     "SAE_CFG_FILE",
     "SAE_WEIGHTS_FILE",
+    "DecayingAdam",
     "StepStats",
     "TopKCode",
     "TopKSAE",
     "TopKSAEConfig",
     "TopKTrainer",
+    "decaying_adam",
     "fold_input_scale",
     "geometric_median",
     "sae_dir_name",
