@@ -8,6 +8,8 @@ artifacts rather than mocks. Tiny sizes keep the whole setup to a few seconds.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two
@@ -87,3 +89,54 @@ def tiny_pair(tiny_run_dirs) -> dict:
     from interpgpt.artifacts.load import load_model
 
     return {variant: load_model(path) for variant, path in tiny_run_dirs.items()}
+
+
+class HeadlessChromium:
+    """Headless Chromium as the page tests drive it: the DOM after the page's load event
+    (with a probe script appended to the body), and a screenshot."""
+
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    )
+
+    IMAGES_LOADED = (
+        "const imgs = [...document.images]; document.body.dataset.images = imgs.length + ':' +"
+        " imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
+    )
+    """Probe script: `data-images="N:M"` on the body, M of the page's N images loaded."""
+
+    def __init__(self, binary: str, profile: Path):
+        self.binary = binary
+        self.profile = profile
+
+    def _run(self, *args: str, text: bool = False) -> subprocess.CompletedProcess:
+        command = [self.binary, *self.FLAGS, f"--user-data-dir={self.profile}", *args]
+        return subprocess.run(command, capture_output=True, text=text, timeout=120, check=True)
+
+    def dom_after_load(self, page: Path, on_load: str) -> str:
+        """The page's DOM once `on_load` (JavaScript run on the load event) has run."""
+        probe = page.with_name("probe.html")
+        script = f"<script>window.addEventListener('load', () => {{ {on_load} }});</script>"
+        probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+        args = ("--virtual-time-budget=3000", "--dump-dom", probe.as_uri())
+        return self._run(*args, text=True).stdout
+
+    def screenshot(self, page: Path, shot: Path) -> Path:
+        self._run("--window-size=1100,1400", f"--screenshot={shot}", page.as_uri())
+        return shot
+
+
+@pytest.fixture
+def chromium(tmp_path) -> HeadlessChromium:
+    """Debian's chromium (`make test` installs it); the test is skipped without it."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium package)")
+    return HeadlessChromium(binary, tmp_path / "chromium-profile")

@@ -3,8 +3,6 @@ sorting script, rendering in headless Chromium, and the helpers that fill the ca
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,22 +19,7 @@ from interpgpt.analysis.dashboard import (
 )
 from interpgpt.model.taskgpt import TaskGPT, preset
 
-CHROMIUM_FLAGS = [  # as tests/study/test_report.py
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 HOSTILE = ["<script>alert(1)</script>", "a & b", '"quoted"', "it's", "  two spaces", "\n", ""]
-
-
-def find_chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class Tags(HTMLParser):
@@ -120,56 +103,21 @@ def test_sorting_script_and_numeric_columns(tmp_path):
     assert 'data-sort="17.0"' in text
 
 
-def test_dashboard_renders_with_images_and_sorts_in_chromium(tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("chromium is not installed (make test installs Debian's chromium package)")
+def test_dashboard_renders_with_images_and_sorts_in_chromium(tmp_path, chromium):
     path, cards = sample_page(tmp_path)
-    probe = path.with_name("probe.html")
-    check = (
-        "<script>window.addEventListener('load', () => { const imgs = [...document.images];"
-        " document.body.dataset.images = imgs.length + ':' + imgs.filter("
-        "i => i.complete && i.naturalWidth > 0).length;"
-        " const th = [...document.querySelectorAll('#latents th')].find("
+    sort = (
+        "const th = [...document.querySelectorAll('#latents th')].find("
         "h => h.textContent === 'latent'); const first = () =>"
         " document.querySelector('#latents tbody tr').dataset.latent;"
         " th.click(); document.body.dataset.asc = first();"
-        " th.click(); document.body.dataset.desc = first(); });</script></body>"
+        " th.click(); document.body.dataset.desc = first();"
     )
-    probe.write_text(path.read_text().replace("</body>", check))
-    profile = tmp_path / "chromium-profile"
-    dom = subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    dom = chromium.dom_after_load(path, chromium.IMAGES_LOADED + " " + sort)
     n_images = sum(1 for c in cards if c.activations)
     assert f'data-images="{n_images}:{n_images}"' in dom, dom[-500:]
     latents = sorted(c.latent for c in cards)
     assert f'data-asc="{latents[0]}"' in dom and f'data-desc="{latents[-1]}"' in dom
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--window-size=1100,1400",
-            f"--screenshot={shot}",
-            path.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    shot = chromium.screenshot(path, tmp_path / "shot.png")
     assert shot.stat().st_size > 10_000
 
 

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import pytest
 
 from interpgpt.study.report import REPORT_HTML, REPORT_MD, Report, Section, write_report
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def make_figure(path: Path) -> Path:
@@ -46,10 +32,6 @@ def sample_report(tmp_path: Path) -> Report:
     return Report("Study", ["a headline"], [section], {"preset": "tiny"}, {"torch": "2.13.0"})
 
 
-def find_chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_report_is_self_contained(tmp_path):
     html_path, md_path = write_report(sample_report(tmp_path), tmp_path / "out")
     text = html_path.read_text()
@@ -60,46 +42,9 @@ def test_report_is_self_contained(tmp_path):
     assert "![lens.png](" in md_path.read_text()
 
 
-def test_report_renders_with_images_in_chromium(tmp_path):
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("chromium is not installed (make test installs Debian's chromium package)")
+def test_report_renders_with_images_in_chromium(tmp_path, chromium):
     html_path, _ = write_report(sample_report(tmp_path), tmp_path / "out")
-    probe = html_path.with_name("probe.html")
-    check = (
-        "<script>window.addEventListener('load', () => { const imgs = [...document.images];"
-        " document.body.dataset.images = imgs.length + ':' + imgs.filter("
-        "i => i.complete && i.naturalWidth > 0).length; });</script></body>"
-    )
-    probe.write_text(html_path.read_text().replace("</body>", check))
-    profile = tmp_path / "chromium-profile"
-    dom = subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    dom = chromium.dom_after_load(html_path, chromium.IMAGES_LOADED)
     assert 'data-images="1:1"' in dom, dom[-500:]
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--window-size=1100,1400",
-            f"--screenshot={shot}",
-            html_path.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    shot = chromium.screenshot(html_path, tmp_path / "shot.png")
     assert shot.stat().st_size > 10_000
