@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from interpgpt.analysis.interventions import Head, ablate_heads, act_name, patch_sites
 from interpgpt.analysis.patching import run as patching
+from interpgpt.analysis.patching.pairs import RULE_FIRES
 from interpgpt.analysis.patching.run import (
     SITES,
     PatchingConfig,
@@ -25,6 +26,7 @@ from interpgpt.analysis.patching.run import (
 )
 from interpgpt.artifacts.convert import to_hooked_transformer
 from interpgpt.commands import patch
+from interpgpt.corpus.build import iter_split
 from interpgpt.model.taskgpt import TaskGPT, preset
 from interpgpt.settings import SettingError
 
@@ -200,19 +202,28 @@ def test_attribution_leaves_no_parameter_gradients(toy):
 
 
 def test_pairs_from_the_corpus(tiny_corpus, tiny_tokenizer):
+    """Clean: an ADHD prefix where the break rule fires and a break follows; corrupted:
+    another ADHD decomposition of the same text where the rule is quiet; one length."""
     pairs = build_pairs(tiny_corpus, tiny_tokenizer, n_pairs=6)
     tok = tiny_tokenizer
     assert pairs.clean.shape == pairs.corrupted.shape and len(pairs.task_ids) >= 1
     assert set(pairs.regulation_tokens).isdisjoint(pairs.content_tokens)
+    # every prefix of every held-out ADHD record, with the rule's posterior and whether a
+    # break follows
+    cuts = {}
+    for record in iter_split(tiny_corpus, "adhd", "test"):
+        ids = tok.encode_example(record.task, list(record.steps))
+        roles = tok.roles(ids)
+        for pos, is_reg, p in zip(
+            roles.onset_predictors, roles.step_is_regulation, record.p_break, strict=True
+        ):
+            cuts.setdefault(tuple(ids[: pos + 1]), set()).add((is_reg, p))
     for clean, corrupted in zip(pairs.clean.tolist(), pairs.corrupted.tolist(), strict=True):
-        # same task header, both end at an onset predictor
         header = clean.index(tok.steps_id) + 1
         assert clean[:header] == corrupted[:header] and clean[0] == tok.task_id
-        assert clean[-1] in (tok.steps_id, tok.sep_id) and corrupted[-1] in (
-            tok.steps_id,
-            tok.sep_id,
-        )
         assert clean != corrupted
+        assert any(is_reg and p >= RULE_FIRES for is_reg, p in cuts[tuple(clean)])
+        assert any(not is_reg and 0 < p < RULE_FIRES for is_reg, p in cuts[tuple(corrupted)])
 
 
 def test_regulation_logit_diff_is_a_log_odds():
@@ -240,7 +251,7 @@ def test_section_from_a_stage_summary():
     }
     built = section(summary, ["p/patching.json", "p/patching_resid_pre.png"])
     assert built.title == "Activation patching"
-    assert built.finding == (
+    assert built.finding.endswith(
         "Regulation logit difference: clean 1.500, corrupted -0.250; attribution patching "
         "vs exact: resid_pre 0.910, mlp_out 0.500."
     )

@@ -441,6 +441,8 @@ def section(summary: Summary, outputs: list[str]) -> Section:
         ", ".join(f"{k} {fmt(v)}" for k, v in corr.items()) if isinstance(corr, dict) else fmt(corr)
     )
     finding = (
+        "Clean: an ADHD prefix where the break rule fires (a break next); corrupted: another "
+        "ADHD decomposition of the same task where the rule is quiet, same length. "
         f"Regulation logit difference: clean {fmt(summary['clean_metric'])}, corrupted "
         f"{fmt(summary['corrupted_metric'])}; attribution patching vs exact: {corr_text}."
     )
