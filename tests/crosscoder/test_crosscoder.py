@@ -332,11 +332,25 @@ TINY = ["--d-latent", 64, "--k", 4, "--tokens", 4096, "--batch-size", 512, "--ev
         1000, "--buffer-tokens", 4096, "--seq-batch", 16, "--device", "cpu"]  # fmt: skip
 
 
-def test_cli_train_and_diff(tiny_run_dirs, tiny_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(tiny_run_dirs, tiny_corpus, tmp_path_factory) -> dict:
+    """`crosscoder train` and `crosscoder diff` on the tiny pair, through the CLI."""
     std, adhd = tiny_run_dirs["standard"], tiny_run_dirs["adhd"]
+    tmp_path = tmp_path_factory.mktemp("crosscoder-cli")
     out = tmp_path / "cc"
-    result = run_cli(["crosscoder", "train", std, adhd, "--layer", 1, "--corpus", tiny_corpus,
-                      "--out", out, *TINY])  # fmt: skip
+    trained = run_cli(["crosscoder", "train", std, adhd, "--layer", 1, "--corpus", tiny_corpus,
+                       "--out", out, *TINY])  # fmt: skip
+    diff_args = ["crosscoder", "diff", out, "--corpus", tiny_corpus, "--out", tmp_path,
+                 "--limit", 20, "--top-n", 2, "--device", "cpu"]  # fmt: skip
+    diffed = run_cli([*diff_args, "--std", std, "--adhd", adhd])
+    return {"std": std, "adhd": adhd, "out": out, "dir": tmp_path, "diff_args": diff_args,
+            "trained": trained, "diffed": diffed}  # fmt: skip
+
+
+def test_cli_train_and_diff(cli_run):
+    std, adhd, out, tmp_path = cli_run["std"], cli_run["adhd"], cli_run["out"], cli_run["dir"]
+    diff_args = cli_run["diff_args"]
+    result = cli_run["trained"]
     assert result.exit_code == 0, result.output
     quality = json.loads((out / QUALITY_FILE).read_text())
     assert quality["model_names"] == ["standard", "adhd"]
@@ -347,9 +361,7 @@ def test_cli_train_and_diff(tiny_run_dirs, tiny_corpus, tmp_path):
     hashes = [model_sha256(load_model(p).model) for p in (std, adhd)]
     assert [m["weights_sha256"] for m in cfg["models"]] == hashes
 
-    diff_args = ["crosscoder", "diff", out, "--corpus", tiny_corpus, "--out", tmp_path,
-                 "--limit", 20, "--top-n", 2, "--device", "cpu"]  # fmt: skip
-    result = run_cli([*diff_args, "--std", std, "--adhd", adhd])
+    result = cli_run["diffed"]
     assert result.exit_code == 0, result.output
     blob = json.loads((tmp_path / CROSSCODER_DIFF_JSON).read_text())
     counts = blob["counts"]
@@ -377,6 +389,25 @@ def test_cli_train_and_diff(tiny_run_dirs, tiny_corpus, tmp_path):
     with pytest.raises(SystemExit) as done:  # the models swapped: refused in one line
         main([str(a) for a in [*diff_args, "--std", adhd, "--adhd", std]])
     assert done.value.code == 2
+
+
+def test_cli_dashboard_renders_with_images_in_chromium(cli_run, chromium):
+    """The `crosscoder diff` page as a browser shows it: every card's histogram image
+    loads, and the latent table sorts."""
+    assert cli_run["diffed"].exit_code == 0, cli_run["diffed"].output
+    page = cli_run["dir"] / CROSSCODER_DASHBOARD
+    cards = json.loads((cli_run["dir"] / CROSSCODER_DIFF_JSON).read_text())["cards"]
+    sort = (
+        "const th = [...document.querySelectorAll('#latents th')].find("
+        "h => h.textContent === 'latent'); th.click(); th.click();"
+        " document.body.dataset.first = document.querySelector('#latents tbody tr')"
+        ".dataset.latent;"
+    )
+    dom = chromium.dom_after_load(page, chromium.IMAGES_LOADED + " " + sort)
+    n_images = sum(1 for card in cards if card["activations"])
+    assert n_images >= 1 and f'data-images="{n_images}:{n_images}"' in dom, dom[-500:]
+    assert 'data-first="63"' in dom  # sorted by latent, descending after the second click
+    assert chromium.screenshot(page, cli_run["dir"] / "shot.png").stat().st_size > 10_000
 
 
 def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny_corpus, tmp_path):
