@@ -227,6 +227,24 @@ def test_exact_sae_has_perfect_quality(tiny_pair, tiny_corpus):
     assert ce["zero"] > ce["clean"] + 0.1
 
 
+def test_shared_baselines_give_a_fresh_calls_values(tiny_pair, tiny_corpus):
+    """SAEs of one model share the clean CE and, per hook, the zero-ablated CE: with one
+    `known` dict every SAE gets exactly the values of its own fresh call."""
+    loaded = tiny_pair["standard"]
+    model, tok = loaded.model, loaded.tokenizer
+    seqs = encode_sequences(tok, load_split(tiny_corpus, "standard", "val"), model.cfg.n_ctx)[:8]
+    torch.manual_seed(0)
+    saes = [exact_sae(model.cfg.d_model, layer=layer) for layer in (0, 1, 0)]
+    with torch.no_grad():
+        saes[2].W_dec.mul_(0.5)  # a second SAE of layer 0 that reconstructs badly
+    known: dict[str, float] = {}
+    shared = [splice_cross_entropy(model, sae, seqs, tok.pad_id, known=known) for sae in saes]
+    fresh = [splice_cross_entropy(model, sae, seqs, tok.pad_id) for sae in saes]
+    assert shared == fresh
+    assert set(known) == {"clean", "zero:blocks.0.hook_resid_post", "zero:blocks.1.hook_resid_post"}
+    assert fresh[2]["spliced"] > fresh[0]["spliced"] + 0.01
+
+
 def test_stream_is_token_aligned_across_hooks(tiny_pair, tiny_corpus):
     """blocks.0.hook_resid_post and blocks.1.hook_resid_pre are the same tensor, so a
     shared stream must hand out identical rows for both."""

@@ -85,10 +85,14 @@ def evaluate_sae(
     sequences: list[list[int]],
     pad_id: int,
     config: SAEHyperparams,
+    known: dict[str, float] | None = None,
 ) -> SAEQuality:
-    """Held-out metrics of `sae` on activations `acts` (n_tokens, d_in) and the CE splice."""
+    """Held-out metrics of `sae` on activations `acts` (n_tokens, d_in) and the CE splice.
+
+    `known`: the clean and zero-ablated CE already measured on these sequences (see
+    `splice_cross_entropy`); it is filled in, so SAEs of one model share them."""
     rec = reconstruction_metrics(sae, acts)
-    ce = splice_cross_entropy(model, sae, sequences, pad_id, config.seq_batch)
+    ce = splice_cross_entropy(model, sae, sequences, pad_id, config.seq_batch, known)
     # Recovered fraction is undefined when zero-ablation does not hurt (e.g. an untrained model).
     harm = ce["zero"] - ce["clean"]
     recovered = (ce["zero"] - ce["spliced"]) / harm if harm > 1e-3 else float("nan")
@@ -125,18 +129,31 @@ def gate_failures(quality: SAEQuality, config: SAEHyperparams) -> list[str]:
 
 @torch.no_grad()
 def splice_cross_entropy(
-    model, sae: TopKSAE, sequences: list[list[int]], pad_id: int, seq_batch: int = 64
+    model,
+    sae: TopKSAE,
+    sequences: list[list[int]],
+    pad_id: int,
+    seq_batch: int = 64,
+    known: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Mean next-token CE over non-pad targets: clean, SAE-spliced and zero-ablated."""
+    """Mean next-token CE over non-pad targets: clean, SAE-spliced and zero-ablated.
+
+    The clean CE depends only on the model and the sequences, the zero-ablated one also on
+    the hook, so a caller evaluating several SAEs of one model on the same sequences passes
+    one `known` dict: "clean" and f"zero:{hook}" are read from it when present (no forward
+    pass) and stored in it when measured. The values are those of a fresh call."""
     device = next(model.parameters()).device
     hook = sae.cfg.hook_name
-    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
-    n_targets = 0
+    known = {} if known is None else known
+    keys = {"clean": "clean", "spliced": None, "zero": f"zero:{hook}"}
     splices = {
         "clean": [],
         "spliced": [(hook, lambda act, hook: sae(act).to(act.dtype))],
         "zero": [(hook, lambda act, hook: torch.zeros_like(act))],
     }
+    splices = {name: hooks for name, hooks in splices.items() if keys[name] not in known}
+    totals = dict.fromkeys(splices, 0.0)
+    n_targets = 0
     for start in range(0, len(sequences), seq_batch):
         ids, lengths = pad_batch(sequences[start : start + seq_batch], pad_id, device)
         targets = ids[:, 1:]
@@ -147,4 +164,8 @@ def splice_cross_entropy(
             loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
             totals[name] += float(loss[mask].sum())
         n_targets += int(mask.sum())
-    return {name: total / max(n_targets, 1) for name, total in totals.items()}
+    measured = {name: total / max(n_targets, 1) for name, total in totals.items()}
+    for name, value in measured.items():
+        if keys[name] is not None:
+            known[keys[name]] = value
+    return {name: measured[name] if name in measured else known[key] for name, key in keys.items()}

@@ -320,9 +320,10 @@ def _train_model_layers(
     )
     acts = collect_activations(model, val_seqs, hooks, tok.pad_id, config.seq_batch)
     results = []
+    known: dict[str, float] = {}  # clean and zero-ablated CE, shared by these SAEs
     for spec, sae, log in zip(specs, saes, history, strict=True):
         hook = sae_hook_name(spec.layer)
-        quality = evaluate_sae(sae, model, acts[hook], val_seqs, tok.pad_id, config)
+        quality = evaluate_sae(sae, model, acts[hook], val_seqs, tok.pad_id, config, known)
         layer_config = dataclasses.replace(config, layer=spec.layer, model_name=spec.model_name)
         path = _write_sae(sae, quality, log, seconds, layer_config, variants)
         results.append(SAETrainResult(path, quality, sae, spec.model_name, spec.layer, seconds))
