@@ -259,7 +259,8 @@ class PatchingConfig:
     n_pairs: int = 16
     """Clean/corrupted pairs (held-out tasks) patched together as one batch."""
     phrasings: int = 8
-    """Decompositions read per task and variant when searching for equal-length pairs."""
+    """ADHD decompositions read per task text when searching for equal-length pairs (a
+    pair takes two of them)."""
     attribution: bool = True
     """Also compute attribution patching (one forward + backward) for comparison."""
     device: str = "auto"
@@ -270,7 +271,7 @@ class PatchingConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        at_least(self, n_pairs=1, phrasings=1, max_chunk_mb=0)
+        at_least(self, n_pairs=1, phrasings=2, max_chunk_mb=0)
 
     @property
     def sites(self) -> tuple[Site, ...]:
