@@ -252,10 +252,8 @@ def test_study_stage_and_section(world, tmp_path):
     )
     assert found.table is not None and len(found.table) == len(summary["top"]) + 1
     assert [str(PLANTED), fmt(1.0), fmt(0.0)] in found.table
-    assert found.rows == [
-        ("contexts", str(output.outputs[1])),
-        ("dashboards", str(output.outputs[2])),
-    ]
+    assert found.rows == [("contexts", str(output.outputs[1]))]
+    assert found.pages == [("feature dashboards", Path(output.outputs[2]))]
     empty = section({"n_selected": 0, "top": []}, [])
     assert empty.finding.startswith("No SAE feature is specific")
     assert ANALYSIS.config is FeatureDiffStudyConfig and ANALYSIS.after == ("sae",)

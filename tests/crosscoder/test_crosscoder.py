@@ -443,6 +443,8 @@ def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny
     assert all(Path(p).is_file() for p in output.outputs)  # both diffs and both dashboards
     report = section(output.summary, [str(p) for p in output.outputs])
     assert "data-order twin" in report.finding and len(report.table) == 3
+    assert [label for label, _ in report.pages] == ["pair dashboard", "twin dashboard"]
+    assert [label for label, _ in report.rows] == ["pair diff", "twin diff"]
     # In a control pair's workspace the stage does not repeat its own twin null.
     pair = ws.for_pair("standard-twin", {"standard": "standard-twin", "adhd": "standard"})
     assert stage(pair, config).summary["twin"] is None

@@ -22,12 +22,16 @@ def make_figure(path: Path) -> Path:
 
 def sample_report(tmp_path: Path) -> Report:
     figure = make_figure(tmp_path / "lens.png")
+    page = tmp_path / "analysis" / "dashboard.html"
+    page.parent.mkdir(exist_ok=True)
+    page.write_text("<html><body>cards</body></html>")
     section = Section(
         title="Regulation logit lens",
         finding="P(regulation) jumps 17x between layers 1 and 2 in the ADHD model.",
         rows=[("jump", "0.014 -> 0.251")],
         figures=[figure],
         table=[["layer", "std", "adhd"], ["0", "0.001", "0.01"]],
+        pages=[("dashboard", page), ("never written", tmp_path / "missing.html")],
     )
     return Report("Study", ["a headline"], [section], {"preset": "tiny"}, {"torch": "2.13.0"})
 
@@ -42,9 +46,20 @@ def test_report_is_self_contained(tmp_path):
     assert "![lens.png](" in md_path.read_text()
 
 
+def test_report_links_pages_relative_to_itself(tmp_path):
+    """A dashboard is linked by a path relative to the report, so the run folder can be
+    moved; a page that was not written is not linked."""
+    html_path, md_path = write_report(sample_report(tmp_path), tmp_path / "out")
+    assert '<a href="../analysis/dashboard.html">dashboard</a>' in html_path.read_text()
+    assert "Open: [dashboard](../analysis/dashboard.html)" in md_path.read_text()
+    assert "missing.html" not in html_path.read_text() + md_path.read_text()
+
+
 def test_report_renders_with_images_in_chromium(tmp_path, chromium):
     html_path, _ = write_report(sample_report(tmp_path), tmp_path / "out")
-    dom = chromium.dom_after_load(html_path, chromium.IMAGES_LOADED)
+    link = "document.body.dataset.link = document.querySelector('.pages a').href;"
+    dom = chromium.dom_after_load(html_path, chromium.IMAGES_LOADED + " " + link)
     assert 'data-images="1:1"' in dom, dom[-500:]
+    assert f'data-link="{(tmp_path / "analysis" / "dashboard.html").as_uri()}"' in dom
     shot = chromium.screenshot(html_path, tmp_path / "shot.png")
     assert shot.stat().st_size > 10_000

@@ -694,8 +694,11 @@ def section(summary: Summary, outputs: list[str]) -> Section:
                 f"{100 * s['dead_fraction']:.1f}",
             ]
         )
-    rows = [("diff", p) for p in outputs]
-    return Section("Crosscoder model diff", finding, rows=rows, table=table, status=status)
+    rows = [(f"{Path(p).parent.name} diff", p) for p in outputs if p.endswith(".json")]
+    pages = [(f"{Path(p).parent.name} dashboard", Path(p)) for p in outputs if p.endswith(".html")]
+    return Section(
+        "Crosscoder model diff", finding, rows=rows, table=table, pages=pages, status=status
+    )
 
 
 ANALYSIS = Analysis(

@@ -564,8 +564,8 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     md = [Path(p) for p in outputs if str(p).endswith(".md")]
     dashboards = [Path(p) for p in outputs if str(p).endswith(".html")]
     rows = [("contexts", str(md[0]))] if md else []
-    rows += [("dashboards", str(dashboards[0]))] if dashboards else []
-    return Section("Cross-model feature diff", finding, rows=rows, table=table)
+    pages = [("feature dashboards", dashboards[0])] if dashboards else []
+    return Section("Cross-model feature diff", finding, rows=rows, table=table, pages=pages)
 
 
 def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:

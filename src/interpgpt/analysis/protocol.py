@@ -126,6 +126,8 @@ class Section:
     figures: list[Path] = field(default_factory=list)
     table: list[list[str]] | None = None
     """An optional wider table; the first row is the header."""
+    pages: list[tuple[str, Path]] = field(default_factory=list)
+    """(label, path) of pages the report links to (a dashboard), relative to the report."""
     status: str = "ok"
     """ok, warn (a gate failed or a result is null) or missing (the stage did not run)."""
 

@@ -166,6 +166,10 @@ def splice_cross_entropy(
         n_targets += int(mask.sum())
     measured = {name: total / max(n_targets, 1) for name, total in totals.items()}
     for name, value in measured.items():
-        if keys[name] is not None:
-            known[keys[name]] = value
-    return {name: measured[name] if name in measured else known[key] for name, key in keys.items()}
+        key = keys[name]
+        if key is not None:
+            known[key] = value
+    return {
+        name: measured[name] if key is None or name in measured else known[key]
+        for name, key in keys.items()
+    }

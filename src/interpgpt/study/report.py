@@ -66,12 +66,27 @@ def _html_table(rows: list[list[str]], header: bool) -> str:
     return "\n".join(out)
 
 
-def section_html(section: Section) -> str:
+def _linked(section: Section, relative_to: Path) -> list[tuple[str, str]]:
+    """The section's pages that exist, as (label, path relative to the report)."""
+    return [
+        (label, Path(os.path.relpath(page, relative_to)).as_posix())
+        for label, page in section.pages
+        if Path(page).is_file()
+    ]
+
+
+def section_html(section: Section, relative_to: Path = Path()) -> str:
     parts = [
         f'<section class="{section.status}">',
         f"<h2>{html.escape(section.title)}</h2>",
         f'<p class="finding">{html.escape(section.finding)}</p>',
     ]
+    links = [
+        f'<a href="{html.escape(href)}">{html.escape(label)}</a>'
+        for label, href in _linked(section, relative_to)
+    ]
+    if links:
+        parts.append(f'<p class="pages">Open: {" · ".join(links)}</p>')
     if section.rows:
         parts.append(_html_table([[k, v] for k, v in section.rows], header=False))
     if section.table:
@@ -86,9 +101,11 @@ def section_html(section: Section) -> str:
     return "\n".join(parts)
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, relative_to: Path = Path()) -> str:
+    """The report page; figures are embedded, linked pages are relative to `relative_to`
+    (the report's folder)."""
     summary = "".join(f"<li>{html.escape(s)}</li>" for s in report.summary)
-    body = "\n".join(section_html(s) for s in report.sections)
+    body = "\n".join(section_html(s, relative_to) for s in report.sections)
     config = html.escape(json.dumps(report.config, indent=2))
     versions = _html_table([["package", "version"], *map(list, report.versions.items())], True)
     return (
@@ -114,6 +131,9 @@ def render_markdown(report: Report, relative_to: Path) -> str:
     lines += [f"- {s}" for s in report.summary]
     for section in report.sections:
         lines += ["", f"## {section.title}", "", f"**{section.finding}**", ""]
+        links = [f"[{label}]({href})" for label, href in _linked(section, relative_to)]
+        if links:
+            lines += ["Open: " + " · ".join(links), ""]
         if section.rows:
             lines += _md_table([["", ""], *[[k, v] for k, v in section.rows]])
             lines.append("")
@@ -129,7 +149,8 @@ def render_markdown(report: Report, relative_to: Path) -> str:
 
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
-    """Write report.html (self-contained) and report.md (figures linked) into out_dir."""
-    html_path = write_text(out_dir / REPORT_HTML, render_html(report))
+    """Write report.html (figures embedded) and report.md (figures linked) into out_dir;
+    both link the sections' pages (dashboards) by paths relative to out_dir."""
+    html_path = write_text(out_dir / REPORT_HTML, render_html(report, out_dir))
     md_path = write_text(out_dir / REPORT_MD, render_markdown(report, out_dir))
     return html_path, md_path
