@@ -23,7 +23,7 @@ from interpgpt.artifacts.export import ExportConfig, export
 from interpgpt.artifacts.load import load_model
 from interpgpt.artifacts.names import MODEL_WEIGHTS
 from interpgpt.study.config import load_study_config
-from interpgpt.study.controls import TWIN_PAIRS, findings, pair_stage_name
+from interpgpt.study.controls import TWIN_PAIRS, findings, pair_stage_name, twin_pairs
 from interpgpt.study.pipeline import REPORT, run_study, study_stages
 from interpgpt.study.stages import STAGES
 
@@ -38,6 +38,7 @@ def controlled_study(tmp_path_factory):
     # Trained long enough for the tiny models' heads to attend differently (the known-answer
     # test swaps heads whose attention profiles differ).
     settings = [*TINY_STUDY, "train.steps=200", "twins=true", "replicates=2"]
+    settings += ["replicate_twins=true"]
     config = load_study_config(None, settings, "tiny")
     result = run_study(config, out, console=Console(quiet=True))
     return config, out, result
@@ -47,7 +48,7 @@ def test_every_pair_analysis_runs_on_every_control_and_replicate_pair(controlled
     config, out, result = controlled_study
     expected = {s.name for s in study_stages(config)} | {REPORT}
     assert set(result.records) == expected
-    for pair in (*TWIN_PAIRS, "r1"):
+    for pair in (*TWIN_PAIRS, "r1", *twin_pairs("r1")):
         for name in PAIR_ANALYSES:
             assert pair_stage_name(name, pair) in result.records
         assert (out / "controls" / pair / "analysis" / "headswap" / "headswap.json").is_file()
@@ -79,9 +80,29 @@ def test_controls_json_has_a_verdict_for_every_analysis(controlled_study):
         else:
             assert set(f["within_variant"]) == {"standard", "adhd"}
             assert len(f["replicates"]) == 1  # one replicate pair beside the matched pair
+        # replicate pair r1 judged against its own twins
+        (control,) = f["replicate_controls"]
+        assert control["pair"] == "r1" and set(control["within_variant"]) == set(
+            f["within_variant"]
+        )
+        r_verdicts = (
+            control["verdict"] if isinstance(control["verdict"], list) else [control["verdict"]]
+        )
+        assert set(r_verdicts) <= {BEYOND, WITHIN, None}
     moved = next(f for f in findings if f["statistic"] == "heads that moved (count)")
     assert isinstance(moved["cross_variant"], int)
     assert all(len(v) == 2 for v in moved.get("recurrence", {}).values())
+
+
+def test_replicate_twins_share_their_partners_init(controlled_study):
+    _, _, result = controlled_study
+    summary = {name: result.records[f"train-{name}"]["summary"] for name in (
+        "adhd", "adhd-r1", "adhd-r1-twin", "standard-r1", "standard-r1-twin")}  # fmt: skip
+    for variant in ("standard", "adhd"):
+        model, twin = summary[f"{variant}-r1"], summary[f"{variant}-r1-twin"]
+        assert twin["init_sha256"] == model["init_sha256"]
+        assert twin["data_seed"] != model["data_seed"]
+    assert summary["adhd-r1"]["init_sha256"] != summary["adhd"]["init_sha256"]
 
 
 def test_the_report_shows_the_verdicts(controlled_study):
@@ -89,6 +110,7 @@ def test_the_report_shows_the_verdicts(controlled_study):
     html = (out / "report.html").read_text()
     assert "Seed controls" in html and "Seed null:" in html
     assert "seed noise" in html
+    assert "its own twins in" in html and "adhd-r1-twin" in html  # replicate verdicts, twins
     assert "could not be read" not in html
     md = (out / "report.md").read_text()
     assert "Seed null:" in md

@@ -16,6 +16,7 @@ from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import PRESETS
 from interpgpt.study.config import load_study_config
+from interpgpt.study.controls import twin_pairs
 from interpgpt.study.pipeline import build_report, run_stages, stage_hash, study_stages
 from interpgpt.study.stages import STAGES, TWIN_DATA_SEED_OFFSET, TWIN_STAGES, TWINS_TITLE
 from interpgpt.train.batches import SampledBatches, load_splits
@@ -142,3 +143,24 @@ def test_twins_setting_is_a_checked_boolean(tmp_path, capsys):
     ws = Workspace(tmp_path / "study")
     with pytest.raises(UserError, match=r"^--force train-adhd-twin: no such stage"):
         run_stages(study_stages(off), off, ws, {"train-adhd-twin"}, Console(quiet=True))
+
+
+def test_replicate_twins_add_each_replicate_pairs_twins_and_control_pairs():
+    """By default only the first pair has twins; `replicate_twins` trains each replicate
+    model's twin and repeats every pair analysis on that replicate's control pairs."""
+    base = ["twins=true", "replicates=3"]
+    plain = {s.name for s in study_stages(load_study_config(None, base, None))}
+    every = {
+        s.name for s in study_stages(load_study_config(None, [*base, "replicate_twins=true"], None))
+    }
+    added = every - plain
+    trained = {n for n in added if n.startswith("train-")}
+    assert trained == {f"train-{v}-r{n}-twin" for v in ("standard", "adhd") for n in (1, 2)}
+    pairs = {n.split("@")[1] for n in added if "@" in n}
+    assert pairs == {f"{v}-twin-r{n}" for v in ("standard", "adhd") for n in (1, 2)}
+    assert {n.split("@")[0] for n in added if n.endswith("@adhd-twin-r2")} == {
+        n.split("@")[0] for n in plain if n.endswith("@adhd-twin")
+    }
+    assert twin_pairs("r2")["adhd-twin-r2"] == {"standard": "adhd-r2", "adhd": "adhd-r2-twin"}
+    with pytest.raises(UserError, match=r"^replicate_twins=true needs replicate pairs"):
+        load_study_config(None, ["twins=true", "replicate_twins=true"], None)

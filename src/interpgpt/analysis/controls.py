@@ -281,6 +281,9 @@ class Finding:
     """The analysis (study stage) that measured it."""
     recurrence: Mapping[str, Any] | None = None
     """Per named component, in how many replicate pairs it recurs (`Recurrence`)."""
+    replicate_controls: Mapping[str, Finding] | None = None
+    """Where the replicate pairs have their own twins, per replicate pair: the same
+    statistic in that pair beside that pair's twins, with its own verdict."""
 
     @property
     def is_vector(self) -> bool:
@@ -326,6 +329,10 @@ class Finding:
             record["within_ci"] = dict(self.within_ci)
         if self.recurrence is not None:
             record["recurrence"] = {k: list(v) for k, v in self.recurrence.items()}
+        if self.replicate_controls:
+            record["replicate_controls"] = [
+                _replicate_record(pair, f) for pair, f in self.replicate_controls.items()
+            ]
         if self.is_vector:
             per = self.verdicts()
             record |= {
@@ -339,6 +346,14 @@ class Finding:
             record["verdict"] = self.verdict()
         record["rule"] = RULE
         return to_jsonable(record)
+
+
+def _replicate_record(pair: str, finding: Finding) -> dict[str, Any]:
+    """A replicate pair's finding as its entry in `replicate_controls`: the pair, its
+    values and verdict (for a vector statistic, the components beyond seed noise)."""
+    record = finding.to_json()
+    keys = ("cross_variant", "within_variant", "verdict", "beyond", "n_beyond")
+    return {"pair": pair} | {k: record[k] for k in keys if k in record}
 
 
 def write_controls(path: str | Path, findings: Sequence[Finding], config: Any = None) -> Path:

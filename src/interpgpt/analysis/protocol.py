@@ -28,11 +28,11 @@ Summary = dict[str, Any]
 def model_name(variant: Variant, twin: bool = False, replicate: int = 0) -> str:
     """A study model's name: its variant, `<variant>-twin` for its data-order twin (the
     same initial weights, another order of the same batches), `<variant>-r<N>` for the
-    model of replicate pair N (another init seed). It names the model's run and export
-    folders and its entries in stage summaries."""
-    if twin and replicate:
-        raise ValueError("twins are trained for the first pair only")
-    return f"{variant}-twin" if twin else f"{variant}-r{replicate}" if replicate else variant
+    model of replicate pair N (another init seed), `<variant>-r<N>-twin` for that model's
+    data-order twin. It names the model's run and export folders and its entries in stage
+    summaries."""
+    name = f"{variant}-r{replicate}" if replicate else variant
+    return f"{name}-twin" if twin else name
 
 
 @dataclass(frozen=True)

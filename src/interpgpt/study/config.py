@@ -33,9 +33,9 @@ from interpgpt.study.stages import (
 
 GLOBAL_FIELDS = ("preset", "seed", "device")
 """Study-wide settings, passed to every section that has a field of that name."""
-STUDY_FIELDS = (*GLOBAL_FIELDS, "twins", "replicates")
-"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins` and `replicates`, which
-choose the stages."""
+STUDY_FIELDS = (*GLOBAL_FIELDS, "twins", "replicates", "replicate_twins")
+"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins`, `replicates` and
+`replicate_twins`, which choose the stages."""
 
 
 @dataclass
@@ -57,6 +57,10 @@ class StudyConfig:
     """Matched pairs in all: N - 1 more pairs, each from another init seed (seed + N), on
     which every pair analysis is repeated, and the report says in how many of them a named
     finding (a moved head, the target head) recurs. Needs twins."""
+    replicate_twins: bool = False
+    """Also train each replicate pair's data-order twins, so every replicate pair gets its
+    own seed null and verdict (by default only the first pair's twins are trained). Needs
+    replicates > 1."""
     sections: dict[str, Any] = field(default_factory=dict)
     """Section name -> that stage's config (its inputs are filled in by the study)."""
 
@@ -165,6 +169,11 @@ def check_study_config(config: StudyConfig) -> None:
         raise UserError(
             f"replicates={config.replicates}: the replicate pairs are read against the "
             "twins' seed null; set twins=true"
+        )
+    if config.replicate_twins and config.replicates < 2:
+        raise UserError(
+            f"replicate_twins=true needs replicate pairs (replicates={config.replicates}); "
+            "set replicates=2 or more"
         )
     twin_seed = config.seed + TWIN_DATA_SEED_OFFSET
     if config.twins and config.sections["train"].data_seed == twin_seed:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interpgpt.analysis.controls import (
+    BEYOND,
     CONTROLS_JSON,
     RULE,
     Finding,
@@ -47,12 +48,23 @@ STUDY_LEVEL = ("corpus", "tokenizer", "export")
 """Stages that are the study's, not a pair's: they are never repeated on a control pair
 (nor is any `train-*` stage)."""
 
-TWIN_PAIRS: dict[str, dict[str, str]] = {
-    "standard-twin": {"standard": model_name("standard", twin=True), "adhd": "standard"},
-    "adhd-twin": {"standard": "adhd", "adhd": model_name("adhd", twin=True)},
-}
-"""Control pair -> which model plays each role. The key is also the variant whose seed
-null it is (`within_variant`)."""
+
+def twin_pairs(replicate: str = "") -> dict[str, dict[str, str]]:
+    """The control pairs of a matched pair (the first, or replicate pair `replicate`,
+    "rN"): control pair -> which model plays each role. A replicate's pairs are named
+    `standard-twin-rN` and `adhd-twin-rN`."""
+    n = int(replicate.removeprefix("r")) if replicate else 0
+    suffix = f"-{replicate}" if replicate else ""
+    standard, adhd = (model_name(v, replicate=n) for v in VARIANTS)
+    return {
+        f"standard-twin{suffix}": {"standard": model_name("standard", True, n), "adhd": standard},
+        f"adhd-twin{suffix}": {"standard": adhd, "adhd": model_name("adhd", True, n)},
+    }
+
+
+TWIN_PAIRS: dict[str, dict[str, str]] = twin_pairs()
+"""The first matched pair's control pairs. The key is also the variant whose seed null it
+is (`within_variant`)."""
 
 
 PAIR_SETTINGS: dict[str, dict[str, Any]] = {"sae": {"std_layers": ()}}
@@ -145,35 +157,59 @@ def findings(
     analyses: Sequence[Analysis[Any]],
     records: dict[str, dict[str, Any]],
     replicates: Sequence[str] = (),
+    replicate_twins: bool = False,
 ) -> tuple[list[Finding], list[str]]:
     """Every statistic of every analysis beside its seed null (from the stage records),
-    and a line for each statistic that could not be compared."""
+    and a line for each statistic that could not be compared. With `replicate_twins`, each
+    replicate pair's statistic is also judged against that pair's own twins."""
     out: list[Finding] = []
     missing: list[str] = []
+
+    def nulls_of(analysis: Analysis[Any], replicate: str = "") -> dict[str, Any]:
+        """Per control pair (by the first pair's names), its statistics or None."""
+        return {
+            base: _statistics(analysis, records.get(pair_stage_name(analysis.name, pair)))
+            for base, pair in zip(TWIN_PAIRS, twin_pairs(replicate), strict=True)
+        }
+
     for analysis in analyses:
         if analysis.statistics is None:
             continue
         main = _statistics(analysis, records.get(analysis.name))
-        nulls = {
-            p: _statistics(analysis, records.get(pair_stage_name(analysis.name, p)))
-            for p in TWIN_PAIRS
-        }
-        reps = [
-            _statistics(analysis, records.get(pair_stage_name(analysis.name, r)))
+        nulls = nulls_of(analysis)
+        reps = {
+            r: _statistics(analysis, records.get(pair_stage_name(analysis.name, r)))
             for r in replicates
-        ]
+        }
+        rep_nulls = {r: nulls_of(analysis, r) for r in replicates} if replicate_twins else {}
         if main is None or any(n is None for n in nulls.values()):
             absent = [n for n, s in [(analysis.name, main), *nulls.items()] if s is None]
             missing.append(f"{analysis.name}: no statistics from {', '.join(absent)}")
             continue
         for key, stat in main.items():
-            twin = {p: n[key] for p, n in nulls.items() if n is not None and key in n}
-            if len(twin) != len(TWIN_PAIRS):
+            twin = _twin_values(nulls, key)
+            if twin is None:
                 missing.append(f"{analysis.name}: {stat.description}: a control pair lacks it")
                 continue
-            rep = [r[key] for r in reps if r is not None and key in r]
-            out.append(_finding(analysis.name, stat, twin, rep))
+            rep = [s[key] for s in reps.values() if s is not None and key in s]
+            found = _finding(analysis.name, stat, twin, rep)
+            controls = {}
+            for r, r_nulls in rep_nulls.items():
+                r_stat, r_twin = (reps[r] or {}).get(key), _twin_values(r_nulls, key)
+                if r_stat is None or r_twin is None:
+                    missing.append(f"{analysis.name}: {stat.description}: {r} or its twins lack it")
+                    continue
+                controls[r] = _finding(analysis.name, r_stat, r_twin, [])
+            if controls:
+                found = dataclasses.replace(found, replicate_controls=controls)
+            out.append(found)
     return out, missing
+
+
+def _twin_values(nulls: dict[str, Any], key: str) -> dict[str, Statistic] | None:
+    """Statistic `key` in every control pair, or None when one lacks it."""
+    twin = {p: n[key] for p, n in nulls.items() if n is not None and key in n}
+    return twin if len(twin) == len(TWIN_PAIRS) else None
 
 
 def _finding(
@@ -214,15 +250,21 @@ def _finding(
     )
 
 
-def controls_stage(analyses: Sequence[Analysis[Any]], replicates: Sequence[str]):
-    """The `controls` stage over `analyses` (the study's stages) and replicate pairs."""
+def controls_stage(
+    analyses: Sequence[Analysis[Any]], replicates: Sequence[str], replicate_twins: bool = False
+):
+    """The `controls` stage over `analyses` (the study's stages) and replicate pairs (with
+    `replicate_twins`, each judged against its own twins too)."""
 
     def run(ws: Workspace, config: ControlsConfig) -> StageOutput:
-        found, missing = findings(analyses, ws.records, replicates)
+        found, missing = findings(analyses, ws.records, replicates, replicate_twins)
+        pairs = dict(TWIN_PAIRS)
+        for r in replicates if replicate_twins else ():
+            pairs |= twin_pairs(r)
         path = write_controls(
             ws.analysis("controls") / CONTROLS_JSON,
             found,
-            {"replicate_pairs": list(replicates), "twin_pairs": TWIN_PAIRS, "missing": missing},
+            {"replicate_pairs": list(replicates), "twin_pairs": pairs, "missing": missing},
         )
         rows = [_summary_row(f, config.shown) for f in found]
         return StageOutput([path], {"findings": rows, "missing": missing, "rule": RULE})
@@ -256,20 +298,33 @@ def _summary_row(finding: Finding, shown: int) -> dict[str, Any]:
         }
     if "recurrence" in record:
         row["recurrence"] = record["recurrence"]
+    if "replicate_controls" in record:
+        row["replicate_controls"] = record["replicate_controls"]
     return row
 
 
 def verdict_text(row: dict[str, Any]) -> str:
     """One finding's verdict in words: `beyond`/`within` (cross vs twins), or, for a vector
-    statistic, how many components are beyond and which."""
+    statistic, how many components are beyond and which; and, where the replicate pairs
+    have their own twins, in how many of them the statistic is beyond too."""
     if isinstance(row["verdict"], list):
         names = ", ".join(row["beyond"])
         which = f" ({names})" if names else ""
-        return f"{row['n_beyond']} of {row['n_defined']} beyond seed noise{which}"
-    if row["verdict"] is None:
-        return "no verdict (undefined value)"
-    twins = ", ".join(fmt(v) for v in row["within_variant"].values())
-    return f"{row['verdict']} ({fmt(row['cross_variant'])} vs twins {twins})"
+        text = f"{row['n_beyond']} of {row['n_defined']} beyond seed noise{which}"
+    elif row["verdict"] is None:
+        text = "no verdict (undefined value)"
+    else:
+        twins = ", ".join(fmt(v) for v in row["within_variant"].values())
+        text = f"{row['verdict']} ({fmt(row['cross_variant'])} vs twins {twins})"
+    controls = row.get("replicate_controls")
+    if controls:
+        vector = isinstance(row["verdict"], list)
+        beyond = sum(
+            (c.get("n_beyond", 0) > 0) if vector else c["verdict"] == BEYOND for c in controls
+        )
+        what = "with a component beyond" if vector else "beyond"
+        text += f"; {what} its own twins in {beyond} of {len(controls)} replicate pairs"
+    return text
 
 
 def controls_section(summary: Summary, outputs: list[str]) -> Section:
@@ -307,14 +362,17 @@ def headline_verdicts(summary: Summary) -> dict[str, str]:
 
 
 def controls_analysis(
-    analyses: Sequence[Analysis[Any]], after: Sequence[str], replicates: Sequence[str]
+    analyses: Sequence[Analysis[Any]],
+    after: Sequence[str],
+    replicates: Sequence[str],
+    replicate_twins: bool = False,
 ) -> Analysis[ControlsConfig]:
     """The `controls` stage, reading every stage in `after`."""
     return Analysis(
         "controls",
         "every finding beside its seed null, with a verdict",
         ControlsConfig,
-        controls_stage(analyses, replicates),
+        controls_stage(analyses, replicates, replicate_twins),
         controls_section,
         tuple(after),
     )
@@ -331,5 +389,6 @@ __all__ = [
     "headline_verdicts",
     "pair_stage_name",
     "replicate_pairs",
+    "twin_pairs",
     "verdict_text",
 ]

@@ -38,6 +38,7 @@ from interpgpt.study.controls import (
     controls_analysis,
     headline_verdicts,
     replicate_pairs,
+    twin_pairs,
 )
 from interpgpt.study.report import Report, write_report
 from interpgpt.study.stages import (
@@ -64,11 +65,12 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     """The stages this study runs: `STAGES` as they are when `twins` is off (so a study dir
     keeps its hashes). With it on: the twins' training (and each replicate pair's) after
     the two models', an export that reads (and exports) them too, every pair-dependent
-    analysis again on each control pair (`interpgpt.study.controls`), and the `controls`
-    stage that puts each statistic beside its seed null."""
+    analysis again on each control pair (`interpgpt.study.controls`; with
+    `replicate_twins`, each replicate pair's twins and control pairs too), and the
+    `controls` stage that puts each statistic beside its seed null."""
     if not config.twins:
         return list(STAGES)
-    extra = [*TWIN_STAGES, *replicate_stages(config.replicates)]
+    extra = [*TWIN_STAGES, *replicate_stages(config.replicates, config.replicate_twins)]
     stages: list[Analysis[Any]] = []
     for stage in STAGES:
         if stage.name == "export":
@@ -78,11 +80,14 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
             stages += extra
     replicates = list(replicate_pairs(config.replicates))
     pairs = {**TWIN_PAIRS, **replicate_pairs(config.replicates)}
+    for replicate in replicates if config.replicate_twins else ():
+        pairs |= twin_pairs(replicate)
     controls = control_stages(stages, pairs)
+    after = [s.name for s in [*stages, *controls]]
     return [
         *stages,
         *controls,
-        controls_analysis(stages, [s.name for s in [*stages, *controls]], replicates),
+        controls_analysis(stages, after, replicates, config.replicate_twins),
     ]
 
 

@@ -141,17 +141,18 @@ def train_stage(
 ) -> Callable[[Workspace, TrainConfig], StageOutput]:
     """The stage training `variant`'s model; its data-order twin (data seed `seed +
     TWIN_DATA_SEED_OFFSET`); or the model of replicate pair `replicate` (init and data
-    seed `seed + replicate`: another matched pair, like the first). Its summary holds the
-    run's init hash and data seed, as the run dir's config.json records them, so the report
-    can check that a twin shares its partner's initial weights."""
+    seed `seed + replicate`: another matched pair, like the first), or that model's twin
+    (init seed `seed + replicate`, data seed that + TWIN_DATA_SEED_OFFSET). Its summary
+    holds the run's init hash and data seed, as the run dir's config.json records them, so
+    the report can check that a twin shares its partner's initial weights."""
 
     def run(ws: Workspace, config: TrainConfig) -> StageOutput:
         seed, data_seed = config.seed, config.data_seed
-        if twin:
-            data_seed = config.seed + TWIN_DATA_SEED_OFFSET
-        elif replicate:
+        if replicate:
             seed += replicate
             data_seed = None if data_seed is None else data_seed + replicate
+        if twin:
+            data_seed = seed + TWIN_DATA_SEED_OFFSET
         name = model_name(variant, twin, replicate)
         result = train(
             dataclasses.replace(
@@ -224,14 +225,21 @@ def _trained(record: dict[str, Any]) -> Summary:
 
 
 def twins_section(records: dict[str, dict[str, Any]]) -> Section:
-    """Each model beside its data-order twin, from the four train stages' records (by
-    stage name): a twin must share its partner's init hash and differ in data seed."""
+    """Each model beside its data-order twin, from the train stages' records (by stage
+    name; the replicate pairs' twins too where they were trained): a twin must share its
+    partner's init hash and differ in data seed."""
     table = [["model", "init sha256", "data seed", "val loss", "steps"]]
     checks: list[str] = []
     ok = True
-    for variant in VARIANTS:
-        model, twin = (_trained(records[train_stage_name(variant, t)]) for t in (False, True))
-        for name, run in ((variant, model), (model_name(variant, True), twin)):
+    replicates = [0]
+    while train_stage_name(VARIANTS[0], True, replicates[-1] + 1) in records:
+        replicates.append(replicates[-1] + 1)
+    for replicate, variant in ((r, v) for r in replicates for v in VARIANTS):
+        model, twin = (
+            _trained(records[train_stage_name(variant, t, replicate)]) for t in (False, True)
+        )
+        names = [model_name(variant, t, replicate) for t in (False, True)]
+        for name, run in zip(names, (model, twin), strict=True):
             sha = run["init_sha256"]
             row = [fmt(run["data_seed"]), fmt(run["val_loss"]), fmt(run["steps"])]
             table.append([name, sha[:12] if sha else "n/a", *row])
@@ -240,8 +248,9 @@ def twins_section(records: dict[str, dict[str, Any]]) -> Section:
         ok = ok and same_init and other_order
         shares = "shares" if same_init else "does NOT share"
         order = "differs" if other_order else "is the SAME"
+        which = f"the {_label(variant)} twin" if not replicate else f"{names[1]}"
         checks.append(
-            f"the {_label(variant)} twin {shares} its partner's init sha256 and its data seed "
+            f"{which} {shares} its partner's init sha256 and its data seed "
             f"{order} ({fmt(twin['data_seed'])} vs {fmt(model['data_seed'])})"
         )
     finding = "; ".join(checks)
@@ -380,19 +389,21 @@ TWIN_STAGES: list[Analysis[Any]] = [
 training and the export stage reads them too (`interpgpt.study.pipeline.study_stages`)."""
 
 
-def replicate_stages(replicates: int) -> list[Analysis[Any]]:
-    """The training stages of replicate pairs 1 .. replicates - 1 (init seed `seed + N`)."""
+def replicate_stages(replicates: int, twins: bool = False) -> list[Analysis[Any]]:
+    """The training stages of replicate pairs 1 .. replicates - 1 (init seed `seed + N`),
+    and with `twins` each replicate model's data-order twin."""
     return [
         Analysis(
-            train_stage_name(variant, replicate=n),
-            f"train the {_label(variant)} model of replicate pair {n}",
+            train_stage_name(variant, twin=twin, replicate=n),
+            f"train the {_label(variant)} model{' twin' if twin else ''} of replicate pair {n}",
             TrainConfig,
-            train_stage(variant, replicate=n),
+            train_stage(variant, twin=twin, replicate=n),
             None,
             ("tokenizer",),
             study_section="train",
         )
         for n in range(1, replicates)
+        for twin in ((False, True) if twins else (False,))
         for variant in VARIANTS
     ]
 
