@@ -21,6 +21,9 @@ from interpgpt.analysis.crosscoder_diff import (
     CROSSCODER_DIFF_JSON,
     CrosscoderStudyConfig,
     DiffSettings,
+    PairDiff,
+    map_sae_features,
+    mapped_summary,
     section,
     stage,
 )
@@ -49,6 +52,7 @@ from interpgpt.crosscoder.trainer import (
 from interpgpt.crosscoder.training import fit
 from interpgpt.errors import UserError
 from interpgpt.sae import QUALITY_FILE
+from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -423,6 +427,7 @@ def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny
     )  # fmt: skip
     output = stage(ws, config)
     assert output.summary["twin"] is None and output.summary["pair"]["n_latents"] == 64
+    assert output.summary["pair"]["sae_features"] is None  # no feature diff in this study
     report = section(output.summary, [str(p) for p in output.outputs])
     assert "twin null is missing" in report.finding and report.status == "warn"
     top = output.summary["pair"]["top_adhd"]
@@ -448,3 +453,33 @@ def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny
     # In a control pair's workspace the stage does not repeat its own twin null.
     pair = ws.for_pair("standard-twin", {"standard": "standard-twin", "adhd": "standard"})
     assert stage(pair, config).summary["twin"] is None
+
+
+def test_sae_features_map_to_the_latent_whose_decoder_they_copy(planted, tmp_path):
+    """An SAE whose features are copies of chosen crosscoder decoder rows of model "b"
+    (one scaled, so only the direction counts): each maps to exactly that latent at cosine
+    1, with the latent's class; and the study summary counts them."""
+    crosscoder, _, held_out = planted
+    table, classes = diff_of(crosscoder, held_out)
+    diff = PairDiff(table, classes, classes.counts(), {})
+    chosen = [int(j) for j in torch.nonzero(torch.as_tensor(table.live)).flatten()[[0, 5, 9]]]
+    d_model = crosscoder.cfg.d_model
+    sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=16, k=2, layer=0, model_name="b"))
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(16, d_model))
+        for feature, latent in zip((3, 7, 11), chosen, strict=True):
+            sae.W_dec[feature] = crosscoder.W_dec[latent, 1] * (2.5 if feature == 7 else 1.0)
+    sae.save(tmp_path / "sae")
+    blob = {"sae": {"dir": str(tmp_path / "sae"), "layer": 0}, "features": [
+        {"feature": f} for f in (3, 7, 11)]}  # fmt: skip
+    (tmp_path / "feature_diff.json").write_text(json.dumps(blob))
+    mapped = map_sae_features(tmp_path / "feature_diff.json", crosscoder, diff)
+    assert [(m["feature"], m["latent"], m["model"]) for m in mapped] == [
+        (f, j, "b") for f, j in zip((3, 7, 11), chosen, strict=True)
+    ]
+    assert all(m["cosine"] == pytest.approx(1.0, abs=1e-5) for m in mapped)
+    assert [m["class"] for m in mapped] == [classes.labels[j] for j in chosen]
+    summary = mapped_summary(mapped)
+    assert summary["n_features"] == summary["n_matched"] == 3
+    assert summary["n_to_exclusive"] == sum(classes.labels[j] != "shared" for j in chosen)
+    assert mapped_summary(None) is None

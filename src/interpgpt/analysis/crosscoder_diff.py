@@ -40,6 +40,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import torch
@@ -417,6 +418,8 @@ class CrosscoderDiffResult:
     """Card data of the shown latents."""
     dashboard_path: Path
     """dashboard.html: a card per shown latent and a sortable table of every latent."""
+    sae_features: list[dict[str, Any]] | None = None
+    """The feature diff's features mapped to latents (`map_sae_features`), if asked."""
 
     @property
     def counts(self) -> DiffCounts:
@@ -451,7 +454,7 @@ def crosscoder_diff(config: CrosscoderDiffConfig) -> CrosscoderDiffResult:
         [table_row(r) for r in rows],
         dashboard_intro(blob),
     )
-    return CrosscoderDiffResult(json_path, diff, cards, dashboard_path)
+    return CrosscoderDiffResult(json_path, diff, cards, dashboard_path, mapped)
 
 
 def table_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -551,9 +554,42 @@ def result_json(
 # ---------------------------------------------------------------------------- in the study
 
 
+FEATURE_MATCH = 0.7
+"""Decoder cosine from which an SAE feature counts as the same direction as its nearest
+crosscoder latent (the SAE-seed matching threshold)."""
+
+
+def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
+    """The study's feature diff (this pair's) when it read an SAE at the crosscoder's layer."""
+    path = ws.analysis("feature_diff") / "feature_diff.json"
+    try:
+        return path if int(read_json(path)["sae"]["layer"]) == layer else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def mapped_summary(mapped: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """How the feature diff's ADHD-only features sit in the crosscoder: how many have a
+    latent at decoder cosine >= FEATURE_MATCH, and of those how many latents are
+    exclusive (and confirmed)."""
+    if mapped is None:
+        return None
+    close = [m for m in mapped if m["cosine"] >= FEATURE_MATCH]
+    return {
+        "n_features": len(mapped),
+        "threshold": FEATURE_MATCH,
+        "n_matched": len(close),
+        "n_to_exclusive": sum(m["class"] != "shared" for m in close),
+        "n_to_confirmed": sum(m["confirmed"] for m in close),
+        "median_cosine": median([m["cosine"] for m in mapped]) if mapped else None,
+    }
+
+
 def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std: Path,
-                    adhd: Path) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """One crosscoder on (std, adhd) under analysis/crosscoder/<name>/, and its diff."""
+                    adhd: Path, feature_diff: Path | None = None,
+                    ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """One crosscoder on (std, adhd) under analysis/crosscoder/<name>/, and its diff (with
+    `feature_diff`'s features mapped to its latents)."""
     out = ws.analysis("crosscoder") / name
     trained = train_crosscoder(
         CrosscoderTrainConfig(
@@ -564,7 +600,7 @@ def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std
     result = crosscoder_diff(
         CrosscoderDiffConfig(
             crosscoder_dir=trained.path, std=std, adhd=adhd, corpus=ws.corpus, out=out,
-            device=config.device, **config.diff_settings(),
+            device=config.device, feature_diff=feature_diff, **config.diff_settings(),
         )
     )  # fmt: skip
     quality = trained.quality
@@ -578,6 +614,7 @@ def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std
         "l0": quality.l0,
         "train_seconds": trained.seconds,
         "diff_file": str(result.json_path),
+        "sae_features": mapped_summary(result.sae_features),
     }
     return result.json_path, summary
 
@@ -611,7 +648,8 @@ def stage(ws: Workspace, config: CrosscoderStudyConfig) -> StageOutput:
     was exported, of the standard model and its twin (the null shown in the section; the
     seed controls run the stage on both control pairs too, where it is not repeated)."""
     std, adhd, twin = ws.export("standard"), ws.export("adhd"), ws.export("standard", twin=True)
-    path, pair = _train_and_diff(ws, config, "pair", std, adhd)
+    feature_diff = _study_feature_diff(ws, config.layer)
+    path, pair = _train_and_diff(ws, config, "pair", std, adhd, feature_diff)
     outputs = [path, path.parent / CROSSCODER_DASHBOARD]
     summary: dict[str, Any] = {
         "layer": config.layer,
@@ -678,6 +716,15 @@ def section(summary: Summary, outputs: list[str]) -> Section:
             f"{', confirmed' if top['confirmed'] else ''}; relative norm "
             f"{fmt(top['rel_norm'])}), fires most strongly on: {top['context'] or 'n/a'}."
         )
+    mapped = pair.get("sae_features")
+    if mapped and mapped["n_features"]:
+        finding += (
+            f" Of the feature diff's {mapped['n_features']} ADHD-only SAE features, "
+            f"{mapped['n_matched']} have a crosscoder latent at decoder cosine ≥ "
+            f"{fmt(mapped['threshold'])} (median best cosine {fmt(mapped['median_cosine'])}); "
+            f"{mapped['n_to_exclusive']} of those latents are exclusive "
+            f"({mapped['n_to_confirmed']} confirmed)."
+        )
     table = [["crosscoder", "live", "shared", "standard-only (conf.)", "ADHD-only (conf.)",
               "FVE", "dead %"]]  # fmt: skip
     for name, s in (("pair", pair), ("twin", twin)):
@@ -707,6 +754,6 @@ ANALYSIS = Analysis(
     config=CrosscoderStudyConfig,
     stage=stage,
     section=section,
-    after=("export",),
+    after=("export", "feature-diff"),
     statistics=statistics,
 )
