@@ -562,9 +562,11 @@ crosscoder latent (the SAE-seed matching threshold)."""
 def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
     """The study's feature diff (this pair's) when it read an SAE at the crosscoder's layer."""
     path = ws.analysis("feature_diff") / "feature_diff.json"
+    if not path.is_file():
+        return None
     try:
         return path if int(read_json(path)["sae"]["layer"]) == layer else None
-    except (OSError, KeyError, TypeError, ValueError):
+    except (UserError, KeyError, TypeError, ValueError):
         return None
 
 
