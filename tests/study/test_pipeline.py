@@ -75,6 +75,11 @@ def test_study_runs_every_stage_and_writes_the_report(tiny_study):
     assert "could not be read" not in html, "a report section failed to build"
     assert (out / "report.md").is_file()
     assert (out / "analysis" / "ablation" / "causal_nulls_per_seed.json").is_file()
+    # The crosscoder (layer 1) maps the feature diff's features (layer 1) to its latents.
+    mapped = result.records["crosscoder"]["summary"]["pair"]["sae_features"]
+    assert mapped["n_features"] == result.records["feature-diff"]["summary"]["n_selected"]
+    assert 0 <= mapped["n_to_exclusive"] <= mapped["n_matched"] <= mapped["n_features"]
+    assert '<a href="analysis/crosscoder/pair/dashboard.html">' in html
 
 
 def test_second_run_skips_every_stage_but_the_report(tiny_study):
