@@ -48,7 +48,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interpgpt.analysis import dashboard
-from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.controls import MATCH_THRESHOLD, Statistic
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
 from interpgpt.artifacts.load import load_pair
 from interpgpt.constants import VARIANTS, Split
@@ -554,11 +554,6 @@ def result_json(
 # ---------------------------------------------------------------------------- in the study
 
 
-FEATURE_MATCH = 0.7
-"""Decoder cosine from which an SAE feature counts as the same direction as its nearest
-crosscoder latent (the SAE-seed matching threshold)."""
-
-
 def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
     """The study's feature diff (this pair's) when it read an SAE at the crosscoder's layer."""
     path = ws.analysis("feature_diff") / "feature_diff.json"
@@ -572,14 +567,14 @@ def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
 
 def mapped_summary(mapped: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     """How the feature diff's ADHD-only features sit in the crosscoder: how many have a
-    latent at decoder cosine >= FEATURE_MATCH, and of those how many latents are
-    exclusive (and confirmed)."""
+    latent at decoder cosine >= MATCH_THRESHOLD (the SAE-seed matching threshold), and of
+    those how many latents are exclusive (and confirmed)."""
     if mapped is None:
         return None
-    close = [m for m in mapped if m["cosine"] >= FEATURE_MATCH]
+    close = [m for m in mapped if m["cosine"] >= MATCH_THRESHOLD]
     return {
         "n_features": len(mapped),
-        "threshold": FEATURE_MATCH,
+        "threshold": MATCH_THRESHOLD,
         "n_matched": len(close),
         "n_to_exclusive": sum(m["class"] != "shared" for m in close),
         "n_to_confirmed": sum(m["confirmed"] for m in close),
