@@ -11,6 +11,7 @@ import torch
 import torch.distributed as torch_dist
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_loop import _config as loop_config
 
 from interpgpt.artifacts.load import load_safetensors
 from interpgpt.artifacts.names import CHECKPOINT
@@ -55,19 +56,9 @@ def cuda_forbidden(monkeypatch):
 
 
 def _config(corpus, tokenizer, out, **overrides) -> TrainConfig:
-    base = dict(
-        corpus=corpus,
-        tokenizer=tokenizer,
-        out=out,
-        preset="tiny",
-        steps=4,
-        batch_size=4,
-        n_samples=0,
-        eval_batches=1,
-        progress=False,
-        device="cpu",
-    )
-    return TrainConfig(**(base | overrides))
+    """`test_loop`'s tiny run, four steps, on the CPU by name (these machines may report
+    CUDA)."""
+    return loop_config(corpus, tokenizer, out, **{"steps": 4, "device": "cpu", **overrides})
 
 
 # ----------------------------------------------------------------------------- devices
