@@ -16,14 +16,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from interpgpt.analysis.crosscoder_diff import (
+from interpgpt.analysis.crosscoder_diff.features import map_sae_features, mapped_summary
+from interpgpt.analysis.crosscoder_diff.latents import DiffSettings, PairDiff
+from interpgpt.analysis.crosscoder_diff.run import (
     CROSSCODER_DASHBOARD,
     CROSSCODER_DIFF_JSON,
     CrosscoderStudyConfig,
-    DiffSettings,
-    PairDiff,
-    map_sae_features,
-    mapped_summary,
     section,
     stage,
 )

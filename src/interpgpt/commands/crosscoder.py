@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.crosscoder_diff import (
+from interpgpt.analysis.crosscoder_diff.run import (
     CrosscoderDiffConfig,
     CrosscoderDiffResult,
     crosscoder_diff,

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis import ablation, crosscoder_diff, diff_lens, feature_diff, kl, logit_lens
+from interpgpt.analysis import ablation, diff_lens, feature_diff, kl, logit_lens
 from interpgpt.analysis.behaviour import run as behaviour
+from interpgpt.analysis.crosscoder_diff import run as crosscoder_diff
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.patching import run as patching
 from interpgpt.analysis.probes import run as probes
