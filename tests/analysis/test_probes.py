@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +25,10 @@ from interpgpt.analysis.probes.run import (
     run_probes,
     section,
     split_by_task,
+    stage,
+    statistics,
 )
+from interpgpt.analysis.protocol import Workspace
 from interpgpt.commands import probes
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.errors import UserError
@@ -197,6 +202,31 @@ def test_section_from_a_stage_summary():
         ["adhd", "regulation", "1", "0.970", "0.800", "n/a"],
     ]
     assert [f.name for f in built.figures] == ["probes.png"]
+
+
+def test_study_probes_both_models_on_the_same_sequences(world, tmp_path):
+    """The stage probes both models of a pair on one sequence set, so the seed controls'
+    accuracy gap is the models'. A model against itself has no gap in any of the three
+    probes, and the matched pair's regulation gap is defined. (With each model on its own
+    variant's sequences, a model against itself differs in step-index accuracy by the
+    data alone, and the standard role has no regulation probe: a NaN gap.)"""
+    unused = Path("unused")
+    config = ProbesConfig(unused, unused, unused, limit=8, max_iter=20, n_random=2, device="cpu")
+
+    def gaps(root: Path, std: Path, adhd: Path) -> list[float]:
+        (root / "export").mkdir(parents=True)
+        (root / "corpus").symlink_to(world["corpus"])
+        (root / "export" / "standard").symlink_to(std)
+        (root / "export" / "adhd").symlink_to(adhd)
+        output = stage(Workspace(root), config)
+        for variant in ("standard", "adhd"):
+            blob = json.loads((root / "analysis" / f"probes_{variant}" / PROBES_JSON).read_text())
+            assert blob["variant"] == "adhd"
+        return statistics(output.summary, [str(p) for p in output.outputs])["accuracy gap"].value
+
+    assert gaps(tmp_path / "itself", world["adhd_dir"], world["adhd_dir"]) == [0.0, 0.0, 0.0]
+    pair = gaps(tmp_path / "pair", world["std_dir"], world["adhd_dir"])
+    assert len(pair) == 3 and all(math.isfinite(g) for g in pair)
 
 
 def command_app() -> typer.Typer:

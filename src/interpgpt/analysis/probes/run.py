@@ -33,9 +33,12 @@ binary probe, at most classes - 1 for step_index) and mu the probe-train mean. I
 all variation of x along Q while keeping the mean, so afterwards the probe's logits are
 constant and it can only predict one class.
 
-In the study (stage "probes", after the export) each exported model is probed on its own
-variant's held-out sequences, into `analysis/probes_standard` and `analysis/probes_adhd`;
-the standard model has no regulation steps, so its regulation probe is skipped.
+In the study (stage "probes", after the export) both models of a pair are probed on the
+same inputs, the ADHD held-out sequences (`STUDY_SEQUENCES`), into
+`analysis/probes_standard` and `analysis/probes_adhd`. The same inputs make the seed
+controls' accuracy gap a difference between models: probed on their own variants, any
+two models (a model and its twin too) differ by the step-index probe's accuracy on the
+two sequence sets, and the standard sequences have no regulation step to probe for.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class ProbesConfig:
     """Directory for three_probes.json and probes.png."""
     variant: Literal["auto", "standard", "adhd"] = "auto"
     """Whose sequences to read; auto: the model's own variant (ADHD if unknown). The study
-    probes each model on its own variant."""
+    probes both models on `STUDY_SEQUENCES`."""
     split: Split = "test"
     """Corpus split of the held-out tasks."""
     limit: int | None = 300
@@ -487,8 +490,13 @@ def plot_probes(path: Path, layers: list[str], probes: list[ProbeResult], name: 
 # ---------------------------------------------------------------------------- in the study
 
 
+STUDY_SEQUENCES: Variant = "adhd"
+"""The held-out sequences the study probes both models of a pair on (see the module
+docstring): the one variant where all three probes are defined."""
+
+
 def stage(ws: Workspace, config: ProbesConfig) -> StageOutput:
-    """Each exported model on its own variant's held-out sequences."""
+    """Both exported models on the same held-out sequences, `STUDY_SEQUENCES`."""
     outputs: list[Path] = []
     summary: Summary = {}
     for variant in VARIANTS:
@@ -498,7 +506,7 @@ def stage(ws: Workspace, config: ProbesConfig) -> StageOutput:
                 model=ws.export(variant),
                 corpus=ws.corpus,
                 out=ws.analysis(f"probes_{variant}"),
-                variant=variant,
+                variant=STUDY_SEQUENCES,
             )
         )
         outputs += [result.json_path, result.plot_path]
@@ -521,8 +529,8 @@ def section(summary: Summary, outputs: list[str]) -> Section:
             )
     finding = (
         "Linear probes read step onset, next-step regulation and step index from the "
-        "residual stream; the causal column projects the probe direction out against random "
-        "directions."
+        f"residual stream of both models on the same {STUDY_SEQUENCES} held-out sequences; "
+        "the causal column projects the probe direction out against random directions."
     )
     return Section("Three probes", finding, table=table, figures=figures(outputs))
 
