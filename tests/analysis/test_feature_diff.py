@@ -3,6 +3,7 @@ config validation and the study stage with its report section."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -245,9 +246,13 @@ def test_study_stage_and_section(world, tmp_path):
     top = summary["top"][0]
     found = section(summary, [str(p) for p in output.outputs])
     assert found.title == "Cross-model feature diff"
+    assert summary["sequences"] == "adhd"
+    blob = json.loads((ws.analysis("feature_diff") / FEATURE_DIFF_JSON).read_text())
+    assert blob["sequences"] == "adhd"  # both models read the same sequences
     assert found.finding == (
-        f"{summary['n_selected']} SAE features fire at ADHD step onsets and almost never at "
-        f"standard ones; the top one, {top['feature']}, fires at {fmt(top['adhd_rate'])} vs "
+        f"{summary['n_selected']} SAE features fire at the ADHD model's step onsets and "
+        "almost never at the standard model's, both reading the adhd held-out sequences; "
+        f"the top one, {top['feature']}, fires at {fmt(top['adhd_rate'])} vs "
         f"{fmt(top['std_rate'])}."
     )
     assert found.table is not None and len(found.table) == len(summary["top"]) + 1
@@ -257,6 +262,17 @@ def test_study_stage_and_section(world, tmp_path):
     empty = section({"n_selected": 0, "top": []}, [])
     assert empty.finding.startswith("No SAE feature is specific")
     assert ANALYSIS.config is FeatureDiffStudyConfig and ANALYSIS.after == ("sae",)
+
+
+def test_the_study_setting_finds_nothing_between_a_model_and_itself(world):
+    """With the study's setting both roles read the same sequences, so a model against
+    itself, the limit of a seed null, has no ADHD-only feature."""
+    config = FeatureDiffStudyConfig(layer=1, limit=8, device="cpu")
+    result = feature_diff(dataclasses.replace(
+        config, sae_dir=world["sae_dir"], standard=world["adhd_dir"], adhd=world["adhd_dir"],
+        corpus=world["corpus"], out=world["root"] / "itself"))  # fmt: skip
+    assert result.selected == []
+    assert torch.equal(result.standard.onset_rate, result.adhd.onset_rate)
 
 
 def test_a_feature_must_be_stable_across_sae_seeds(world):

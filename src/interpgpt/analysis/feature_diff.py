@@ -29,7 +29,10 @@ activations the contexts are taken from, so it costs no extra forward pass.
 
 In the study (`stage`), the SAE is the ADHD model's at `layer` (a study-only setting,
 `FeatureDiffStudyConfig`); the stage records that SAE and the diff file in its summary,
-so the steering stage reads the very feature the diff selected.
+so the steering stage reads the very feature the diff selected. The study feeds both
+models the ADHD sequences (`FeatureDiffStudyConfig.sequences`), so that its count, and
+the same count between a model and its data-order twin, compare models on the same
+inputs.
 """
 
 from __future__ import annotations
@@ -131,6 +134,12 @@ class FeatureDiffStudyConfig(FeatureDiffConfig):
     layer: int = 2
     """Layer of the ADHD SAE the study diffs (one of sae.adhd_layers); the study sets
     sae_dir from it."""
+    sequences: Literal["own", "adhd", "standard"] = "adhd"
+    """In the study both models read the ADHD held-out sequences: on the same inputs an
+    ADHD-only feature is a difference between the models, and between a model and its
+    data-order twin (the seed controls) a difference of training noise alone. With
+    "own", the two roles read different sequences, so the count also measures the
+    sequences: a model against itself can find "ADHD-only" features."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -531,6 +540,7 @@ def stage(ws: Workspace, config: FeatureDiffStudyConfig) -> StageOutput:
         "diff_file": str(result.json_path),
         "n_selected": len(result.selected),
         "top": top,
+        "sequences": config.sequences,
     }
     if result.seed_stability is not None:
         summary["seed_stability"] = {
@@ -546,10 +556,17 @@ def section(summary: Summary, outputs: list[str]) -> Section:
     for t in summary["top"]:
         table.append([str(t["feature"]), fmt(t["adhd_rate"]), fmt(t["std_rate"])])
     top = summary["top"][0] if summary["top"] else None
+    sequences = summary.get("sequences", "own")
+    if sequences == "own":
+        where = "fire at ADHD step onsets and almost never at standard ones"
+    else:
+        where = (
+            "fire at the ADHD model's step onsets and almost never at the standard "
+            f"model's, both reading the {sequences} held-out sequences"
+        )
     finding = (
-        f"{summary['n_selected']} SAE features fire at ADHD step onsets and almost never at "
-        f"standard ones; the top one, {top['feature']}, fires at {fmt(top['adhd_rate'])} vs "
-        f"{fmt(top['std_rate'])}."
+        f"{summary['n_selected']} SAE features {where}; the top one, {top['feature']}, "
+        f"fires at {fmt(top['adhd_rate'])} vs {fmt(top['std_rate'])}."
         if top
         else "No SAE feature is specific to ADHD step onsets at the stated thresholds."
     )
