@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two
 # threads per process oversubscribe the cores badly; subprocesses inherit this too.
@@ -19,6 +21,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import matplotlib
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.protocol import Workspace
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)
@@ -89,6 +94,27 @@ def tiny_pair(tiny_run_dirs) -> dict:
     from interpgpt.artifacts.load import load_model
 
     return {variant: load_model(path) for variant, path in tiny_run_dirs.items()}
+
+
+@pytest.fixture
+def study_layout(tmp_path_factory) -> Callable[..., Workspace]:
+    """A study layout from existing artifacts: `study_layout(links, records=None)` makes a
+    fresh temp dir, symlinks each of its relative paths (`"corpus"`, `("export", "adhd")`)
+    to its target in `links` (parents created), and returns `Workspace(root, records)`."""
+    from interpgpt.analysis.protocol import Workspace
+
+    def build(
+        links: Mapping[str | tuple[str, ...], Path],
+        records: dict[str, dict[str, Any]] | None = None,
+    ) -> Workspace:
+        root = tmp_path_factory.mktemp("study")
+        for parts, target in links.items():
+            link = root.joinpath(*((parts,) if isinstance(parts, str) else parts))
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target, target_is_directory=target.is_dir())
+        return Workspace(root, {} if records is None else records)
+
+    return build
 
 
 class HeadlessChromium:

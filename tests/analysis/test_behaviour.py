@@ -28,7 +28,7 @@ from interpgpt.analysis.behaviour.run import (
     split_by_family,
     stage,
 )
-from interpgpt.analysis.protocol import Workspace, fmt
+from interpgpt.analysis.protocol import fmt
 from interpgpt.commands import behaviour
 from interpgpt.corpus.build import read_tasks
 from interpgpt.corpus.evalset import load_records
@@ -316,22 +316,19 @@ def test_behaviour_command(tiny_run_dirs, tiny_corpus, tmp_path: Path) -> None:
         assert subsets["seen"]["n"] == n["seen"] and 0.0 <= subsets["seen"]["parse_rate"] <= 1.0
 
 
-def test_stage_summary_builds_the_section(tiny_run_dirs, tiny_corpus, tmp_path: Path) -> None:
+def test_stage_summary_builds_the_section(tiny_run_dirs, tiny_corpus, study_layout) -> None:
     """The stage runs on a study layout and copies the training numbers, so the section
     shows both the training runs and the behaviour table."""
-    (tmp_path / "runs").mkdir()
-    for variant, path in tiny_run_dirs.items():
-        (tmp_path / "runs" / variant).symlink_to(path)
-    (tmp_path / "corpus").symlink_to(tiny_corpus)
+    runs = {("runs", variant): path for variant, path in tiny_run_dirs.items()}
     trained = {"val_loss": 1.25, "steps": 40, "tokens_per_second": 12345.6, "seconds": 90.0}
     records = {
         f"train-{variant}": {"summary": {**trained, "samples": []}}
         for variant in ("standard", "adhd")
     }
-    ws = Workspace(tmp_path, records)
+    ws = study_layout({**runs, "corpus": tiny_corpus}, records)
     config = BehaviourConfig(limit=4, auroc_tasks=40, max_new_tokens=24, device="cpu")
     output = stage(ws, config)
-    assert output.outputs == [tmp_path / "analysis" / "behaviour" / BEHAVIOUR_JSON]
+    assert output.outputs == [ws.root / "analysis" / "behaviour" / BEHAVIOUR_JSON]
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it
     assert summary["training"]["adhd"] == trained
     assert summary["n_tasks"] == expected_counts(tiny_corpus, 4)

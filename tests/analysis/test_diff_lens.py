@@ -29,7 +29,6 @@ from interpgpt.analysis.diff_lens import (
     stage,
     steering_check,
 )
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.cli import main
 from interpgpt.commands import diff_lens as diff_lens_command
 from interpgpt.corpus.evalset import load_eval_set, load_records
@@ -205,12 +204,9 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
     assert err.value.field == field
 
 
-def test_stage_and_section(world, tiny_run_dirs, tmp_path: Path) -> None:
-    (tmp_path / "export").mkdir()
-    for variant, path in tiny_run_dirs.items():
-        (tmp_path / "export" / variant).symlink_to(path)
-    (tmp_path / "corpus").symlink_to(world["corpus"])
-    ws = Workspace(tmp_path)
+def test_stage_and_section(world, tiny_run_dirs, study_layout) -> None:
+    exports = {("export", variant): path for variant, path in tiny_run_dirs.items()}
+    ws = study_layout({**exports, "corpus": world["corpus"]})
     config = DiffLensConfig(limit=4, steer_tasks=3, n_random=2, max_new_tokens=12)
     output = stage(ws, config)
     where = ws.analysis("diff_lens")

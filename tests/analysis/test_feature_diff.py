@@ -25,7 +25,7 @@ from interpgpt.analysis.feature_diff import (
     section,
     stage,
 )
-from interpgpt.analysis.protocol import Workspace, fmt
+from interpgpt.analysis.protocol import fmt
 from interpgpt.analysis.sae_features import onset_feature_stats
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.corpus.tokenizer import TaskTokenizer
@@ -218,7 +218,7 @@ def test_cli_reports_a_bad_setting_as_its_option(world):
     assert str(result.exception).startswith("--epsilon: must be positive")
 
 
-def test_study_stage_and_section(world, tmp_path):
+def test_study_stage_and_section(world, study_layout):
     """The stage diffs the ADHD SAE at `layer` from the study's layout, records the SAE
     and diff file for steering, and its summary builds the report section."""
     layout = {
@@ -227,11 +227,7 @@ def test_study_stage_and_section(world, tmp_path):
         ("export", "adhd"): world["adhd_dir"],
         ("sae", "adhd_L1_hook_resid_post"): world["sae_dir"],
     }
-    for parts, target in layout.items():
-        link = tmp_path.joinpath(*parts)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=True)
-    ws = Workspace(tmp_path)
+    ws = study_layout(layout)
     config = FeatureDiffStudyConfig(layer=1, limit=8, top_n=3, device="cpu")
     output = stage(ws, config)
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it

@@ -27,7 +27,6 @@ from interpgpt.analysis.kl import (
     stage,
     top_positions,
 )
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.cli import main
 from interpgpt.commands import kl as kl_command
 from interpgpt.corpus.evalset import encode_eval_set, load_eval_set
@@ -175,12 +174,9 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
     assert err.value.field == field
 
 
-def test_stage_and_section(world, tiny_run_dirs, tmp_path: Path) -> None:
-    (tmp_path / "export").mkdir()
-    for variant, path in tiny_run_dirs.items():
-        (tmp_path / "export" / variant).symlink_to(path)
-    (tmp_path / "corpus").symlink_to(world["corpus"])
-    ws = Workspace(tmp_path)
+def test_stage_and_section(world, tiny_run_dirs, study_layout) -> None:
+    exports = {("export", variant): path for variant, path in tiny_run_dirs.items()}
+    ws = study_layout({**exports, "corpus": world["corpus"]})
     output = stage(ws, KLConfig(limit=4))
     assert output.outputs == [ws.analysis("kl") / KL_JSON, ws.analysis("kl") / KL_PLOT]
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it

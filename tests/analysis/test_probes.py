@@ -28,7 +28,6 @@ from interpgpt.analysis.probes.run import (
     stage,
     statistics,
 )
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.commands import probes
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.errors import UserError
@@ -204,7 +203,7 @@ def test_section_from_a_stage_summary():
     assert [f.name for f in built.figures] == ["probes.png"]
 
 
-def test_study_probes_both_models_on_the_same_sequences(world, tmp_path):
+def test_study_probes_both_models_on_the_same_sequences(world, study_layout):
     """The stage probes both models of a pair on one sequence set, so the seed controls'
     accuracy gap is the models'. A model against itself has no gap in any of the three
     probes, and the matched pair's regulation gap is defined. (With each model on its own
@@ -213,19 +212,17 @@ def test_study_probes_both_models_on_the_same_sequences(world, tmp_path):
     unused = Path("unused")
     config = ProbesConfig(unused, unused, unused, limit=8, max_iter=20, n_random=2, device="cpu")
 
-    def gaps(root: Path, std: Path, adhd: Path) -> list[float]:
-        (root / "export").mkdir(parents=True)
-        (root / "corpus").symlink_to(world["corpus"])
-        (root / "export" / "standard").symlink_to(std)
-        (root / "export" / "adhd").symlink_to(adhd)
-        output = stage(Workspace(root), config)
+    def gaps(std: Path, adhd: Path) -> list[float]:
+        links = {"corpus": world["corpus"], ("export", "standard"): std, ("export", "adhd"): adhd}
+        ws = study_layout(links)
+        output = stage(ws, config)
         for variant in ("standard", "adhd"):
-            blob = json.loads((root / "analysis" / f"probes_{variant}" / PROBES_JSON).read_text())
+            blob = json.loads((ws.analysis(f"probes_{variant}") / PROBES_JSON).read_text())
             assert blob["variant"] == "adhd"
         return statistics(output.summary, [str(p) for p in output.outputs])["accuracy gap"].value
 
-    assert gaps(tmp_path / "itself", world["adhd_dir"], world["adhd_dir"]) == [0.0, 0.0, 0.0]
-    pair = gaps(tmp_path / "pair", world["std_dir"], world["adhd_dir"])
+    assert gaps(world["adhd_dir"], world["adhd_dir"]) == [0.0, 0.0, 0.0]
+    pair = gaps(world["std_dir"], world["adhd_dir"])
     assert len(pair) == 3 and all(math.isfinite(g) for g in pair)
 
 

@@ -14,7 +14,6 @@ import torch
 from typer.testing import CliRunner
 
 from interpgpt.analysis.headswap.inventory import HeadswapConfig, run_headswap
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.weights.compare import (
     HEAD_MATRICES,
     compare_weights,
@@ -264,14 +263,10 @@ def test_cli_writes_weights_json(tiny_run_dirs, tiny_corpus, headswap_json, tmp_
         assert (out / name).stat().st_size > 0
 
 
-def test_stage_and_section(tiny_run_dirs, tiny_corpus, headswap_json, tmp_path) -> None:
-    (tmp_path / "runs").mkdir()
-    for variant, path in tiny_run_dirs.items():
-        (tmp_path / "runs" / variant).symlink_to(path)
-    (tmp_path / "corpus").symlink_to(tiny_corpus)
-    (tmp_path / "analysis" / "headswap").mkdir(parents=True)
-    shutil.copy(headswap_json, tmp_path / "analysis" / "headswap" / "headswap.json")
-    ws = Workspace(tmp_path)
+def test_stage_and_section(tiny_run_dirs, tiny_corpus, headswap_json, study_layout) -> None:
+    runs = {("runs", variant): path for variant, path in tiny_run_dirs.items()}
+    inventory = {("analysis", "headswap", "headswap.json"): headswap_json}
+    ws = study_layout({**runs, "corpus": tiny_corpus, **inventory})
     output = stage(ws, WeightsConfig(limit=3, points=3, device="cpu"))
     out = ws.analysis("weights")
     assert output.outputs == [
