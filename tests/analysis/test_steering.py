@@ -21,6 +21,7 @@ from interpgpt.analysis.steering.run import (
     BoundaryTokens,
     Delta,
     SteeringConfig,
+    SteeringStudyConfig,
     add_vector,
     compare_to_null,
     generated_regulation_rate,
@@ -185,6 +186,26 @@ def test_steer_writes_four_variants_with_nulls(world):
     assert (out / STEERING_PLOT).stat().st_size > 0
 
 
+def test_the_study_setting_reads_the_same_text_in_both_roles(world, tmp_path):
+    """A model in both roles: with the study's sequences its clean P(regulation) is the same
+    whichever role an intervention acts on; with each role on its own variant (the
+    command's default) the two baselines differ by the text alone."""
+    common = dict(feature=world["feature"], n_null=2, limit=4, generate_tasks=0, device="cpu")
+    clean = {}
+    for sequences in ("adhd", "own"):
+        result = steer(SteeringConfig(
+            world["sae_dir"], world["adhd_dir"], world["adhd_dir"], world["corpus"],
+            tmp_path / sequences, sequences=sequences, **common))  # fmt: skip
+        by_name = {v.name: v.clean_p_regulation for v in result.variants}
+        clean[sequences] = (by_name["inject-std"], by_name["subtract-adhd"])
+        blob = json.loads((tmp_path / sequences / STEERING_JSON).read_text())
+        assert blob["sequences"] == sequences
+    assert clean["adhd"][0] == clean["adhd"][1]
+    assert clean["own"][0] != clean["own"][1]
+    assert clean["own"][1] == clean["adhd"][1]  # the ADHD role reads ADHD text either way
+    assert SteeringStudyConfig().sequences == "adhd" and SteeringConfig().sequences == "own"
+
+
 def test_auto_feature_needs_a_diff_with_features(world, tmp_path):
     write_json(tmp_path / "d.json", {"features": []})
     config = SteeringConfig(
@@ -258,26 +279,21 @@ def test_post_init_rejects_a_bad_value_naming_its_field(field, value):
     assert err.value.field == field
 
 
-def test_study_stage_and_section(world, tmp_path):
+def test_study_stage_and_section(world, tmp_path, study_layout):
     """The stage steers with the SAE and diff file the feature-diff stage recorded, and
     its summary builds the report section."""
-    for parts, target in {
-        ("corpus",): world["corpus"],
-        ("export", "standard"): world["std_dir"],
-        ("export", "adhd"): world["adhd_dir"],
-    }.items():
-        link = tmp_path.joinpath(*parts)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=True)
+    links = {"corpus": world["corpus"], ("export", "standard"): world["std_dir"],
+             ("export", "adhd"): world["adhd_dir"]}  # fmt: skip
     diff_file = write_json(tmp_path / "d.json", {"features": [{"feature": world["feature"]}]})
-    config = SteeringConfig(n_null=3, limit=3, generate_tasks=0, device="cpu")
+    config = SteeringStudyConfig(n_null=3, limit=3, generate_tasks=0, device="cpu")
     with pytest.raises(UserError, match="feature-diff"):
-        stage(Workspace(tmp_path), config)  # the diff stage has not recorded its files
+        stage(study_layout(links), config)  # the diff stage has not recorded its files
     recorded = {"sae_dir": str(world["sae_dir"]), "diff_file": str(diff_file)}
-    ws = Workspace(tmp_path, {"feature-diff": {"summary": recorded}})
+    ws = study_layout(links, {"feature-diff": {"summary": recorded}})
     output = stage(ws, config)
     summary = json.loads(json.dumps(output.summary))  # as the stage record stores it
     assert summary["feature"] == world["feature"] and summary["magnitude"] > 0
+    assert summary["sequences"] == "adhd"  # the study's setting: both models, the same text
     assert [v["name"] for v in summary["variants"]] == list(VARIANTS)
     assert output.outputs == [ws.analysis("steering") / STEERING_JSON,
                               ws.analysis("steering") / STEERING_PLOT]  # fmt: skip
@@ -287,13 +303,14 @@ def test_study_stage_and_section(world, tmp_path):
         f"Steering feature {world['feature']}: {n_out} of 4 interventions move "
         "P(regulation) outside ±2 SEM of the random-direction null"
     )
+    verdict = " — a null result, as the seed card reports." if n_out == 0 else "null."
     assert found.finding.endswith(
-        " — a null result, as the seed card reports." if n_out == 0 else "null."
+        f"{verdict} Measured on the adhd held-out sequences in both models."
     )
     assert found.table is not None and [row[0] for row in found.table[1:]] == list(VARIANTS)
     assert all(row[-1] == "n/a" for row in found.table[1:])  # generation skipped
     assert found.figures == [ws.analysis("steering") / STEERING_PLOT]
-    assert ANALYSIS.after == ("feature-diff",) and ANALYSIS.config is SteeringConfig
+    assert ANALYSIS.after == ("feature-diff",) and ANALYSIS.config is SteeringStudyConfig
 
 
 @pytest.mark.skipif(not HAS_GENERATE, reason="interpgpt.model.generate not installed")

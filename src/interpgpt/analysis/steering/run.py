@@ -35,7 +35,10 @@ beyond both its own sampling noise and the spread of random directions (`null`).
 
 In the study (`stage`), the SAE and the feature come from the feature-diff stage: its
 summary names the SAE it read and its diff file, whose top feature is steered unless
-the `[steering]` section names one.
+the `[steering]` section names one. There both models read the ADHD held-out sequences
+(`SteeringStudyConfig.sequences`), the feature diff's inputs, so in a seed-control pair
+the two roles differ by the model only; the command's default is each model on its own
+variant, the seed card's setup.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from interpgpt.analysis.steering.null import (
     random_directions,
 )
 from interpgpt.artifacts.load import load_pair
+from interpgpt.constants import VARIANTS as ROLES
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
@@ -105,7 +109,7 @@ class SteeringConfig:
     adhd: Path = inputs.option()
     """The ADHD model (run or export dir)."""
     corpus: Path = inputs.option()
-    """Corpus directory; each model reads its own variant's held-out sequences."""
+    """Corpus directory; its held-out split supplies the sequences."""
     out: Path = inputs.option()
     """Directory for deepdive_steering.json and steering.png."""
     diff_file: Path = inputs.option()
@@ -121,6 +125,9 @@ class SteeringConfig:
     """Multiplier on the feature's typical ADHD magnitude for the injections."""
     limit: int | None = 200
     """Held-out tasks per variant for the teacher-forced metric; None for all."""
+    sequences: Literal["own", "adhd", "standard"] = "own"
+    """"own": each model reads its own variant's held-out sequences (the seed card's
+    setup); otherwise both read that variant's."""
     upstream_layer: int | None = None
     """Layer whose resid_post inject-upstream writes to; None: one before the SAE's layer."""
     generate_tasks: int = 16
@@ -150,6 +157,17 @@ class SteeringConfig:
             max_new_tokens=1,
             batch_size=1,
         )
+
+
+@dataclass(frozen=True)
+class SteeringStudyConfig(SteeringConfig):
+    """The study's `[steering]` section: the command's settings, with both models reading
+    the ADHD held-out sequences, the inputs of the feature diff that picks the feature
+    (`FeatureDiffStudyConfig.sequences`). Then each intervention on either role acts at the
+    same positions of the same text, and in a seed-control pair (a model and its twin in
+    the two roles) the roles differ only by the model."""
+
+    sequences: Literal["own", "adhd", "standard"] = "adhd"
 
 
 @dataclass
@@ -458,11 +476,7 @@ def steer(config: SteeringConfig) -> SteeringResult:
     pair = load_pair(config.standard, config.adhd, device)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
     feature = resolve_feature(config, sae.W_dec.shape[0])
-    n_ctx = pair.standard.model.cfg.n_ctx
-    sets = {
-        v: load_eval_set(config.corpus, pair.tokenizer, v, "test", config.limit, n_ctx)
-        for v in ("standard", "adhd")
-    }
+    sets = eval_sets(config, pair.tokenizer, pair.standard.model.cfg.n_ctx)
     magnitude = config.scale * feature_magnitude(
         pair.adhd.model, sae, sets["adhd"], feature, config.batch_size
     )
@@ -478,7 +492,8 @@ def steer(config: SteeringConfig) -> SteeringResult:
         "decoder_norm": float(sae.W_dec[feature].detach().norm()),
         "upstream_hook": upstream,
         "metric": "mean over onset predictors of P(first token of a regulation action), "
-                  "intervened minus clean, on each model's own held-out sequences",
+                  f"intervened minus clean, on {sequences_phrase(config.sequences)}",
+        "sequences": config.sequences,
         "regulation_token_ids": bench.reg_ids,
         "sem": "over tasks (per-task mean difference)",
         "rule": RULE,
@@ -490,6 +505,22 @@ def steer(config: SteeringConfig) -> SteeringResult:
     json_path = write_json(out / STEERING_JSON, blob)
     plot_path = plot_steering(out / STEERING_PLOT, variants, feature)
     return SteeringResult(json_path, plot_path, feature, magnitude, variants)
+
+
+def eval_sets(config: SteeringConfig, tokenizer, n_ctx: int) -> dict[str, EncodedSet]:
+    """Per model role, the held-out sequences it reads (`config.sequences`)."""
+    source = {v: v if config.sequences == "own" else config.sequences for v in ROLES}
+    loaded = {
+        s: load_eval_set(config.corpus, tokenizer, s, "test", config.limit, n_ctx)
+        for s in dict.fromkeys(source.values())
+    }
+    return {v: loaded[s] for v, s in source.items()}
+
+
+def sequences_phrase(sequences: str) -> str:
+    if sequences == "own":
+        return "each model's own held-out sequences"
+    return f"the {sequences} held-out sequences in both models"
 
 
 def build_bench(config: SteeringConfig, pair, sets, d_model: int, device) -> SteeringBench:
@@ -568,6 +599,7 @@ def stage(ws: Workspace, config: SteeringConfig) -> StageOutput:
     summary: dict[str, Any] = {
         "feature": result.feature,
         "magnitude": result.magnitude,
+        "sequences": config.sequences,
         "variants": variants,
     }
     return StageOutput([result.json_path, result.plot_path], summary)
@@ -614,6 +646,7 @@ def section(summary: Summary, outputs: list[str]) -> Section:
         f"Steering feature {summary['feature']}: {n_out} of {len(verdicts)} interventions move "
         f"P(regulation) outside ±2 SEM of the random-direction null"
         + (" — a null result, as the seed card reports." if n_out == 0 else ".")
+        + f" Measured on {sequences_phrase(summary.get('sequences', 'own'))}."
     )
     return Section("Steering with null baselines", finding, table=table, figures=figures(outputs))
 
@@ -634,7 +667,7 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
 ANALYSIS = Analysis(
     name="steering",
     description="feature steering with null baselines",
-    config=SteeringConfig,
+    config=SteeringStudyConfig,
     stage=stage,
     section=section,
     after=("feature-diff",),
