@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import tempfile
@@ -70,9 +71,26 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=True)
+def write_json(path: str | os.PathLike[str], obj: Any, strict: bool = False) -> Path:
+    """Write `obj` as indented JSON (atomically). Python's JSON writes a NaN or infinite
+    float as the literals NaN / Infinity, which only Python's reader takes back; with
+    `strict`, each becomes null, so any JSON parser reads the file."""
+    value = to_jsonable(obj)
+    if strict:
+        value = _finite_or_null(value)
+    text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=not strict)
     return write_text(path, text + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """`value` (plain JSON values) with every NaN or infinite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -22,6 +22,7 @@ from interpgpt.analysis.controls import (
     model_distance,
     replicate_recurrence,
     stable_latents,
+    translate_named,
     verdict,
     write_controls,
 )
@@ -179,6 +180,27 @@ def test_controls_json_records_each_finding_with_its_null(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["controls.json"]  # no temp file left
 
 
+def test_controls_json_is_strict_json_with_null_for_nan(tmp_path):
+    nan = float("nan")
+    undefined = Finding(
+        "regulation probe accuracy gap", "gap", cross_variant=nan,
+        within_variant={"standard": 0.1, "adhd": nan}, replicates=[nan, 0.2],
+        cross_ci=(nan, float("inf")),
+    )  # fmt: skip
+    vector = Finding("per head", "s", [0.5, nan], {"standard": [0.1, 0.1], "adhd": [0.2, 0.2]})
+    text = write_controls(tmp_path / "controls.json", [undefined, vector]).read_text()
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} in controls.json")
+
+    blob = json.loads(text, parse_constant=refuse)  # NaN / Infinity literals would raise
+    first, second = blob["findings"]
+    assert first["cross_variant"] is None and first["verdict"] is None
+    assert first["within_variant"] == {"standard": 0.1, "adhd": None}
+    assert first["replicates"] == [None, 0.2] and first["cross_ci"] == [None, None]
+    assert second["cross_variant"] == [0.5, None] and second["verdict"] == [BEYOND, None]
+
+
 def test_finding_verdict_uses_twin_intervals():
     finding = Finding(
         "f", "s", cross_variant=0.5, within_variant={"standard": 0.1, "adhd": 0.2},
@@ -192,6 +214,13 @@ def test_finding_verdict_uses_twin_intervals():
     assert vector.verdicts().verdicts == (BEYOND, WITHIN)
     with pytest.raises(ValueError, match="one verdict per component"):
         vector.verdict()
+
+
+def test_translate_named_maps_heads_through_an_alignment():
+    alignment = {"L0H0": "L0H1", "L0H1": "L0H0", "L1H0": "L1H0"}
+    assert translate_named(["L0H0", "L1H0"], alignment) == {"L0H1", "L1H0"}
+    assert translate_named(["L0H1+L1H0"], alignment) == {"L0H0+L1H0"}  # a joint target
+    assert translate_named(["L2H0", "L0H1+L2H0"], alignment) == set()  # no partner: dropped
 
 
 def test_replicate_recurrence_counts_pairs_naming_the_component():

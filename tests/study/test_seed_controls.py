@@ -17,13 +17,20 @@ from test_pipeline import TINY_STUDY
 
 from interpgpt.analysis.controls import BEYOND, RULE, WITHIN
 from interpgpt.analysis.headswap import inventory as headswap
+from interpgpt.analysis.headswap.inventory import head_alignment
 from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.weights.compare import permute_heads
 from interpgpt.artifacts.export import ExportConfig, export
 from interpgpt.artifacts.load import load_model
 from interpgpt.artifacts.names import MODEL_WEIGHTS
 from interpgpt.study.config import load_study_config
-from interpgpt.study.controls import TWIN_PAIRS, findings, pair_stage_name, twin_pairs
+from interpgpt.study.controls import (
+    TWIN_PAIRS,
+    alignment_pairs,
+    findings,
+    pair_stage_name,
+    twin_pairs,
+)
 from interpgpt.study.pipeline import REPORT, run_study, study_stages
 from interpgpt.study.stages import STAGES
 
@@ -79,12 +86,13 @@ def test_controls_json_has_a_verdict_for_every_analysis(controlled_study):
             assert set(f["within_variant"]) == {"adhd"}
         else:
             assert set(f["within_variant"]) == {"standard", "adhd"}
-            assert len(f["replicates"]) == 1  # one replicate pair beside the matched pair
+        assert len(f["replicates"]) == 1  # one replicate pair beside the matched pair
         # replicate pair r1 judged against its own twins
         (control,) = f["replicate_controls"]
         assert control["pair"] == "r1" and set(control["within_variant"]) == set(
             f["within_variant"]
         )
+        assert f["replicates"] == [control["cross_variant"]]
         r_verdicts = (
             control["verdict"] if isinstance(control["verdict"], list) else [control["verdict"]]
         )
@@ -92,6 +100,31 @@ def test_controls_json_has_a_verdict_for_every_analysis(controlled_study):
     moved = next(f for f in findings if f["statistic"] == "heads that moved (count)")
     assert isinstance(moved["cross_variant"], int)
     assert all(len(v) == 2 for v in moved.get("recurrence", {}).values())
+
+
+def test_recurrence_maps_replicate_heads_through_the_alignment_pairs(controlled_study):
+    """Replicate r1's models are aligned head by head with the matched pair's (the head-swap
+    inventory on align-<variant>-r1), and a named head recurs when r1 names its partner."""
+    _, out, result = controlled_study
+    assert set(alignment_pairs(2)) == {"align-standard-r1", "align-adhd-r1"}
+    align = {}
+    for variant in ("standard", "adhd"):
+        record = result.records[pair_stage_name("headswap", f"align-{variant}-r1")]
+        align[variant] = head_alignment(record["outputs"])
+        assert sorted(align[variant].values()) == sorted(align[variant])  # one-to-one
+    blob = json.loads((out / "analysis" / "controls" / "controls.json").read_text())
+    by_statistic = {f["statistic"]: f for f in blob["findings"]}
+    moved = [
+        f"L{m['std'][0]}H{m['std'][1]}" for m in result.records["headswap@r1"]["summary"]["moved"]
+    ]
+    in_main_names = {align["standard"][h] for h in moved}
+    recurrence = by_statistic["heads that moved (count)"].get("recurrence", {})
+    for head, (count, n) in recurrence.items():
+        assert n == 1 and count == (head in in_main_names)
+    target = result.records["ablation@r1"]["summary"]["target_label"]
+    ablation = next(f for f in blob["findings"] if f["analysis"] == "ablation")
+    main_target = result.records["ablation"]["summary"]["target_label"]
+    assert ablation["recurrence"] == {main_target: [int(align["adhd"][target] == main_target), 1]}
 
 
 def test_replicate_twins_share_their_partners_init(controlled_study):
@@ -111,6 +144,7 @@ def test_the_report_shows_the_verdicts(controlled_study):
     assert "Seed controls" in html and "Seed null:" in html
     assert "seed noise" in html
     assert "its own twins in" in html and "adhd-r1-twin" in html  # replicate verdicts, twins
+    assert "named heads recurring in replicate pairs (aligned across inits)" in html
     assert "could not be read" not in html
     md = (out / "report.md").read_text()
     assert "Seed null:" in md
@@ -179,3 +213,8 @@ def test_a_head_permuted_copy_is_beyond_seed_noise_and_a_model_against_itself_wi
     permuted = _head_gap(config, out, records, main)
     swapped = {f"L{layer}H{h}" for layer in range(cfg.n_layer) for h in (sharp, flat)}
     assert set(permuted.verdicts().beyond) == swapped
+    # the alignment across inits reads the same inventory: each head of the permuted copy
+    # maps back to the head it was copied from
+    expected = {f"L{layer}H{h}": f"L{layer}H{perm[h]}" for layer in range(cfg.n_layer)
+                for h in range(cfg.n_head)}  # fmt: skip
+    assert head_alignment(main["outputs"]) == expected

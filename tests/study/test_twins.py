@@ -162,5 +162,9 @@ def test_replicate_twins_add_each_replicate_pairs_twins_and_control_pairs():
         n.split("@")[0] for n in plain if n.endswith("@adhd-twin")
     }
     assert twin_pairs("r2")["adhd-twin-r2"] == {"standard": "adhd-r2", "adhd": "adhd-r2-twin"}
+    # with or without their twins, replicate models are aligned head by head with the
+    # matched pair's by the head-swap inventory alone
+    aligned = {n for n in plain if "@align-" in n}
+    assert aligned == {f"headswap@align-{v}-r{n}" for v in ("standard", "adhd") for n in (1, 2)}
     with pytest.raises(UserError, match=r"^replicate_twins=true needs replicate pairs"):
         load_study_config(None, ["twins=true", "replicate_twins=true"], None)

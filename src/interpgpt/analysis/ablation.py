@@ -431,6 +431,7 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
             summary["median_delta"][target],
             of="model",
             named=[target],
+            named_in="adhd",
         )
     }
 

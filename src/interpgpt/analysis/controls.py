@@ -203,6 +203,19 @@ def replicate_recurrence(findings_per_replicate: Sequence[Collection[str]], key:
     return Recurrence(count, len(findings_per_replicate))
 
 
+def translate_named(named: Collection[str], alignment: Mapping[str, str]) -> set[str]:
+    """A replicate's named components in the matched pair's names: `alignment` maps each
+    component of the replicate's model to its partner in the matched pair's model (a
+    one-to-one matching). A joint name ("L2H6+L3H1") maps part by part; a name with a
+    part that has no partner is dropped."""
+    out = set()
+    for name in named:
+        parts = name.split("+")
+        if all(p in alignment for p in parts):
+            out.add("+".join(alignment[p] for p in parts))
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 
 Value = float | Sequence[float]
@@ -232,6 +245,11 @@ class Statistic:
     named: Sequence[str] = ()
     """The components this run names as findings (moved heads, the target head): what
     `replicate_recurrence` counts across replicate pairs."""
+    named_in: Literal["standard", "adhd"] | None = None
+    """Where `named` are heads ("L{layer}H{head}"), the role of the model whose head
+    indices they are. Another init's heads have other indices for the same function, so
+    a replicate pair's named heads are first mapped to this model's (the study's
+    alignment pairs); None: the names are compared as they are."""
     distance: Literal["abs", "1-r"] = "abs"
     """How two models' values of an `of="model"` statistic are compared: the absolute
     difference (per component), or 1 - Pearson r of two maps (one number)."""
@@ -358,7 +376,8 @@ def _replicate_record(pair: str, finding: Finding) -> dict[str, Any]:
 
 def write_controls(path: str | Path, findings: Sequence[Finding], config: Any = None) -> Path:
     """Write `controls.json` (atomically): every finding with its seed null and verdict,
-    the rule, and the provenance of `config` (the analysis that produced them)."""
+    the rule, and the provenance of `config` (the analysis that produced them). Strict
+    JSON: a value that could not be computed (NaN) is null, as its verdict is."""
     return write_json(
         path,
         {
@@ -366,6 +385,7 @@ def write_controls(path: str | Path, findings: Sequence[Finding], config: Any = 
             "findings": [f.to_json() for f in findings],
             "provenance": provenance(config),
         },
+        strict=True,
     )
 
 
@@ -446,5 +466,6 @@ __all__ = [
     "model_distance",
     "replicate_recurrence",
     "stable_latents",
+    "translate_named",
     "verdict",
 ]

@@ -9,6 +9,14 @@ analysis that measures its ADHD-role model alone (`Statistic.of == "model"`) see
 ADHD model (matched pair), its twin and the standard model. Replicate pair N
 (`--replicates`) is another matched pair trained from init seed `seed + N`.
 
+A head's index means nothing across inits: the same job sits at other indices in a
+model from another init seed. So for each replicate pair the head-swap inventory also
+runs between each variant's model and its replicate (alignment pair `align-<variant>-rN`:
+the same sequences through both, heads paired one-to-one within a layer by attention
+profile), and a named head of a replicate pair (a moved head, a target head) counts as
+recurring only when it is the partner of the matched pair's head
+(`Statistic.named_in`, `translate_named`).
+
 An analysis is repeated on a pair by running its very stage code in the pair's
 workspace (`Workspace.for_pair`, the stage named `<stage>@<pair>`), together with the
 stages it reads that depend on the models (the SAEs for the feature diff). The
@@ -31,8 +39,10 @@ from interpgpt.analysis.controls import (
     Statistic,
     model_distance,
     replicate_recurrence,
+    translate_named,
     write_controls,
 )
+from interpgpt.analysis.headswap.inventory import head_alignment
 from interpgpt.analysis.protocol import (
     Analysis,
     Section,
@@ -77,6 +87,38 @@ def replicate_pairs(replicates: int) -> dict[str, dict[str, str]]:
     return {
         f"r{n}": {v: model_name(v, replicate=n) for v in VARIANTS} for n in range(1, replicates)
     }
+
+
+def alignment_pairs(replicates: int) -> dict[str, dict[str, str]]:
+    """Alignment pair `align-<variant>-rN` -> its roles: the matched pair's model of that
+    variant in the standard role, replicate N's in the ADHD role."""
+    return {
+        f"align-{v}-r{n}": {"standard": v, "adhd": model_name(v, replicate=n)}
+        for n in range(1, replicates)
+        for v in VARIANTS
+    }
+
+
+ALIGNMENT_STAGE = "headswap"
+"""The stage run on the alignment pairs: its inventory pairs heads across inits."""
+
+
+def alignment_stages(stages: Sequence[Analysis[Any]], replicates: int) -> list[Analysis[Any]]:
+    """The head-swap inventory on every alignment pair (none without replicate pairs)."""
+    (headswap,) = (s for s in stages if s.name == ALIGNMENT_STAGE)
+    return [_on_pair(headswap, pair, roles) for pair, roles in alignment_pairs(replicates).items()]
+
+
+def _alignment(records: dict[str, dict[str, Any]], replicate: str, variant: str):
+    """Replicate `replicate`'s heads of `variant` -> the matched pair's, or None when its
+    alignment pair did not run (or its inventory cannot be read)."""
+    record = records.get(pair_stage_name(ALIGNMENT_STAGE, f"align-{variant}-{replicate}"))
+    if not record:
+        return None
+    try:
+        return head_alignment(record["outputs"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
 
 
 def pair_stage_name(name: str, pair: str) -> str:
@@ -182,6 +224,7 @@ def findings(
             for r in replicates
         }
         rep_nulls = {r: nulls_of(analysis, r) for r in replicates} if replicate_twins else {}
+        alignments = {(r, v): _alignment(records, r, v) for r in replicates for v in VARIANTS}
         if main is None or any(n is None for n in nulls.values()):
             absent = [n for n, s in [(analysis.name, main), *nulls.items()] if s is None]
             missing.append(f"{analysis.name}: no statistics from {', '.join(absent)}")
@@ -192,16 +235,35 @@ def findings(
                 missing.append(f"{analysis.name}: {stat.description}: a control pair lacks it")
                 continue
             rep = [s[key] for s in reps.values() if s is not None and key in s]
-            found = _finding(analysis.name, stat, twin, rep)
+            named = []
+            for r, r_stats in reps.items():
+                if r_stats is None or key not in r_stats:
+                    continue
+                if stat.named_in is None:
+                    named.append(set(r_stats[key].named))
+                elif (alignment := alignments[r, stat.named_in]) is not None:
+                    named.append(translate_named(r_stats[key].named, alignment))
+                elif stat.named:
+                    missing.append(
+                        f"{analysis.name}: {stat.description}: recurrence in {r} needs its "
+                        f"alignment pair align-{stat.named_in}-{r}"
+                    )
+            found = _finding(analysis.name, stat, twin, rep, named)
             controls = {}
             for r, r_nulls in rep_nulls.items():
                 r_stat, r_twin = (reps[r] or {}).get(key), _twin_values(r_nulls, key)
                 if r_stat is None or r_twin is None:
                     missing.append(f"{analysis.name}: {stat.description}: {r} or its twins lack it")
                     continue
-                controls[r] = _finding(analysis.name, r_stat, r_twin, [])
+                controls[r] = _finding(analysis.name, r_stat, r_twin, [], [])
             if controls:
                 found = dataclasses.replace(found, replicate_controls=controls)
+            if controls and stat.of == "model":
+                # A replicate's distance needs its standard model in the ADHD role, which
+                # only that replicate's standard-twin control pair runs.
+                found = dataclasses.replace(
+                    found, replicates=[c.cross_variant for c in controls.values()]
+                )
             out.append(found)
     return out, missing
 
@@ -213,15 +275,19 @@ def _twin_values(nulls: dict[str, Any], key: str) -> dict[str, Statistic] | None
 
 
 def _finding(
-    analysis: str, stat: Statistic, twin: dict[str, Statistic], reps: list[Statistic]
+    analysis: str,
+    stat: Statistic,
+    twin: dict[str, Statistic],
+    reps: list[Statistic],
+    named: list[set[str]],
 ) -> Finding:
     """One statistic's record. Of the pair: the matched pair's value, each control pair's.
     Of the model: the distance between the ADHD and the standard model's values (the
     standard model plays the ADHD role in the standard-twin pair), beside the distance
-    between the ADHD model's and its twin's."""
+    between the ADHD model's and its twin's. `named`: per replicate pair, the components
+    it names, in the matched pair's names."""
     recurrence = None
-    if stat.named:
-        named = [r.named for r in reps]
+    if stat.named and named:
         recurrence = {n: replicate_recurrence(named, n) for n in stat.named}
     if stat.of == "model":
         standard, twin_of_adhd = twin["standard-twin"], twin["adhd-twin"]
@@ -324,7 +390,17 @@ def verdict_text(row: dict[str, Any]) -> str:
         )
         what = "with a component beyond" if vector else "beyond"
         text += f"; {what} its own twins in {beyond} of {len(controls)} replicate pairs"
-    return text
+    return text + recurrence_text(row.get("recurrence"))
+
+
+def recurrence_text(recurrence: dict[str, Any] | None, shown: int = 6) -> str:
+    """The named components' recurrence in the replicate pairs, most recurrent first."""
+    if not recurrence:
+        return ""
+    ranked = sorted(recurrence.items(), key=lambda item: -item[1][0])
+    listed = ", ".join(f"{name} in {count} of {n}" for name, (count, n) in ranked[:shown])
+    more = f" and {len(ranked) - shown} more" if len(ranked) > shown else ""
+    return f"; named heads recurring in replicate pairs (aligned across inits): {listed}{more}"
 
 
 def controls_section(summary: Summary, outputs: list[str]) -> Section:
@@ -379,9 +455,12 @@ def controls_analysis(
 
 
 __all__ = [
+    "ALIGNMENT_STAGE",
     "STUDY_LEVEL",
     "TWIN_PAIRS",
     "ControlsConfig",
+    "alignment_pairs",
+    "alignment_stages",
     "control_stages",
     "controls_analysis",
     "controls_section",

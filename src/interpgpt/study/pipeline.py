@@ -34,6 +34,7 @@ from interpgpt.io import config_hash, package_versions, read_json, write_json
 from interpgpt.study.config import StudyConfig, check_study_config
 from interpgpt.study.controls import (
     TWIN_PAIRS,
+    alignment_stages,
     control_stages,
     controls_analysis,
     headline_verdicts,
@@ -66,8 +67,9 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     keeps its hashes). With it on: the twins' training (and each replicate pair's) after
     the two models', an export that reads (and exports) them too, every pair-dependent
     analysis again on each control pair (`interpgpt.study.controls`; with
-    `replicate_twins`, each replicate pair's twins and control pairs too), and the
-    `controls` stage that puts each statistic beside its seed null."""
+    `replicate_twins`, each replicate pair's twins and control pairs too), the head-swap
+    inventory between each model and its replicate (heads aligned across inits), and
+    the `controls` stage that puts each statistic beside its seed null."""
     if not config.twins:
         return list(STAGES)
     extra = [*TWIN_STAGES, *replicate_stages(config.replicates, config.replicate_twins)]
@@ -82,7 +84,7 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     pairs = {**TWIN_PAIRS, **replicate_pairs(config.replicates)}
     for replicate in replicates if config.replicate_twins else ():
         pairs |= twin_pairs(replicate)
-    controls = control_stages(stages, pairs)
+    controls = control_stages(stages, pairs) + alignment_stages(stages, config.replicates)
     after = [s.name for s in [*stages, *controls]]
     return [
         *stages,

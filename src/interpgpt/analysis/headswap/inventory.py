@@ -440,7 +440,9 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
     moved = [f"L{m['std'][0]}H{m['std'][1]}" for m in summary["moved"]]
     inventory = next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
     stats = {
-        "moved heads": Statistic("heads that moved (count)", len(moved), named=moved),
+        "moved heads": Statistic(
+            "heads that moved (count)", len(moved), named=moved, named_in="standard"
+        ),
         "layer gap": Statistic(
             "matched - same-index profile cosine, per layer",
             [s["gap"] for s in layers],
@@ -457,8 +459,23 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
             [max(0.0, m["cosine"] - m["same_index"]) for m in matches],
             components=[f"L{m['std'][0]}H{m['std'][1]}" for m in matches],
             named=moved,
+            named_in="standard",
         )
     return stats
+
+
+def head_alignment(outputs: list[str]) -> dict[str, str]:
+    """From an inventory's files: each ADHD-role head ("L{layer}H{head}") -> its
+    within-layer partner in the standard-role model (one-to-one, by attention profile).
+    Between two models of one variant from different inits this names, for each head of
+    the second, the head of the first that does its job (the study's alignment pairs)."""
+    inventory = next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
+    if inventory is None:
+        raise ValueError(f"no {HEADSWAP_JSON} among the outputs {outputs}")
+    return {
+        f"L{m['adhd'][0]}H{m['adhd'][1]}": f"L{m['std'][0]}H{m['std'][1]}"
+        for m in read_json(inventory)["matching"]["within_layer"]
+    }
 
 
 ANALYSIS = Analysis(

@@ -467,7 +467,10 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
     change = abs(number("relative_change_adhd") - number("relative_change_standard"))
     return {
         "off-diagonal": Statistic(
-            "heads weight matching puts off the diagonal (count)", len(off), named=off
+            "heads weight matching puts off the diagonal (count)",
+            len(off),
+            named=off,
+            named_in="standard",
         ),
         "barrier": Statistic(
             "loss barrier between the two models (nats/token)", number("barrier_before")
