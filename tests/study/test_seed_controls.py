@@ -125,6 +125,10 @@ def test_recurrence_maps_replicate_heads_through_the_alignment_pairs(controlled_
     ablation = next(f for f in blob["findings"] if f["analysis"] == "ablation")
     main_target = result.records["ablation"]["summary"]["target_label"]
     assert ablation["recurrence"] == {main_target: [int(align["adhd"][target] == main_target), 1]}
+    # beside it, the alignment's hit rate where the answer is known: a same-init twin
+    twin = head_alignment(result.records["headswap@adhd-twin"]["outputs"])
+    kept = sum(k == v for k, v in twin.items())
+    assert ablation["recurrence_check"]["twin_heads_at_own_index"] == [kept, len(twin)]
 
 
 def test_replicate_twins_share_their_partners_init(controlled_study):
@@ -145,6 +149,7 @@ def test_the_report_shows_the_verdicts(controlled_study):
     assert "seed noise" in html
     assert "its own twins in" in html and "adhd-r1-twin" in html  # replicate verdicts, twins
     assert "named heads recurring in replicate pairs (aligned across inits)" in html
+    assert "heads of a same-init twin at their own index" in html
     assert "could not be read" not in html
     md = (out / "report.md").read_text()
     assert "Seed null:" in md

@@ -299,6 +299,10 @@ class Finding:
     """The analysis (study stage) that measured it."""
     recurrence: Mapping[str, Any] | None = None
     """Per named component, in how many replicate pairs it recurs (`Recurrence`)."""
+    recurrence_check: Mapping[str, Any] | None = None
+    """Where named heads were aligned across inits: how far that alignment can be trusted
+    (`aligned_by`, and `twin_heads_at_own_index`: [kept, heads] when the same matching
+    pairs a model with its same-init twin, whose true alignment is the identity)."""
     replicate_controls: Mapping[str, Finding] | None = None
     """Where the replicate pairs have their own twins, per replicate pair: the same
     statistic in that pair beside that pair's twins, with its own verdict."""
@@ -347,6 +351,8 @@ class Finding:
             record["within_ci"] = dict(self.within_ci)
         if self.recurrence is not None:
             record["recurrence"] = {k: list(v) for k, v in self.recurrence.items()}
+        if self.recurrence_check is not None:
+            record["recurrence_check"] = dict(self.recurrence_check)
         if self.replicate_controls:
             record["replicate_controls"] = [
                 _replicate_record(pair, f) for pair, f in self.replicate_controls.items()

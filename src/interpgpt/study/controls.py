@@ -109,10 +109,27 @@ def alignment_stages(stages: Sequence[Analysis[Any]], replicates: int) -> list[A
     return [_on_pair(headswap, pair, roles) for pair, roles in alignment_pairs(replicates).items()]
 
 
+ALIGNED_BY = "attention profile (head-swap inventory, Hungarian within each layer)"
+
+
 def _alignment(records: dict[str, dict[str, Any]], replicate: str, variant: str):
     """Replicate `replicate`'s heads of `variant` -> the matched pair's, or None when its
     alignment pair did not run (or its inventory cannot be read)."""
-    record = records.get(pair_stage_name(ALIGNMENT_STAGE, f"align-{variant}-{replicate}"))
+    return _pair_alignment(records, f"align-{variant}-{replicate}")
+
+
+def _twin_identity(records: dict[str, dict[str, Any]], variant: str) -> list[int] | None:
+    """[heads kept at their own index, heads] when the alignment's matching pairs
+    `variant`'s model with its data-order twin: same init, so the identity is the true
+    alignment and this is the matching's hit rate where the answer is known."""
+    alignment = _pair_alignment(records, f"{variant}-twin")
+    if alignment is None:
+        return None
+    return [sum(twin == own for twin, own in alignment.items()), len(alignment)]
+
+
+def _pair_alignment(records: dict[str, dict[str, Any]], pair: str) -> dict[str, str] | None:
+    record = records.get(pair_stage_name(ALIGNMENT_STAGE, pair))
     if not record:
         return None
     try:
@@ -225,6 +242,7 @@ def findings(
         }
         rep_nulls = {r: nulls_of(analysis, r) for r in replicates} if replicate_twins else {}
         alignments = {(r, v): _alignment(records, r, v) for r in replicates for v in VARIANTS}
+        checks = {v: _twin_identity(records, v) for v in VARIANTS}
         if main is None or any(n is None for n in nulls.values()):
             absent = [n for n, s in [(analysis.name, main), *nulls.items()] if s is None]
             missing.append(f"{analysis.name}: no statistics from {', '.join(absent)}")
@@ -249,6 +267,10 @@ def findings(
                         f"alignment pair align-{stat.named_in}-{r}"
                     )
             found = _finding(analysis.name, stat, twin, rep, named)
+            if found.recurrence and stat.named_in is not None:
+                check = {"aligned_by": ALIGNED_BY,
+                         "twin_heads_at_own_index": checks[stat.named_in]}  # fmt: skip
+                found = dataclasses.replace(found, recurrence_check=check)
             controls = {}
             for r, r_nulls in rep_nulls.items():
                 r_stat, r_twin = (reps[r] or {}).get(key), _twin_values(r_nulls, key)
@@ -362,8 +384,9 @@ def _summary_row(finding: Finding, shown: int) -> dict[str, Any]:
             "within_variant": record["within_variant"],
             "replicates": record["replicates"],
         }
-    if "recurrence" in record:
-        row["recurrence"] = record["recurrence"]
+    for key in ("recurrence", "recurrence_check"):
+        if key in record:
+            row[key] = record[key]
     if "replicate_controls" in record:
         row["replicate_controls"] = record["replicate_controls"]
     return row
@@ -390,17 +413,27 @@ def verdict_text(row: dict[str, Any]) -> str:
         )
         what = "with a component beyond" if vector else "beyond"
         text += f"; {what} its own twins in {beyond} of {len(controls)} replicate pairs"
-    return text + recurrence_text(row.get("recurrence"))
+    return text + recurrence_text(row.get("recurrence"), row.get("recurrence_check"))
 
 
-def recurrence_text(recurrence: dict[str, Any] | None, shown: int = 6) -> str:
-    """The named components' recurrence in the replicate pairs, most recurrent first."""
+def recurrence_text(
+    recurrence: dict[str, Any] | None, check: dict[str, Any] | None = None, shown: int = 6
+) -> str:
+    """The named components' recurrence in the replicate pairs, most recurrent first, and
+    how often the alignment behind it finds the known answer (a same-init twin's heads)."""
     if not recurrence:
         return ""
     ranked = sorted(recurrence.items(), key=lambda item: -item[1][0])
     listed = ", ".join(f"{name} in {count} of {n}" for name, (count, n) in ranked[:shown])
     more = f" and {len(ranked) - shown} more" if len(ranked) > shown else ""
-    return f"; named heads recurring in replicate pairs (aligned across inits): {listed}{more}"
+    text = f"; named heads recurring in replicate pairs (aligned across inits): {listed}{more}"
+    kept = (check or {}).get("twin_heads_at_own_index")
+    if kept:
+        text += (
+            f" (the alignment keeps {kept[0]} of {kept[1]} heads of a same-init twin at "
+            "their own index)"
+        )
+    return text
 
 
 def controls_section(summary: Summary, outputs: list[str]) -> Section:
