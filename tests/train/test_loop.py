@@ -225,6 +225,7 @@ def test_run_dir_is_complete_and_loads(tiny_run_dirs, tiny_tokenizer_path):
             == hashlib.sha256(tiny_tokenizer_path.read_bytes()).hexdigest()
         )
         assert "versions" in config["provenance"]
+        assert config["torch_threads"] == 1  # conftest trains on one thread
         # Trained: well below the loss of a uniform guess over the vocabulary.
         assert config["val_loss"] < 0.8 * math.log(config["model"]["vocab_size"])
         loaded = load_model(run_dir)

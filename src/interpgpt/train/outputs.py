@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -42,6 +43,9 @@ def write_run(state: LoopState, val_loss: float) -> None:
             "val_loss": val_loss,
             "steps": state.step,
             "tokens_seen": state.tokens_seen,
+            # CPU kernels sum in an order that depends on the thread count, so the same
+            # seed gives the same bytes only at the same count.
+            "torch_threads": torch.get_num_threads(),
             "provenance": provenance(config),
         },
     )
