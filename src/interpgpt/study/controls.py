@@ -231,6 +231,8 @@ def findings(
             for base, pair in zip(TWIN_PAIRS, twin_pairs(replicate), strict=True)
         }
 
+    alignments = {(r, v): _alignment(records, r, v) for r in replicates for v in VARIANTS}
+    checks = {v: _twin_identity(records, v) for v in VARIANTS}
     for analysis in analyses:
         if analysis.statistics is None:
             continue
@@ -241,8 +243,6 @@ def findings(
             for r in replicates
         }
         rep_nulls = {r: nulls_of(analysis, r) for r in replicates} if replicate_twins else {}
-        alignments = {(r, v): _alignment(records, r, v) for r in replicates for v in VARIANTS}
-        checks = {v: _twin_identity(records, v) for v in VARIANTS}
         if main is None or any(n is None for n in nulls.values()):
             absent = [n for n, s in [(analysis.name, main), *nulls.items()] if s is None]
             missing.append(f"{analysis.name}: no statistics from {', '.join(absent)}")
