@@ -89,11 +89,16 @@ def replicate_pairs(replicates: int) -> dict[str, dict[str, str]]:
     }
 
 
+def alignment_pair(variant: str, replicate: str) -> str:
+    """The alignment pair of `variant`'s model and its replicate `replicate` ("rN")."""
+    return f"align-{variant}-{replicate}"
+
+
 def alignment_pairs(replicates: int) -> dict[str, dict[str, str]]:
     """Alignment pair `align-<variant>-rN` -> its roles: the matched pair's model of that
     variant in the standard role, replicate N's in the ADHD role."""
     return {
-        f"align-{v}-r{n}": {"standard": v, "adhd": model_name(v, replicate=n)}
+        alignment_pair(v, f"r{n}"): {"standard": v, "adhd": model_name(v, replicate=n)}
         for n in range(1, replicates)
         for v in VARIANTS
     }
@@ -112,12 +117,6 @@ def alignment_stages(stages: Sequence[Analysis[Any]], replicates: int) -> list[A
 ALIGNED_BY = "attention profile (head-swap inventory, Hungarian within each layer)"
 
 
-def _alignment(records: dict[str, dict[str, Any]], replicate: str, variant: str):
-    """Replicate `replicate`'s heads of `variant` -> the matched pair's, or None when its
-    alignment pair did not run (or its inventory cannot be read)."""
-    return _pair_alignment(records, f"align-{variant}-{replicate}")
-
-
 def _twin_identity(records: dict[str, dict[str, Any]], variant: str) -> list[int] | None:
     """[heads kept at their own index, heads] when the alignment's matching pairs
     `variant`'s model with its data-order twin: same init, so the identity is the true
@@ -129,6 +128,8 @@ def _twin_identity(records: dict[str, dict[str, Any]], variant: str) -> list[int
 
 
 def _pair_alignment(records: dict[str, dict[str, Any]], pair: str) -> dict[str, str] | None:
+    """The head-swap inventory's alignment of pair `pair` (its ADHD-role heads -> its
+    standard-role heads), or None when that run is missing or unreadable."""
     record = records.get(pair_stage_name(ALIGNMENT_STAGE, pair))
     if not record:
         return None
@@ -231,7 +232,9 @@ def findings(
             for base, pair in zip(TWIN_PAIRS, twin_pairs(replicate), strict=True)
         }
 
-    alignments = {(r, v): _alignment(records, r, v) for r in replicates for v in VARIANTS}
+    alignments = {
+        (r, v): _pair_alignment(records, alignment_pair(v, r)) for r in replicates for v in VARIANTS
+    }
     checks = {v: _twin_identity(records, v) for v in VARIANTS}
     for analysis in analyses:
         if analysis.statistics is None:
@@ -264,7 +267,7 @@ def findings(
                 elif stat.named:
                     missing.append(
                         f"{analysis.name}: {stat.description}: recurrence in {r} needs its "
-                        f"alignment pair align-{stat.named_in}-{r}"
+                        f"alignment pair {alignment_pair(stat.named_in, r)}"
                     )
             found = _finding(analysis.name, stat, twin, rep, named)
             if found.recurrence and stat.named_in is not None:
@@ -492,6 +495,7 @@ __all__ = [
     "STUDY_LEVEL",
     "TWIN_PAIRS",
     "ControlsConfig",
+    "alignment_pair",
     "alignment_pairs",
     "alignment_stages",
     "control_stages",

@@ -438,7 +438,7 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
     component verdicts say which moved heads moved beyond seed noise."""
     layers = summary["layers"]
     moved = [f"L{m['std'][0]}H{m['std'][1]}" for m in summary["moved"]]
-    inventory = next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
+    inventory = _inventory_file(outputs)
     stats = {
         "moved heads": Statistic(
             "heads that moved (count)", len(moved), named=moved, named_in="standard"
@@ -464,12 +464,17 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
     return stats
 
 
+def _inventory_file(outputs: list[str]) -> str | None:
+    """The inventory's headswap.json among a stage's outputs, if there."""
+    return next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
+
+
 def head_alignment(outputs: list[str]) -> dict[str, str]:
     """From an inventory's files: each ADHD-role head ("L{layer}H{head}") -> its
     within-layer partner in the standard-role model (one-to-one, by attention profile).
     Between two models of one variant from different inits this names, for each head of
     the second, the head of the first that does its job (the study's alignment pairs)."""
-    inventory = next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
+    inventory = _inventory_file(outputs)
     if inventory is None:
         raise ValueError(f"no {HEADSWAP_JSON} among the outputs {outputs}")
     return {
