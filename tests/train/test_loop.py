@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from interpgpt.train.batches import (
 )
 from interpgpt.train.config import state_sha256
 from interpgpt.train.distributed import DistInfo
+from interpgpt.train.step import MuonAdamW
 
 
 def _config(corpus, tokenizer, out, **overrides) -> TrainConfig:
@@ -185,8 +187,37 @@ def test_lr_schedule_warms_up_then_decays_to_floor(tmp_path):
     assert lr_at(100, config) == pytest.approx(config.min_lr_ratio * 1e-3)
 
 
+def test_wsd_schedule_holds_the_peak_then_decays_linearly_to_floor(tmp_path):
+    config = _config(
+        "c", "t.json", tmp_path, steps=100, lr=1e-3, schedule="wsd", cooldown_fraction=0.2
+    ).resolved()
+    lrs = [lr_at(step, config) for step in range(100)]
+    warmup = round(config.warmup_fraction * 100)
+    assert lrs[warmup - 1 : 80] == [pytest.approx(1e-3)] * (81 - warmup)
+    decay = lrs[80:]
+    steps = [a - b for a, b in itertools.pairwise(decay)]
+    assert all(d == pytest.approx(steps[0]) for d in steps) and steps[0] > 0
+    assert lrs[99] == pytest.approx(config.min_lr_ratio * 1e-3)
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(tmp_path):
+    config = _config("c", "t.json", tmp_path, optimizer="muon").resolved()
+    model = initial_model(config)
+    optimizer = make_optimizer(model, config)
+    assert isinstance(optimizer, MuonAdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = [names[id(p)] for g in optimizer.muon.param_groups for p in g["params"]]
+    adam = [names[id(p)] for g in optimizer.adamw.param_groups for p in g["params"]]
+    assert sorted(muon + adam) == sorted(names.values())
+    assert all(n.startswith("blocks.") and n.endswith("proj.weight") for n in muon)
+    assert "embed.weight" in adam and all(n == "embed.weight" or "ln" in n for n in adam)
+    for group in optimizer.param_groups:  # the schedule sets both halves' rate
+        group["lr"] = 0.5
+    assert {g["lr"] for g in optimizer.muon.param_groups + optimizer.adamw.param_groups} == {0.5}
+
+
 def test_weight_decay_applies_to_matrices_only(tmp_path):
-    config = _config("c", "t.json", tmp_path).resolved()
+    config = _config("c", "t.json", tmp_path, optimizer="adamw").resolved()
     model = initial_model(config)
     optimizer = make_optimizer(model, config)
     decayed, plain = optimizer.param_groups
@@ -247,8 +278,13 @@ def test_trained_pair_differs_only_through_data(tiny_run_dirs):
 # ----------------------------------------------------------------------------- resume
 
 
-def test_resume_after_kill_is_bit_identical(tiny_corpus, tiny_tokenizer_path, tmp_path):
-    common = dict(steps=12, checkpoint_every=4, eval_every=6, n_samples=1)
+@pytest.mark.parametrize(
+    "recipe",
+    [dict(optimizer="adamw", schedule="cosine"), dict(optimizer="muon", schedule="wsd")],
+    ids=["adamw-cosine", "muon-wsd"],
+)
+def test_resume_after_kill_is_bit_identical(tiny_corpus, tiny_tokenizer_path, tmp_path, recipe):
+    common = dict(steps=12, checkpoint_every=4, eval_every=6, n_samples=1, **recipe)
     whole = train(_config(tiny_corpus, tiny_tokenizer_path, tmp_path / "whole", **common))
     killed = _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "cut", **common)
     first = train(dataclasses.replace(killed, stop_after_steps=10))  # "killed" after step 10

@@ -20,6 +20,15 @@ from interpgpt.io import atomic_path, file_sha256, read_jsonl
 from interpgpt.train.outputs import write_metrics
 from interpgpt.train.state import LoopState, nan_message
 
+OLDER_DEFAULTS = {
+    "optimizer": "adamw",
+    "schedule": "cosine",
+    "cooldown_fraction": 0.2,
+    "d_model": None,
+    "d_mlp": None,
+}
+"""What a checkpoint written before a setting existed was trained with."""
+
 
 def fingerprint(state: LoopState) -> dict:
     """The settings a checkpoint must share with the run resuming it."""
@@ -39,6 +48,11 @@ def fingerprint(state: LoopState) -> dict:
         "betas",
         "grad_clip",
         "autocast",
+        "optimizer",
+        "schedule",
+        "cooldown_fraction",
+        "d_model",
+        "d_mlp",
     )
     blob = {k: getattr(c, k) for k in keys}
     blob["betas"] = list(c.betas)
@@ -83,6 +97,8 @@ def load_checkpoint(state: LoopState) -> None:
         meta = handle.metadata() or {}
     saved, current = json.loads(meta.get("fingerprint", "{}")), fingerprint(state)
     saved.setdefault("data_seed", saved.get("seed"))  # written before data_seed: seed's order
+    for key, before in OLDER_DEFAULTS.items():  # written before these settings existed
+        saved.setdefault(key, before)
     differ = sorted(k for k in current if saved.get(k) != current[k])
     if differ:
         raise UserError(

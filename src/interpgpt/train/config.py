@@ -15,13 +15,15 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from interpgpt.constants import Variant
+from interpgpt.device import bf16_native
 from interpgpt.model.taskgpt import PRESETS, GPTConfig, TaskGPT, preset
 from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
-from interpgpt.train.step import adamw, warmup_cosine
+from interpgpt.train.step import MuonAdamW, adamw, warmup_cosine, warmup_stable_decay
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,19 @@ class TrainConfig:
     data_seed: int | None = None
     """Seed of the data order (None: seed). A seed twin keeps seed and changes only this:
     the same initial weights, another order of the same batches."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW on every weight; muon: Muon on the blocks' matrices and AdamW on the
+    embedding and norm gains, with one learning rate and weight decay (`step.MuonAdamW`)."""
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    """Learning rate after warmup: cosine decay, or wsd (constant, then a linear decay over
+    the last cooldown_fraction of the steps); both end at min_lr_ratio * lr."""
+    cooldown_fraction: float = 0.2
+    """Fraction of steps of the wsd schedule's final linear decay."""
+    d_model: int | None = None
+    """Residual width (None: the preset's); heads keep the preset's count, so d_head is
+    d_model / n_head. Both models of a pair must share it."""
+    d_mlp: int | None = None
+    """SwiGLU hidden width (None: the preset's)."""
     group_by_length: int = 16
     """Length grouping: each window of this many batches is re-dealt by example length, so
     a batch pads to nearly its own length (1: no grouping). The window's examples are the
@@ -89,7 +104,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     autocast: bool = True
-    """bf16 autocast for matmuls where the device supports it; off trains in fp32."""
+    """bf16 autocast for matmuls where the device runs bf16 natively (a GPU with bf16
+    units, a CPU with AVX512-BF16 or AMX); elsewhere, and when off, it trains in fp32."""
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda; under torchrun, cuda means the local rank's GPU."""
     log_every: int = 10
@@ -129,11 +145,20 @@ class TrainConfig:
             n_samples=0,
             checkpoint_every=1,
             stop_after_steps=1,
+            d_model=1,
+            d_mlp=1,
         )
+        if self.preset in PRESETS and self.d_model is not None:
+            heads = PRESETS[self.preset].n_head
+            if self.d_model % (2 * heads):
+                raise SettingError(
+                    "d_model", f"must be a multiple of 2 x {heads} heads (got {self.d_model})"
+                )
         if self.lr is not None and not 0 < self.lr < math.inf:
             raise SettingError("lr", f"must be above 0 (got {self.lr})")
         in_range(self, "warmup_fraction", 0, 1)
         in_range(self, "min_lr_ratio", 0, 1)
+        in_range(self, "cooldown_fraction", 0, 1)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise SettingError("betas", f"must be two numbers in [0, 1) (got {self.betas})")
 
@@ -179,8 +204,15 @@ class TrainResult:
 
 
 def model_config(config: TrainConfig) -> GPTConfig:
-    """The model shape: the preset alone, so both variants of a pair share it."""
-    return preset(config.preset)
+    """The model shape: the preset with the config's width overrides, never anything of the
+    corpus, so both variants of a pair share it."""
+    overrides: dict[str, int] = {}
+    if config.d_model is not None:
+        overrides["d_model"] = config.d_model
+        overrides["d_head"] = config.d_model // PRESETS[config.preset].n_head
+    if config.d_mlp is not None:
+        overrides["d_mlp"] = config.d_mlp
+    return preset(config.preset, **overrides)
 
 
 def initial_model(config: TrainConfig) -> TaskGPT:
@@ -202,23 +234,28 @@ def state_sha256(model: torch.nn.Module) -> str:
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warmup to `lr`, then cosine decay to `min_lr_ratio * lr` at the last step."""
+    """Linear warmup to `lr`, then the config's decay to `min_lr_ratio * lr` at the last
+    step."""
     assert config.steps is not None and config.lr is not None, "call on config.resolved()"
     warmup = max(1, round(config.warmup_fraction * config.steps))
-    return warmup_cosine(
-        step, peak=config.lr, warmup=warmup, total=config.steps, min_ratio=config.min_lr_ratio
-    )
+    peak, total, floor = config.lr, config.steps, config.min_lr_ratio
+    if config.schedule == "wsd":
+        cooldown = max(1, round(config.cooldown_fraction * total))
+        return warmup_stable_decay(
+            step, peak=peak, warmup=warmup, total=total, min_ratio=floor, cooldown=cooldown
+        )
+    return warmup_cosine(step, peak=peak, warmup=warmup, total=total, min_ratio=floor)
 
 
-def make_optimizer(model: TaskGPT, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (embedding, projections), none on norm gains."""
-    return adamw(model, lr=config.lr or 0.0, weight_decay=config.weight_decay, betas=config.betas)
+def make_optimizer(model: TaskGPT, config: TrainConfig) -> torch.optim.Optimizer:
+    """The config's optimizer; weight decay on matrices (embedding, projections), none on
+    norm gains."""
+    lr, decay, betas = config.lr or 0.0, config.weight_decay, config.betas
+    if config.optimizer == "muon":
+        return MuonAdamW(model, lr=lr, weight_decay=decay, betas=betas)
+    return adamw(model, lr=lr, weight_decay=decay, betas=betas)
 
 
 def autocast_enabled(config: TrainConfig, device: torch.device) -> bool:
-    if not config.autocast:
-        return False
-    if device.type == "cuda":
-        # Native bf16 only: a GPU without it (T4, V100) would emulate bf16 slowly.
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu"
+    """bf16 autocast when asked for and native on `device` (`device.bf16_native`)."""
+    return config.autocast and bf16_native(device)

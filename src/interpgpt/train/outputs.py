@@ -46,6 +46,9 @@ def write_run(state: LoopState, val_loss: float) -> None:
             # CPU kernels sum in an order that depends on the thread count, so the same
             # seed gives the same bytes only at the same count.
             "torch_threads": torch.get_num_threads(),
+            # `autocast` asks for bf16; it is used only where bf16 is native (and so the
+            # bytes differ between CPUs with and without it).
+            "bf16_autocast": state.stepper.autocast,
             "provenance": provenance(config),
         },
     )

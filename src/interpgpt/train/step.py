@@ -2,7 +2,8 @@
 IOI sandbox's model (`ioi.train`) both take their steps here.
 
 What is shared is the optimisation (see `interpgpt.train`'s docstring): AdamW with weight
-decay on matrices only, linear warmup then cosine decay (a pure function of the step),
+decay on matrices only, or Muon on the blocks' matrices with AdamW on the rest
+(`muon_adamw`); linear warmup then cosine or warmup-stable-decay (a pure function of the step),
 the loss as the mean over the global batch's loss-carrying targets, gradient-norm
 clipping, optional bf16 autocast, and a stop before the update when the loss is not
 finite. What differs between trainings is where batches come from, a `BatchSource`:
@@ -53,6 +54,21 @@ def warmup_cosine(step: int, *, peak: float, warmup: int, total: int, min_ratio:
     return peak * (min_ratio + (1.0 - min_ratio) * cosine)
 
 
+def warmup_stable_decay(
+    step: int, *, peak: float, warmup: int, total: int, min_ratio: float, cooldown: int
+) -> float:
+    """Linear warmup over `warmup` steps to `peak`, constant, then a linear decay over the
+    last `cooldown` steps to `min_ratio * peak` at step `total` (WSD: Hu et al. 2024,
+    MiniCPM; the schedule of the modded-nanogpt speedruns)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    start = total - cooldown
+    if step < start:
+        return peak
+    progress = min(1.0, (step - start + 1) / max(1, cooldown))
+    return peak * (1.0 - (1.0 - min_ratio) * progress)
+
+
 def adamw(
     model: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float]
 ) -> torch.optim.AdamW:
@@ -64,6 +80,95 @@ def adamw(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon (Jordan et al. 2024, `torch.optim.Muon`) on the transformer blocks' matrices,
+    AdamW on everything else: the tied embedding (an input lookup and the unembedding,
+    which Muon's orthogonalised update does not suit) and the norm gains.
+
+    Muon's `adjust_lr_fn="match_rms_adamw"` (Moonshot's scaling, Liu et al. 2025) gives
+    its update AdamW's RMS, so both halves share one learning rate and weight decay and
+    the schedule sets them together through `param_groups` (Muon's groups first). The
+    state dict numbers parameters in that order, as one optimizer would, so checkpoints
+    store it like AdamW's.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float],
+        block_prefix: str = "blocks.",
+    ) -> None:
+        matrices = [
+            p for n, p in model.named_parameters() if n.startswith(block_prefix) and p.dim() == 2
+        ]
+        chosen = {id(p) for p in matrices}
+        rest = [p for p in model.parameters() if id(p) not in chosen]
+        self.muon = torch.optim.Muon(
+            matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
+        )
+        decay = [p for p in rest if p.dim() >= 2]
+        no_decay = [p for p in rest if p.dim() < 2]
+        self.adamw = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=lr,
+            betas=betas,
+        )
+        # Not Optimizer.__init__: the state lives in the two optimizers.
+        self.defaults = {"lr": lr}
+        self._n_muon = len(matrices)
+
+    @property
+    def param_groups(self) -> list[dict]:  # type: ignore[override]
+        """Both optimizers' group dicts (setting a group's lr here sets it there); read
+        anew each time, since `load_state_dict` replaces them."""
+        return [*self.muon.param_groups, *self.adamw.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        assert closure is None, "MuonAdamW takes no closure"
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        muon, adam = self.muon.state_dict(), self.adamw.state_dict()
+        shift = self._n_muon
+        state = {**muon["state"], **{k + shift: v for k, v in adam["state"].items()}}
+        groups = [
+            *muon["param_groups"],
+            *({**g, "params": [i + shift for i in g["params"]]} for g in adam["param_groups"]),
+        ]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        shift, n_groups = self._n_muon, len(self.muon.param_groups)
+        groups = state_dict["param_groups"]
+        state = state_dict["state"]
+        self.muon.load_state_dict(
+            {
+                "state": {k: v for k, v in state.items() if k < shift},
+                "param_groups": groups[:n_groups],
+            }
+        )
+        self.adamw.load_state_dict(
+            {
+                "state": {k - shift: v for k, v in state.items() if k >= shift},
+                "param_groups": [
+                    {**g, "params": [i - shift for i in g["params"]]} for g in groups[n_groups:]
+                ],
+            }
+        )
 
 
 def batch_loss(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from interpgpt.analysis.behaviour.metrics import SubsetBehaviour, onset_auroc, summarise
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
-from interpgpt.artifacts.load import load_model
+from interpgpt.artifacts.load import LoadedModel, load_model
 from interpgpt.constants import VARIANTS, Variant
 from interpgpt.corpus.build import TaskInfo, read_tasks
 from interpgpt.corpus.evalset import load_records
@@ -133,13 +133,52 @@ class BehaviourResult:
         return {"n_tasks": dict(self.n_tasks), "models": to_jsonable(self.models)}
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out test records the behaviour metrics read, per subset."""
+
+    sampled: dict[Subset, list[dict[str, Any]]]
+    """Standard test records, one per task: each task is decomposed from its text."""
+    forced: dict[Subset, list[dict[str, Any]]]
+    """ADHD test records, teacher-forced for the P(regulation) AUROC."""
+
+    @property
+    def n_tasks(self) -> dict[Subset, int]:
+        return {s: len(self.sampled[s]) for s in SUBSETS}
+
+
+def held_out(corpus: Path, limit: int | None, auroc_tasks: int | None) -> HeldOut:
+    """The first `limit` test tasks (and `auroc_tasks` ADHD records) of each subset."""
+    tasks = read_tasks(corpus)
+    return HeldOut(
+        sampled=split_by_family(load_records(corpus, "standard", "test"), tasks, limit),
+        forced=split_by_family(load_records(corpus, "adhd", "test"), tasks, auroc_tasks),
+    )
+
+
+def behaviour_of(
+    loaded: LoadedModel, held: HeldOut, generation: GenerationConfig, shown: int
+) -> dict[Subset, SubsetBehaviour]:
+    """One model's behaviour on each subset: one decomposition per task (all subsets in
+    one call, so batches are the same whichever model decodes), and the onset AUROC."""
+    prompts = [r["task"] for s in SUBSETS for r in held.sampled[s]]
+    outputs = sample_decompositions(loaded.model, loaded.tokenizer, prompts, generation)
+    found: dict[Subset, SubsetBehaviour] = {}
+    start = 0
+    for subset in SUBSETS:
+        rows = held.sampled[subset]
+        found[subset] = summarise(
+            outputs[start : start + len(rows)], [int(r["complexity"]) for r in rows], shown
+        )
+        found[subset].auroc = onset_auroc(loaded, held.forced[subset], generation.batch_size)
+        start += len(rows)
+    return found
+
+
 def measure_behaviour(config: BehaviourConfig) -> BehaviourResult:
     """Sample one decomposition per held-out task of each subset from each model, score
     P(regulation) at step onsets on the ADHD test records, and write behaviour.json."""
-    tasks = read_tasks(config.corpus)
-    sampled = split_by_family(load_records(config.corpus, "standard", "test"), tasks, config.limit)
-    forced = split_by_family(load_records(config.corpus, "adhd", "test"), tasks, config.auroc_tasks)
-    prompts = [r["task"] for s in SUBSETS for r in sampled[s]]
+    held = held_out(config.corpus, config.limit, config.auroc_tasks)
     generation = GenerationConfig(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
@@ -152,24 +191,12 @@ def measure_behaviour(config: BehaviourConfig) -> BehaviourResult:
     for name, path in config.models.items():
         loaded = load_model(path)
         loaded.model.to(device).eval()
-        outputs = sample_decompositions(loaded.model, loaded.tokenizer, prompts, generation)
-        models[name] = {}
-        start = 0
-        for subset in SUBSETS:
-            rows = sampled[subset]
-            models[name][subset] = summarise(
-                outputs[start : start + len(rows)],
-                [int(r["complexity"]) for r in rows],
-                config.examples_shown,
-            )
-            models[name][subset].auroc = onset_auroc(loaded, forced[subset], config.batch_size)
-            start += len(rows)
-    n_tasks = {s: len(sampled[s]) for s in SUBSETS}
+        models[name] = behaviour_of(loaded, held, generation, config.examples_shown)
     json_path = write_json(
         Path(config.out) / BEHAVIOUR_JSON,
-        {"provenance": provenance(config), "n_tasks": n_tasks, "models": models},
+        {"provenance": provenance(config), "n_tasks": held.n_tasks, "models": models},
     )
-    return BehaviourResult(json_path, models, n_tasks)
+    return BehaviourResult(json_path, models, held.n_tasks)
 
 
 # ---------------------------------------------------------------------------- the table

@@ -1,0 +1,641 @@
+"""Speedrun: idle minutes of this machine until a model of the pair meets the behaviour targets.
+
+The question is not a loss but the study's own behaviour targets (`TARGETS`) on held-out
+test tasks of seen and unseen families, measured with the behaviour stage's metrics
+(`analysis.behaviour.run.behaviour_of`: greedy decoding, on-topic, object mention,
+Spearman, parse, regulation, onset AUROC against the Bayes value).
+
+Two kinds of run, both on the study's default corpus and tokenizer (`data`):
+
+- `levers`: each recipe of `RECIPES` trains the standard model for the same idle-machine
+  budget (`--minutes`), and is judged at its end: an A/B at equal wall-clock.
+- `curve`: one recipe and variant, a budget in minutes, evaluated every `--every`
+  minutes; it stops at the first evaluation where every target holds.
+
+Minutes are idle minutes. Before a run trains, its seconds per step are measured on its
+own first batches (`CALIBRATION_STEPS`, after `WARMUP_STEPS`) and the run's step budget
+is minutes x 60 / that; a run should be started on an idle machine for this to mean
+anything. Training gives the same bytes whatever else runs (the thread count is fixed
+and recorded), so the quality reached at a step count does not depend on load, and the
+minutes reported are steps x the calibrated seconds per step. The seconds the run itself
+spent training are recorded beside them, with the load average at each evaluation.
+Evaluation time is not counted.
+
+`report` (also run after each kind) writes the speedrun section of bench/results.md and
+the curves, bench/speedrun.png. Every run's records live in its run dir under `--root`
+as speedrun.json, written after each evaluation: an interrupted `make speedrun` resumes
+each run from its checkpoint and skips finished ones.
+
+    python bench/speedrun.py levers --minutes 5 --seeds 0
+    python bench/speedrun.py curve --recipe muon-wsd --variant adhd --minutes 30 --every 5
+    python bench/speedrun.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from interpgpt.analysis.behaviour.run import HeldOut, behaviour_of, held_out
+from interpgpt.artifacts.load import LoadedModel, load_safetensors
+from interpgpt.artifacts.names import CHECKPOINT
+from interpgpt.corpus.build import build_corpus
+from interpgpt.corpus.tokenizer import TaskTokenizer, train_tokenizer
+from interpgpt.io import to_jsonable
+from interpgpt.model.generate import GenerationConfig
+from interpgpt.study.config import StudyConfig
+from interpgpt.train import TrainConfig, initial_model, train
+from interpgpt.train.batches import load_splits
+from interpgpt.train.distributed import init_distributed
+from interpgpt.train.loop import start_state
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "results.md"
+PLOT = BENCH_DIR / "speedrun.png"
+RECORD = "speedrun.json"
+BEGIN, END = "<!-- speedrun:begin -->", "<!-- speedrun:end -->"
+WARMUP_STEPS, CALIBRATION_STEPS = 3, 48
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: TrainConfig fields that differ from the speedrun's base."""
+
+    words: str
+    """What it is, for the table."""
+    settings: dict[str, Any]
+
+
+BASE = {"optimizer": "adamw", "schedule": "cosine"}
+"""The recipe the pair was trained with before the speedrun (TrainConfig's old defaults)."""
+
+RECIPES: dict[str, Recipe] = {
+    "adamw-cosine": Recipe("AdamW, cosine decay (before the speedrun)", {}),
+    "muon-cosine": Recipe("Muon on block matrices + AdamW, cosine", {"optimizer": "muon"}),
+    "adamw-wsd": Recipe("AdamW, warmup-stable-decay", {"schedule": "wsd"}),
+    "muon-wsd": Recipe(
+        "Muon + AdamW, warmup-stable-decay", {"optimizer": "muon", "schedule": "wsd"}
+    ),
+    "muon-wsd-lr6e-3": Recipe(
+        "Muon + AdamW, wsd, lr 6e-3", {"optimizer": "muon", "schedule": "wsd", "lr": 6e-3}
+    ),
+    "muon-wsd-lr1.5e-3": Recipe(
+        "Muon + AdamW, wsd, lr 1.5e-3", {"optimizer": "muon", "schedule": "wsd", "lr": 1.5e-3}
+    ),
+    "muon-wsd-b64": Recipe(
+        "Muon + AdamW, wsd, batch 64", {"optimizer": "muon", "schedule": "wsd", "batch_size": 64}
+    ),
+    "muon-wsd-b16": Recipe(
+        "Muon + AdamW, wsd, batch 16", {"optimizer": "muon", "schedule": "wsd", "batch_size": 16}
+    ),
+    "muon-wsd-d192": Recipe(
+        "Muon + AdamW, wsd, d_model 192 (d_head 24, d_mlp 512)",
+        {"optimizer": "muon", "schedule": "wsd", "d_model": 192, "d_mlp": 512},
+    ),
+    "muon-wsd-d96": Recipe(
+        "Muon + AdamW, wsd, d_model 96 (d_head 12, d_mlp 256)",
+        {"optimizer": "muon", "schedule": "wsd", "d_model": 96, "d_mlp": 256},
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    words: str
+    variants: tuple[str, ...]
+    """Which models it applies to."""
+    value: Callable[[dict[str, Any]], float | None]
+    """Its value from one model's behaviour ({subset: SubsetBehaviour as JSON})."""
+    holds: Callable[[float], bool]
+
+
+def _metric(subset: str, key: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda b: (b.get(subset) or {}).get(key)
+
+
+def _auroc_gap(subset: str) -> Callable[[dict[str, Any]], float | None]:
+    def gap(b: dict[str, Any]) -> float | None:
+        onset = (b.get(subset) or {}).get("auroc") or {}
+        if onset.get("model") is None or onset.get("bayes") is None:
+            return None
+        return float(onset["bayes"]) - float(onset["model"])
+
+    return gap
+
+
+BOTH = ("standard", "adhd")
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "unseen on-topic >= 0.90", BOTH, _metric("unseen", "on_topic_rate"), lambda v: v >= 0.90
+    ),
+    Target(
+        "unseen object mention >= 0.60",
+        BOTH,
+        _metric("unseen", "object_mention_rate"),
+        lambda v: v >= 0.60,
+    ),
+    Target("seen on-topic >= 0.95", BOTH, _metric("seen", "on_topic_rate"), lambda v: v >= 0.95),
+    Target("seen parse >= 0.98", BOTH, _metric("seen", "parse_rate"), lambda v: v >= 0.98),
+    Target("unseen parse >= 0.98", BOTH, _metric("unseen", "parse_rate"), lambda v: v >= 0.98),
+    Target(
+        "seen Spearman >= 0.8",
+        BOTH,
+        _metric("seen", "spearman_complexity_steps"),
+        lambda v: v >= 0.8,
+    ),
+    Target(
+        "unseen Spearman >= 0.8",
+        BOTH,
+        _metric("unseen", "spearman_complexity_steps"),
+        lambda v: v >= 0.8,
+    ),
+    Target("seen AUROC gap <= 0.05", ("adhd",), _auroc_gap("seen"), lambda v: v <= 0.05),
+    Target("unseen AUROC gap <= 0.05", ("adhd",), _auroc_gap("unseen"), lambda v: v <= 0.05),
+    Target(
+        "never regulates (seen)",
+        ("standard",),
+        _metric("seen", "regulating_outputs"),
+        lambda v: v == 0,
+    ),
+    Target(
+        "never regulates (unseen)",
+        ("standard",),
+        _metric("unseen", "regulating_outputs"),
+        lambda v: v == 0,
+    ),
+)
+
+
+def check_targets(variant: str, behaviour: dict[str, Any]) -> dict[str, bool]:
+    """Target words -> whether it holds, for the targets of `variant` (a missing value
+    fails)."""
+    met = {}
+    for target in TARGETS:
+        if variant in target.variants:
+            value = target.value(behaviour)
+            met[target.words] = value is not None and bool(target.holds(float(value)))
+    return met
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Data:
+    corpus: Path
+    tokenizer: Path
+    held: HeldOut
+
+
+def prepare_data(root: Path, limit: int, auroc_tasks: int) -> Data:
+    """The study's default corpus and tokenizer (built once under `root/data`), and the
+    held-out test tasks every evaluation reads."""
+    study = StudyConfig()
+    corpus, tokenizer = root / "data" / "corpus", root / "data" / "tokenizer.json"
+    if not (corpus / "tasks.jsonl").is_file():
+        build_corpus(dataclasses.replace(study.section("corpus"), out=corpus))
+    if not tokenizer.is_file():
+        train_tokenizer(
+            dataclasses.replace(study.section("tokenizer"), corpus=corpus, out=tokenizer)
+        )
+    return Data(corpus, tokenizer, held_out(corpus, limit, auroc_tasks))
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def run_config(
+    data: Data, recipe: str, variant: str, seed: int, out: Path, preset: str
+) -> TrainConfig:
+    settings = {**BASE, **RECIPES[recipe].settings}
+    return TrainConfig(
+        corpus=data.corpus,
+        tokenizer=data.tokenizer,
+        out=out,
+        variant=variant,  # type: ignore[arg-type]
+        preset=preset,
+        seed=seed,
+        n_samples=0,
+        progress=False,
+        resume=True,
+        **settings,
+    )
+
+
+def seconds_per_step(config: TrainConfig) -> float:
+    """Mean seconds of the run's own optimizer steps `WARMUP_STEPS` to `+ CALIBRATION_STEPS`
+    (the first ones build kernels and caches), in this process, on its current load."""
+    config = dataclasses.replace(config, steps=config.steps or 1000).resolved()
+    dist = init_distributed(config.device)
+    tokenizer = TaskTokenizer.from_file(config.tokenizer)
+    train_set, val_set = load_splits(config.corpus, config.variant, tokenizer)
+    model = initial_model(config).to(dist.device)
+    state = start_state(model, config, dist, tokenizer, train_set, val_set)
+    times = []
+    for k in range(WARMUP_STEPS + CALIBRATION_STEPS):
+        start = time.perf_counter()
+        state.train_step()
+        if k >= WARMUP_STEPS:
+            times.append(time.perf_counter() - start)
+    return statistics.fmean(times)
+
+
+def evaluate(config: TrainConfig, data: Data, batch_size: int) -> dict[str, Any]:
+    """The behaviour metrics of the run's checkpoint, per subset (JSON-able)."""
+    config = config.resolved()
+    model = initial_model(config)
+    weights = load_safetensors(config.out / CHECKPOINT)
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
+    )
+    model.eval()
+    loaded = LoadedModel(
+        model, TaskTokenizer.from_file(config.tokenizer), config.out, config.variant, config.variant
+    )
+    generation = GenerationConfig(max_new_tokens=240, temperature=0.0, batch_size=batch_size)
+    return to_jsonable(behaviour_of(loaded, data.held, generation, shown=2))
+
+
+def read_record(out: Path) -> dict[str, Any] | None:
+    path = out / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out / RECORD)
+
+
+def calibrated(
+    data: Data,
+    out: Path,
+    base: TrainConfig,
+    *,
+    kind: str,
+    recipe: str,
+    minutes: float,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """The run's record; a new run's is made here, with its seconds per step measured now
+    and its step budget (`steps`, or `minutes` of those)."""
+    record = read_record(out)
+    if record is not None:
+        return record
+    sps = seconds_per_step(base)
+    record = {
+        "kind": kind,
+        "recipe": recipe,
+        "words": RECIPES[recipe].words,
+        "settings": {**BASE, **RECIPES[recipe].settings},
+        "variant": base.variant,
+        "seed": base.seed,
+        "preset": base.preset,
+        "minutes_budget": minutes,
+        "seconds_per_step": sps,
+        "steps": steps or max(1, round(minutes * 60 / sps)),
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
+        "load_at_calibration": os.getloadavg()[0],
+        "n_tasks": data.held.n_tasks,
+        "started": now(),
+        "evals": [],
+        "done": False,
+    }
+    write_record(out, record)
+    return record
+
+
+def speedrun(
+    data: Data,
+    *,
+    kind: str,
+    recipe: str,
+    variant: str,
+    seed: int,
+    minutes: float,
+    every: float | None,
+    root: Path,
+    preset: str = "small",
+    eval_batch: int = 64,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """One run: calibrate, train for `minutes` of idle time (or exactly `steps`), evaluate
+    every `every` minutes (None: at the end only) and stop at the first evaluation where
+    every target holds."""
+    out = root / kind / f"{recipe}-{variant}-s{seed}"
+    base = run_config(data, recipe, variant, seed, out / "run", preset)
+    record = calibrated(data, out, base, kind=kind, recipe=recipe, minutes=minutes, steps=steps)
+    if record.get("done"):
+        return record
+    steps = record["steps"]
+    every_steps = steps if every is None else max(1, round(steps * every / minutes))
+    config = dataclasses.replace(
+        base, steps=steps, eval_every=every_steps, checkpoint_every=every_steps
+    )
+    cfg = config.resolved()
+    params = sum(p.numel() for p in initial_model(cfg).parameters())
+    done_steps = record["evals"][-1]["step"] if record["evals"] else 0
+    while not record["done"]:
+        stop = min(steps, done_steps + every_steps)
+        started = time.perf_counter()
+        result = train(dataclasses.replace(config, stop_after_steps=stop))
+        behaviour = evaluate(config, data, eval_batch)
+        met = check_targets(variant, behaviour)
+        done_steps = result.steps
+        record["evals"].append(
+            {
+                "step": done_steps,
+                "tokens": result.tokens_seen,
+                "tokens_per_parameter": result.tokens_seen / params,
+                "idle_minutes": done_steps * record["seconds_per_step"] / 60,
+                "segment_wall_seconds": time.perf_counter() - started,
+                "load": os.getloadavg()[0],
+                "val_loss": result.val_loss if result.finished else last_val_loss(cfg.out),
+                "behaviour": behaviour,
+                "targets": met,
+            }
+        )
+        record["parameters"] = params
+        record["done"] = all(met.values()) or done_steps >= steps
+        record["reached"] = all(met.values())
+        write_record(out, record)
+        print(
+            f"{out.name}: step {done_steps}/{steps}, {sum(met.values())}/{len(met)} targets",
+            flush=True,
+        )
+    return record
+
+
+def last_val_loss(run_dir: Path) -> float | None:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    losses = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    vals = [r["val_loss"] for r in losses if "val_loss" in r]
+    return vals[-1] if vals else None
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pair(b: dict[str, Any], key: str) -> str:
+    return " / ".join(_fmt((b.get(s) or {}).get(key)) for s in ("seen", "unseen"))
+
+
+def row(record: dict[str, Any]) -> list[str]:
+    last = record["evals"][-1]
+    reached = record.get("reached")
+    first = next((e for e in record["evals"] if all(e["targets"].values())), None)
+    b, variant = last["behaviour"], record["variant"]
+    gap = (
+        " / ".join(_fmt(_auroc_gap(s)(b)) for s in ("seen", "unseen")) if variant == "adhd" else "–"
+    )
+    regulates = _pair(b, "regulating_outputs") if variant == "standard" else "–"
+    held = sum(last["targets"].values())
+    when = (
+        f"**{first['idle_minutes']:.1f}**"
+        if reached and first
+        else f"cap {record['minutes_budget']:g}"
+    )
+    return [
+        record["recipe"],
+        variant,
+        str(record["seed"]),
+        record["kind"],
+        when,
+        f"{last['step']:,}",
+        f"{last['tokens_per_parameter']:.1f}",
+        f"{record['seconds_per_step']:.3f}",
+        _fmt(last["val_loss"]),
+        _pair(b, "on_topic_rate"),
+        _pair(b, "object_mention_rate"),
+        _pair(b, "spearman_complexity_steps"),
+        _pair(b, "parse_rate"),
+        gap,
+        regulates,
+        f"{held}/{len(last['targets'])}",
+    ]
+
+
+HEADER = [
+    "recipe",
+    "model",
+    "seed",
+    "run",
+    "idle min to target",
+    "steps",
+    "tokens/param",
+    "s/step (idle)",
+    "val loss",
+    "on-topic seen / unseen",
+    "object mention seen / unseen",
+    "Spearman seen / unseen",
+    "parse seen / unseen",
+    "AUROC gap seen / unseen",
+    "regulates seen / unseen",
+    "targets held",
+]
+
+
+def _tasks(record: dict[str, Any]) -> str:
+    n = record.get("n_tasks", {})
+    return f"{n.get('seen', '?')} seen- and {n.get('unseen', '?')} unseen-family tasks"
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    found = [json.loads(p.read_text()) for p in sorted(root.glob(f"*/*/{RECORD}"))]
+    return [r for r in found if r.get("evals")]
+
+
+def write_report(root: Path, results: Path = RESULTS, plot: Path = PLOT) -> None:
+    runs = records(root)
+    if not runs:
+        print(f"no speedrun records under {root}")
+        return
+    machines = sorted({r["machine"] for r in runs})
+    lines = [
+        BEGIN,
+        "## Speedrun: idle minutes to the behaviour targets",
+        "",
+        "Generated by `make speedrun` (bench/speedrun.py); curves in `bench/speedrun.png`. "
+        "Minutes are idle-machine minutes (steps x seconds per step calibrated on the idle "
+        "machine at the run's start); `cap N` means the targets did not all hold within the "
+        "run's N-minute budget, and the row shows the values at its end. `levers` runs are "
+        "judged at the end of an equal budget; `curve` runs stop at the first evaluation where "
+        "every target holds. Held-out test tasks per run: "
+        + "; ".join(sorted({_tasks(r) for r in runs}))
+        + ", decoded greedily.",
+        "",
+        f"Machine: {'; '.join(machines)}  ",
+        f"Updated: {now()}",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    order = {name: k for k, name in enumerate(RECIPES)}
+    runs.sort(
+        key=lambda r: (r["kind"], r["variant"] != "standard", order.get(r["recipe"], 99), r["seed"])
+    )
+    lines += ["| " + " | ".join(row(r)) + " |" for r in runs]
+    lines.append("")
+    lines.append(
+        "Targets: " + "; ".join(f"{t.words} ({', '.join(t.variants)})" for t in TARGETS) + "."
+    )
+    lines.append(END)
+    section = "\n".join(lines)
+    text = results.read_text() if results.is_file() else "# Benchmark results\n"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = results.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(results)
+    write_plot(runs, plot)
+    print(f"wrote {results} and {plot}")
+
+
+def write_plot(runs: list[dict[str, Any]], path: Path) -> None:
+    fig = Figure(figsize=(10, 4))
+    topic, gap = fig.subplots(1, 2)
+    for r in runs:
+        label = f"{r['recipe']} {r['variant']} s{r['seed']} ({r['kind']})"
+        minutes = [e["idle_minutes"] for e in r["evals"]]
+        style = "o-" if len(minutes) > 1 else "o"
+        topic.plot(
+            minutes,
+            [_metric("unseen", "on_topic_rate")(e["behaviour"]) for e in r["evals"]],
+            style,
+            label=label,
+            ms=4,
+        )
+        if r["variant"] == "adhd":
+            gap.plot(
+                minutes,
+                [_auroc_gap("unseen")(e["behaviour"]) for e in r["evals"]],
+                style,
+                label=label,
+                ms=4,
+            )
+    topic.axhline(0.90, color="grey", ls="--", lw=1)
+    gap.axhline(0.05, color="grey", ls="--", lw=1)
+    topic.set(
+        xlabel="idle minutes",
+        ylabel="on-topic rate, unseen families",
+        title="Standard and ADHD models",
+    )
+    gap.set(
+        xlabel="idle minutes",
+        ylabel="Bayes AUROC - model AUROC, unseen",
+        title="ADHD onset AUROC gap",
+    )
+    topic.legend(fontsize=6)
+    if gap.lines:
+        gap.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/speedrun"))
+    parser.add_argument("--limit", type=int, default=150, help="test tasks per subset")
+    parser.add_argument("--auroc-tasks", type=int, default=300, help="ADHD records per subset")
+    parser.add_argument("--preset", default="small")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    levers = sub.add_parser("levers", help="every recipe, standard model, equal idle minutes")
+    levers.add_argument("--minutes", type=float, default=5.0)
+    levers.add_argument("--recipes", default=",".join(RECIPES))
+    levers.add_argument("--seeds", default="0")
+    curve = sub.add_parser("curve", help="one recipe and model until the targets hold")
+    curve.add_argument("--recipe", required=True, choices=sorted(RECIPES))
+    curve.add_argument("--variant", default="standard", choices=BOTH)
+    curve.add_argument("--minutes", type=float, default=30.0)
+    curve.add_argument("--every", type=float, default=5.0)
+    curve.add_argument("--seed", type=int, default=0)
+    sub.add_parser("report", help="write the table and the plot from the records")
+    args = parser.parse_args(argv)
+    if args.kind != "report":
+        data = prepare_data(args.root, args.limit, args.auroc_tasks)
+        common = {"root": args.root, "preset": args.preset}
+        if args.kind == "levers":
+            runs = [(int(s), r) for s in args.seeds.split(",") for r in args.recipes.split(",")]
+            for seed, recipe in runs:  # every calibration first, while the machine is idle
+                out = args.root / "levers" / f"{recipe}-standard-s{seed}"
+                base = run_config(data, recipe, "standard", seed, out / "run", args.preset)
+                calibrated(data, out, base, kind="levers", recipe=recipe, minutes=args.minutes)
+            for seed, recipe in runs:
+                speedrun(
+                    data,
+                    kind="levers",
+                    recipe=recipe,
+                    variant="standard",
+                    seed=seed,
+                    minutes=args.minutes,
+                    every=None,
+                    **common,
+                )
+        else:
+            speedrun(
+                data,
+                kind="curve",
+                recipe=args.recipe,
+                variant=args.variant,
+                seed=args.seed,
+                minutes=args.minutes,
+                every=args.every,
+                **common,
+            )
+    write_report(args.root)
+
+
+if __name__ == "__main__":
+    main()
