@@ -46,7 +46,7 @@ from interpgpt.train.batches import (
 )
 from interpgpt.train.config import state_sha256
 from interpgpt.train.distributed import DistInfo
-from interpgpt.train.step import MuonAdamW
+from interpgpt.train.step import Muon, MuonAdamW
 
 
 def _config(corpus, tokenizer, out, **overrides) -> TrainConfig:
@@ -214,6 +214,26 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(tmp_path):
     for group in optimizer.param_groups:  # the schedule sets both halves' rate
         group["lr"] = 0.5
     assert {g["lr"] for g in optimizer.muon.param_groups + optimizer.adamw.param_groups} == {0.5}
+
+
+@pytest.mark.parametrize("shape", [(24, 8), (8, 24)], ids=["tall", "wide"])
+def test_our_muon_in_bf16_is_torchs_and_in_fp32_close_to_it(shape):
+    def run(make) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(shape))
+        optimizer = make([weight])
+        for k in range(3):
+            weight.grad = torch.randn(shape, generator=torch.Generator().manual_seed(k))
+            optimizer.step()
+        return [weight.detach().clone(), optimizer.state[weight]["momentum_buffer"]]
+
+    kwargs = dict(lr=0.02, weight_decay=0.1)
+    torchs = run(lambda p: torch.optim.Muon(p, adjust_lr_fn="match_rms_adamw", **kwargs))
+    ours = run(lambda p: Muon(p, ns_dtype=torch.bfloat16, **kwargs))
+    assert all(torch.equal(a, b) for a, b in zip(torchs, ours, strict=True))
+    fp32 = run(lambda p: Muon(p, ns_dtype=torch.float32, **kwargs))
+    assert not torch.equal(fp32[0], torchs[0])
+    assert torch.allclose(fp32[0], torchs[0], atol=0.02)  # bf16 rounding of the update
 
 
 def test_weight_decay_applies_to_matrices_only(tmp_path):

@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 import torch.distributed as torch_dist
 
+from interpgpt.device import bf16_native
 from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.train.batches import IGNORE_INDEX, Batch
 from interpgpt.train.distributed import DistInfo
@@ -82,13 +83,72 @@ def adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
+def newton_schulz(
+    update: torch.Tensor,
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The quintic Newton-Schulz iteration that (approximately) orthogonalises a matrix,
+    run in `dtype`: `torch.optim.Muon`'s, which always runs it in bf16."""
+    a, b, c = coefficients
+    x = update.to(dtype)
+    tall = update.size(0) > update.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def muon_lr(lr: float, shape: torch.Size) -> float:
+    """Moonshot's scaling (`adjust_lr_fn="match_rms_adamw"`, Liu et al. 2025): the
+    orthogonalised update gets AdamW's RMS, so Muon shares AdamW's lr and weight decay."""
+    return lr * 0.2 * math.sqrt(max(shape[0], shape[1]))
+
+
+class Muon(torch.optim.Muon):
+    """`torch.optim.Muon` (Jordan et al. 2024) with `match_rms_adamw` scaling and its
+    Newton-Schulz iteration in `ns_dtype`. torch runs the iteration in bf16, which is
+    emulated on a CPU without native bf16: there, for the small preset's 24 matrices, it
+    took 1.1 s a step against 0.04 s in fp32. With `ns_dtype` bf16 the update is
+    torch's, bit for bit (tested); the state dict is torch's."""
+
+    def __init__(self, params: Iterable[torch.Tensor], *, ns_dtype: torch.dtype, **kwargs) -> None:
+        super().__init__(params, adjust_lr_fn="match_rms_adamw", **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        assert closure is None, "Muon takes no closure"
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(param.grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(param.grad, 1 - momentum)
+                update = param.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = newton_schulz(
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype
+                )
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(update, alpha=-muon_lr(lr, param.shape))
+
+
 class MuonAdamW(torch.optim.Optimizer):
-    """Muon (Jordan et al. 2024, `torch.optim.Muon`) on the transformer blocks' matrices,
+    """Muon (Jordan et al. 2024, `Muon` above) on the transformer blocks' matrices,
     AdamW on everything else: the tied embedding (an input lookup and the unembedding,
     which Muon's orthogonalised update does not suit) and the norm gains.
 
-    Muon's `adjust_lr_fn="match_rms_adamw"` (Moonshot's scaling, Liu et al. 2025) gives
-    its update AdamW's RMS, so both halves share one learning rate and weight decay and
+    Muon's `match_rms_adamw` scaling (`muon_lr`) gives its update AdamW's RMS, so both
+    halves share one learning rate and weight decay and
     the schedule sets them together through `param_groups` (Muon's groups first). The
     state dict numbers parameters in that order, as one optimizer would, so checkpoints
     store it like AdamW's.
@@ -108,8 +168,12 @@ class MuonAdamW(torch.optim.Optimizer):
         ]
         chosen = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in chosen]
-        self.muon = torch.optim.Muon(
-            matrices, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
+        native = bool(matrices) and bf16_native(matrices[0].device)
+        self.muon = Muon(
+            matrices,
+            lr=lr,
+            weight_decay=weight_decay,
+            ns_dtype=torch.bfloat16 if native else torch.float32,
         )
         decay = [p for p in rest if p.dim() >= 2]
         no_decay = [p for p in rest if p.dim() < 2]
