@@ -123,3 +123,22 @@ def test_every_make_target_named_exists():
     named |= {t for page in PAGES for t in re.findall(r"`make ([\w-]+)`", page.read_text())}
     assert {"study", "test"} <= named
     assert named <= defined, sorted(named - defined)
+
+
+def test_every_relative_link_resolves():
+    """Links between the pages (and their #anchors, GitHub's heading slugs) point somewhere."""
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            ok = linked.exists()
+            if ok and anchor and linked.is_file():
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+                ok = anchor in slugs
+            if not ok:
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
