@@ -3,8 +3,95 @@
 Two small transformers with one architecture, seed and recipe are trained on two
 versions of one corpus (standard and ADHD-style task decompositions); the
 analyses in this package find out, causally and with statistics, how their
-internals differ. Each pipeline stage is one module and talks to the next
-through files on disk.
+internals differ.
+
+The names in `__all__` are the public Python API: loading a model or a pair, the
+held-out evaluation sets, and the analyses' cores, which take models and tensors and
+return typed results (no files). They are imported on first use (PEP 562), so
+`import interpgpt` stays cheap and loads no torch: the command line imports this
+package too.
+
+    import interpgpt
+    pair = interpgpt.load_pair("runs/study/runs/standard", "runs/study/runs/adhd")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_API: dict[str, str] = {
+    # Loading: a run dir, an export dir or a bundle file as a TaskGPT with its tokenizer.
+    "load_model": "interpgpt.artifacts.load",
+    "load_pair": "interpgpt.artifacts.load",
+    "LoadedModel": "interpgpt.artifacts.load",
+    "ModelPair": "interpgpt.artifacts.load",
+    "TaskGPT": "interpgpt.model.taskgpt",
+    "GPTConfig": "interpgpt.model.taskgpt",
+    "TaskTokenizer": "interpgpt.corpus.tokenizer",
+    "regulation_first_tokens": "interpgpt.corpus.tokenizer",
+    # Held-out sequences, encoded once, with token roles (onset predictors, steps).
+    "load_eval_set": "interpgpt.corpus.evalset",
+    "encode_eval_set": "interpgpt.corpus.evalset",
+    "EncodedSet": "interpgpt.corpus.evalset",
+    # Output distributions: per-token KL by token role.
+    "compare_outputs": "interpgpt.analysis.kl",
+    # Activation Difference Lens and its steering check.
+    "difference_lens": "interpgpt.analysis.diff_lens",
+    "steering_check": "interpgpt.analysis.diff_lens",
+    # Regulation logit lens and direct logit attribution at step onsets.
+    "onset_readout": "interpgpt.analysis.logit_lens",
+    "lens_curve": "interpgpt.analysis.logit_lens",
+    "dla_summary": "interpgpt.analysis.logit_lens",
+    # Head-swap inventory: attention profiles, matching and statistics.
+    "attention_profile_sums": "interpgpt.analysis.headswap.profiles",
+    "build_inventory": "interpgpt.analysis.headswap.inventory",
+    "HeadswapConfig": "interpgpt.analysis.headswap.inventory",
+    # Weight space: change from init, head matching, loss barrier.
+    "compare_weights": "interpgpt.analysis.weights.compare",
+    # Activation and attribution patching.
+    "activation_patch": "interpgpt.analysis.patching.run",
+    "attribution_patch": "interpgpt.analysis.patching.attribution",
+    # Linear probes.
+    "collect_positions": "interpgpt.analysis.probes.fit",
+    "fit_probe": "interpgpt.analysis.probes.fit",
+    # Interventions (TransformerLens-style hooks: `with model.hooks(fwd_hooks=...)`).
+    "ablate_heads": "interpgpt.analysis.interventions",
+    "patch_from": "interpgpt.analysis.interventions",
+    "add_direction": "interpgpt.analysis.interventions",
+    "project_out": "interpgpt.analysis.interventions",
+    # TopK SAEs (SAELens format) and an SAE's features on a model.
+    "TopKSAE": "interpgpt.sae.topk",
+    "train_sae": "interpgpt.sae.training",
+    "SAETrainConfig": "interpgpt.sae.training",
+    "onset_feature_stats": "interpgpt.analysis.sae_features",
+    # BatchTopK crosscoders and the diff of two models through one.
+    "BatchTopKCrosscoder": "interpgpt.crosscoder.model",
+    "train_crosscoder": "interpgpt.crosscoder.training",
+    "CrosscoderTrainConfig": "interpgpt.crosscoder.training",
+    "diff_models": "interpgpt.analysis.crosscoder_diff.latents",
+    "DiffSettings": "interpgpt.analysis.crosscoder_diff.latents",
+    # Seed controls: the verdict rule, FDR correction, SAE dictionary matching.
+    "verdict": "interpgpt.analysis.controls",
+    "benjamini_hochberg": "interpgpt.analysis.controls",
+    "match_dictionaries": "interpgpt.analysis.controls",
+}
+"""Public name -> the module that defines it."""
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use and cache the name here."""
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

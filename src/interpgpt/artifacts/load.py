@@ -300,9 +300,13 @@ class ModelPair:
         return {"standard": self.standard.model, "adhd": self.adhd.model}
 
 
-def load_pair(standard: str | Path, adhd: str | Path, device: torch.device) -> ModelPair:
-    """Load both models (run or export dirs); they must share shape and tokenizer, since
-    every pair analysis feeds the same token ids to both and compares heads by index."""
+def load_pair(
+    standard: str | Path, adhd: str | Path, device: torch.device | str = "cpu"
+) -> ModelPair:
+    """Load both models (run or export dirs, or bundle files) onto `device`; they must share
+    shape and tokenizer, since every pair analysis feeds the same token ids to both and
+    compares heads by index."""
+    device = torch.device(device)
     std, adhd_model = load_model(standard), load_model(adhd)
     if std.tokenizer.sha256 != adhd_model.tokenizer.sha256:
         raise UserError(

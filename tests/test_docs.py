@@ -1,0 +1,144 @@
+"""The commands the README and docs/ show are real: every `interpgpt` command named there
+exists, answers `--help` with exit code 0, and has every option the text gives it; every
+`make` target named there is in the Makefile. Nothing is run beyond `--help`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from interpgpt.cli import app, main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def shell_blocks(text: str) -> list[str]:
+    """The lines of the ```bash blocks, continuation lines joined, comments dropped."""
+    lines: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s+#", line, maxsplit=1)[0].strip()
+            if line:
+                lines.append(line)
+    return lines
+
+
+def interpgpt_commands(text: str) -> list[list[str]]:
+    """Each `interpgpt ...` invocation in the shell blocks and inline code spans, as the
+    words after `interpgpt` (placeholders like `<command>` and `...` dropped)."""
+    candidates = shell_blocks(text) + re.findall(r"`(interpgpt\s[^`]+)`", text)
+    commands = []
+    for line in candidates:
+        words = shlex.split(line)
+        if "interpgpt" not in words:
+            continue
+        words = words[words.index("interpgpt") + 1 :]
+        if any("<" in w for w in words):
+            continue
+        commands.append([w for w in words if w != "..."])
+    return commands
+
+
+def make_targets(text: str) -> set[str]:
+    return {m for line in shell_blocks(text) for m in re.findall(r"^make ([\w-]+)", line)}
+
+
+DOCUMENTED = sorted(
+    {
+        (page.relative_to(ROOT).as_posix(), " ".join(words))
+        for page in PAGES
+        for words in interpgpt_commands(page.read_text())
+    }
+)
+
+
+def resolve(words: list[str]) -> tuple[list[str], click.Command]:
+    """The command path within `words` and its click command."""
+    command: click.Command = typer.main.get_command(app)
+    path: list[str] = []
+    for word in words:
+        children = getattr(command, "commands", None)
+        if not children or word not in children:
+            break
+        command = children[word]
+        path.append(word)
+    return path, command
+
+
+def options(command: click.Command) -> set[str]:
+    names = {"--help"}
+    for param in command.params:
+        names.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+    return names
+
+
+def test_the_pages_name_commands():
+    readme = {line for page, line in DOCUMENTED if page == "README.md"}
+    assert any(line.startswith("train ") for line in readme)
+    assert any(line.startswith("study") for line in readme)
+
+
+@pytest.mark.parametrize(("page", "line"), DOCUMENTED, ids=[f"{p}: {c}" for p, c in DOCUMENTED])
+def test_a_documented_command_exists_and_takes_its_options(page, line, capsys):
+    words = shlex.split(line)
+    path, command = resolve(words)
+    rest = words[len(path) :]
+    if isinstance(command, click.Group):  # only the group's own flags may follow it
+        assert rest and all(w.startswith("--") for w in rest), (
+            f"{page}: no command `interpgpt {line}`"
+        )
+    given = {w.split("=", 1)[0] for w in words if w.startswith("--")}
+    unknown = given - options(command)
+    assert not unknown, f"{page}: `interpgpt {' '.join(path)}` has no option {sorted(unknown)}"
+    try:
+        main([*path, "--help"])
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    assert code == 0, capsys.readouterr()
+    assert "Usage: interpgpt" in capsys.readouterr().out
+
+
+def test_the_entry_point_runs():
+    """`python -m interpgpt` as a process (the tests above call `main` in this one)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "interpgpt", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("interpgpt ")
+
+
+def test_every_make_target_named_exists():
+    makefile = (ROOT / "Makefile").read_text()
+    defined = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    named = {t for page in PAGES for t in make_targets(page.read_text())}
+    named |= {t for page in PAGES for t in re.findall(r"`make ([\w-]+)`", page.read_text())}
+    assert {"study", "test"} <= named
+    assert named <= defined, sorted(named - defined)
+
+
+def test_every_relative_link_resolves():
+    """Links between the pages (and their #anchors, GitHub's heading slugs) point somewhere."""
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            ok = linked.exists()
+            if ok and anchor and linked.is_file():
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+                ok = anchor in slugs
+            if not ok:
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
