@@ -40,6 +40,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ from interpgpt.io import to_jsonable
 from interpgpt.model.generate import GenerationConfig
 from interpgpt.study.config import StudyConfig
 from interpgpt.train import TrainConfig, initial_model, train
-from interpgpt.train.batches import load_splits
+from interpgpt.train.batches import grouped_indices, load_splits
 from interpgpt.train.distributed import init_distributed
 from interpgpt.train.loop import start_state
 
@@ -241,18 +243,21 @@ def run_config(
     )
 
 
-def seconds_per_step(config: TrainConfig) -> float:
+def seconds_per_step(config: TrainConfig, emulate_bf16: bool = False) -> float:
     """Mean seconds of the run's own optimizer steps `WARMUP_STEPS` to `+ CALIBRATION_STEPS`,
     in this process, on its current load. The warm-up spans three length-grouping windows:
     each batch width is a new shape whose kernels and buffers are built on first use (a
     first calibration with 3 warm-up steps measured 0.76 s a step, a later one of the same
-    recipe 0.53)."""
+    recipe 0.53). `emulate_bf16` autocasts to bf16 even where it is not native, as every
+    CPU run did before `device.bf16_native`."""
     config = dataclasses.replace(config, steps=config.steps or 1000).resolved()
     dist = init_distributed(config.device)
     tokenizer = TaskTokenizer.from_file(config.tokenizer)
     train_set, val_set = load_splits(config.corpus, config.variant, tokenizer)
     model = initial_model(config).to(dist.device)
     state = start_state(model, config, dist, tokenizer, train_set, val_set)
+    if emulate_bf16:
+        state.stepper.autocast = True
     times = []
     for k in range(WARMUP_STEPS + CALIBRATION_STEPS):
         start = time.perf_counter()
@@ -260,6 +265,80 @@ def seconds_per_step(config: TrainConfig) -> float:
         if k >= WARMUP_STEPS:
             times.append(time.perf_counter() - start)
     return statistics.fmean(times)
+
+
+THROUGHPUT = "throughput.json"
+
+
+def pad_share(data: Data, variant: str, config: TrainConfig, steps: int = 480) -> float:
+    """Share of the padded batch positions of the first `steps` batches that are padding:
+    the most that packing sequences (no pad compute) could save."""
+    assert config.batch_size is not None
+    tokenizer = TaskTokenizer.from_file(data.tokenizer)
+    train_set, _ = load_splits(data.corpus, variant, tokenizer)  # type: ignore[arg-type]
+    n_ctx = initial_model(config).cfg.n_ctx
+    lengths = [min(n, n_ctx + 1) - 1 for n in train_set.lengths]
+    real = padded = 0
+    for step in range(steps):
+        rows = [
+            lengths[k]
+            for k in grouped_indices(
+                config.data_seed or 0,
+                step,
+                config.batch_size,
+                train_set.lengths,
+                config.group_by_length,
+            )
+        ]
+        real, padded = real + sum(rows), padded + max(rows) * len(rows)
+    return 1 - real / padded
+
+
+def throughput(data: Data, root: Path, recipe: str) -> dict[str, Any]:
+    """Levers that change seconds per step only, measured now (start it on an idle
+    machine): bf16 autocast where bf16 is emulated (how the pair trained on such CPUs
+    before), and the pair as two single-thread processes side by side instead of one
+    two-thread process after the other."""
+    found: dict[str, Any] = {"machine": machine(), "recipe": recipe, "measured": now()}
+    for variant in BOTH:
+        base = run_config(data, recipe, variant, 0, root / "throughput", "small")
+        old = run_config(data, "adamw-cosine", variant, 0, root / "throughput", "small")
+        threads = torch.get_num_threads()
+        row = {
+            "threads": threads,
+            "seconds_per_step": seconds_per_step(base),
+            "adamw_fp32": seconds_per_step(old),
+            "adamw_bf16_emulated": seconds_per_step(old, emulate_bf16=True),
+        }
+        side = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--root",
+                    str(root),
+                    "sps",
+                    "--recipe",
+                    recipe,
+                    "--variant",
+                    variant,
+                    "--threads",
+                    "1",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        row["side_by_side_1_thread"] = [float(p.communicate()[0].split()[-1]) for p in side]
+        row["side_by_side_speedup"] = sum(1 / s for s in row["side_by_side_1_thread"]) * (
+            row["seconds_per_step"] / 2
+        )
+        row["pad_share"] = pad_share(data, variant, base.resolved())
+        found[variant] = row
+        print(variant, json.dumps(row), flush=True)
+    write_record(root, found, THROUGHPUT)
+    return found
 
 
 def evaluate(config: TrainConfig, data: Data, batch_size: int) -> dict[str, Any]:
@@ -283,11 +362,11 @@ def read_record(out: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_record(out: Path, record: dict[str, Any]) -> None:
+def write_record(out: Path, record: dict[str, Any], name: str = RECORD) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (RECORD + ".tmp")
+    tmp = out / (name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out / RECORD)
+    tmp.replace(out / name)
 
 
 def calibrated(
@@ -388,8 +467,11 @@ def speedrun(
         return record
     steps = record["steps"]
     every_steps = steps if every is None else max(1, round(steps * every / minutes))
+    # A lever run (one evaluation, at its end) checkpoints every 100 steps, so a killed one
+    # loses little; a curve checkpoints at its evaluations, which read the checkpoint.
+    checkpoints = every_steps if every is not None else min(steps, 100)
     config = dataclasses.replace(
-        base, steps=steps, eval_every=every_steps, checkpoint_every=every_steps
+        base, steps=steps, eval_every=every_steps, checkpoint_every=checkpoints
     )
     cfg = config.resolved()
     params = sum(p.numel() for p in initial_model(cfg).parameters())
@@ -409,6 +491,7 @@ def speedrun(
                 "idle_minutes": done_steps * record["seconds_per_step"] / 60,
                 "segment_wall_seconds": time.perf_counter() - started,
                 "load": os.getloadavg()[0],
+                "train_threads": torch.get_num_threads(),
                 "val_loss": result.val_loss if result.finished else last_val_loss(cfg.out),
                 "behaviour": behaviour,
                 "targets": met,
@@ -578,6 +661,38 @@ def write_report(root: Path, results: Path = RESULTS, plot: Path = PLOT) -> None
     print(f"wrote {results} and {plot}")
 
 
+def throughput_table(root: Path) -> list[str]:
+    """Rows for the levers that change seconds per step only (`throughput`)."""
+    path = root / THROUGHPUT
+    if not path.is_file():
+        return []
+    found = json.loads(path.read_text())
+    lines = [
+        "",
+        f"Levers that change only the seconds per step (`speedrun.py throughput`, "
+        f"{found['measured']}, idle; {found['machine']}):",
+        "",
+        "| lever | model | seconds per step | gain |",
+        "|---|---|---|---|",
+    ]
+    for variant in BOTH:
+        r = found[variant]
+        recipe = found["recipe"]
+        lines += [
+            f"| bf16 autocast where bf16 is emulated (AdamW) | {variant} | "
+            f"{r['adamw_bf16_emulated']:.3f} vs fp32 {r['adamw_fp32']:.3f} | "
+            f"fp32 {r['adamw_bf16_emulated'] / r['adamw_fp32']:.2f}x faster |",
+            f"| the pair as two 1-thread processes side by side ({recipe}) | {variant} | "
+            f"{' and '.join(f'{s:.3f}' for s in r['side_by_side_1_thread'])} vs "
+            f"{r['seconds_per_step']:.3f} at {r['threads']} threads, one after the other | "
+            f"{r['side_by_side_speedup']:.2f}x the throughput |",
+            f"| packing (no compute on padding) | {variant} | padding is "
+            f"{100 * r['pad_share']:.1f}% of a length-grouped batch | at most "
+            f"{1 / (1 - r['pad_share']):.3f}x, not built |",
+        ]
+    return lines
+
+
 def write_plot(runs: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(10, 4))
     topic, gap = fig.subplots(1, 2)
@@ -633,6 +748,13 @@ def main(argv: list[str] | None = None) -> None:
     levers.add_argument("--minutes", type=float, default=5.0)
     levers.add_argument("--recipes", default=",".join(RECIPES))
     levers.add_argument("--seeds", default="0")
+    levers.add_argument(
+        "--train-threads",
+        type=int,
+        default=None,
+        help="torch threads while training (calibration keeps the machine's): a lever's "
+        "quality at a step count does not depend on it, its minutes come from calibration",
+    )
     curve = sub.add_parser("curve", help="one recipe and model until the targets hold")
     curve.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     curve.add_argument("--variant", default="standard", choices=BOTH)
@@ -641,8 +763,23 @@ def main(argv: list[str] | None = None) -> None:
     curve.add_argument("--seed", type=int, default=0)
     sub.add_parser("report", help="write the table and the plot from the records")
     sub.add_parser("recalibrate", help="measure every run's seconds per step again, idle")
+    rate = sub.add_parser("throughput", help="levers that change seconds per step only")
+    rate.add_argument("--recipe", default="muon-wsd", choices=sorted(RECIPES))
+    sps = sub.add_parser("sps", help="print one recipe's seconds per step")
+    sps.add_argument("--recipe", required=True, choices=sorted(RECIPES))
+    sps.add_argument("--variant", default="standard", choices=BOTH)
+    sps.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.kind == "recalibrate":
+    if args.kind == "sps":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        data = prepare_data(args.root, 1, 1)
+        config = run_config(data, args.recipe, args.variant, 0, args.root / "sps", args.preset)
+        print(seconds_per_step(config))
+        return
+    if args.kind == "throughput":
+        throughput(prepare_data(args.root, 1, 1), args.root, args.recipe)
+    elif args.kind == "recalibrate":
         recalibrate(prepare_data(args.root, args.limit, args.auroc_tasks), args.root)
     elif args.kind != "report":
         data = prepare_data(args.root, args.limit, args.auroc_tasks)
@@ -653,6 +790,8 @@ def main(argv: list[str] | None = None) -> None:
                 out = args.root / "levers" / f"{recipe}-standard-s{seed}"
                 base = run_config(data, recipe, "standard", seed, out / "run", args.preset)
                 calibrated(data, out, base, kind="levers", recipe=recipe, minutes=args.minutes)
+            if args.train_threads:
+                torch.set_num_threads(args.train_threads)
             for seed, recipe in runs:
                 speedrun(
                     data,
