@@ -560,7 +560,7 @@ def row(record: dict[str, Any]) -> list[str]:
     when = (
         f"**{minutes(record, first):.1f}**"
         if reached and first
-        else f"cap {record['minutes_budget']:g}"
+        else f"cap {record['minutes_budget']:.1f}"
     )
     return [
         record["recipe"],

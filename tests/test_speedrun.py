@@ -83,5 +83,5 @@ def test_a_curve_run_evaluates_resumes_and_reports(
     speedrun.write_report(tmp_path, results, plot)  # the section is replaced, not repeated
     text = results.read_text()
     assert "| kept | row |" in text and text.count(speedrun.BEGIN) == 1
-    assert "| muon-wsd | adhd | 0 | curve | cap 1 | 8 |" in text
+    assert "| muon-wsd | adhd | 0 | curve | cap 1.0 | 8 |" in text
     assert plot.stat().st_size > 0

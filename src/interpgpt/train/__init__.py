@@ -20,15 +20,17 @@ how many there are — the step-count/complexity statistic depends on it), and `
 right padding carries no loss (IGNORE_INDEX), so batch composition does not change the
 per-token objective. The loss is the mean over all such targets of the global batch.
 
-Optimisation (nanoGPT's recipe): AdamW with weight decay on matrices only (norm gains
-are not decayed), linear warmup then cosine decay to `min_lr_ratio * lr` (the learning
-rate is a pure function of the step, so there is no scheduler state to restore),
-gradient-norm clipping, bf16 autocast where the device supports it.
+Optimisation: Muon (Jordan et al. 2024) on the blocks' matrices with AdamW on the tied
+embedding and the norm gains, or AdamW on everything (nanoGPT's recipe); weight decay on
+matrices only (norm gains are not decayed); linear warmup then cosine decay (or
+warmup-stable-decay) to `min_lr_ratio * lr` (the learning rate is a pure function of the
+step, so there is no scheduler state to restore), gradient-norm clipping, bf16 autocast
+where the device runs bf16 natively.
 
 Resuming. A checkpoint (`checkpoint.safetensors`, written atomically) holds the model,
-AdamW's moments and step counts, the step and the RNG states; the data order and the
-learning rate are functions of the step, so `--resume` reaches bit-identical final
-weights on CPU to an uninterrupted run (tested).
+the optimizer's state (AdamW's moments and step counts, Muon's momentum), the step and
+the RNG states; the data order and the learning rate are functions of the step, so
+`--resume` reaches bit-identical final weights on CPU to an uninterrupted run (tested).
 
 Beyond one machine: under `torchrun` the run uses DDP (gloo on CPU, NCCL on GPU). Each
 rank takes its slice of the same global batch and scales its token-sum loss by

@@ -38,11 +38,11 @@ class PresetBudget:
     """Peak learning rate."""
 
 
-# Budgets are data. `small` is what a 2-core CPU affords inside the study's time: about
-# 7 minutes for the standard model and 15 for the ADHD one, whose examples are twice as
-# long (1,200 steps at 3e-3; at 2e-3 and 800 steps the held-out decompositions named the
-# task in far fewer steps); `full` follows the seed cards' ~25k steps; `tiny` exists for
-# tests.
+# Budgets are data. `small` is what a 2-core CPU affords inside the study's time (the ADHD
+# model's examples are twice as long, so its steps take twice the standard model's; at
+# 2e-3 and 800 steps the held-out decompositions named the task in far fewer steps); the
+# seconds a step takes on each machine are in bench/results.md. `full` follows the seed
+# cards' ~25k steps; `tiny` exists for tests.
 TRAIN_DEFAULTS: dict[str, PresetBudget] = {
     "full": PresetBudget(steps=25_000, batch_size=64, lr=6e-4),
     "small": PresetBudget(steps=1200, batch_size=32, lr=3e-3),
@@ -76,9 +76,11 @@ class TrainConfig:
     data_seed: int | None = None
     """Seed of the data order (None: seed). A seed twin keeps seed and changes only this:
     the same initial weights, another order of the same batches."""
-    optimizer: Literal["adamw", "muon"] = "adamw"
-    """adamw: AdamW on every weight; muon: Muon on the blocks' matrices and AdamW on the
-    embedding and norm gains, with one learning rate and weight decay (`step.MuonAdamW`)."""
+    optimizer: Literal["adamw", "muon"] = "muon"
+    """muon: Muon on the blocks' matrices and AdamW on the embedding and norm gains, with
+    one learning rate and weight decay (`step.MuonAdamW`); adamw: AdamW on every weight.
+    Muon is the default: at equal minutes it beat AdamW on every behaviour metric of the
+    speedrun (bench/results.md)."""
     schedule: Literal["cosine", "wsd"] = "cosine"
     """Learning rate after warmup: cosine decay, or wsd (constant, then a linear decay over
     the last cooldown_fraction of the steps); both end at min_lr_ratio * lr."""
