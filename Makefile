@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-full-smoke test lint bench ioi-demo clean chromium
+.PHONY: study study-full-smoke test lint bench speedrun ioi-demo clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ test: lint chromium
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Idle minutes to the behaviour targets (bench/speedrun.py): the recipe levers on the
+# standard model at equal minutes, the throughput levers, then the adopted recipe's curve
+# on both models and the old recipe's on the standard one. Long: start it on an idle
+# machine; an interrupted run resumes.
+SPEEDRUN_RECIPE ?= muon-cosine
+speedrun: $(STAMP)
+	$(BIN)/python bench/speedrun.py levers --minutes 5
+	$(BIN)/python bench/speedrun.py throughput --recipe $(SPEEDRUN_RECIPE)
+	$(BIN)/python bench/speedrun.py curve --recipe $(SPEEDRUN_RECIPE) --variant standard
+	$(BIN)/python bench/speedrun.py curve --recipe $(SPEEDRUN_RECIPE) --variant adhd
+	$(BIN)/python bench/speedrun.py curve --recipe adamw-cosine --variant standard
 
 ioi-demo: $(STAMP)
 	$(BIN)/interpgpt ioi-demo --out runs/ioi-demo
