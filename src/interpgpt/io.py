@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +26,113 @@ from typing import Any
 from interpgpt.errors import UserError
 
 
+# ----------------------------------------------------------------------------- faults
+
+
+def describe_fault(err: BaseException, path: str | os.PathLike[str] | None = None) -> str:
+    """One line for an I/O fault on `path` (else the file the error names): what is wrong
+    and what to do. Every read and write reports its faults through this."""
+    name = path if path is not None else getattr(err, "filename", None)
+    where = f"{name}: " if name is not None else ""
+    if isinstance(err, UnicodeDecodeError):
+        return f"{where}not UTF-8 text (bad byte at offset {err.start}); is it the right file?"
+    if isinstance(err, FileNotFoundError):
+        return f"{where}file not found"
+    if isinstance(err, IsADirectoryError):
+        return f"{where}is a directory where a file is expected"
+    if isinstance(err, NotADirectoryError | FileExistsError):
+        return f"{where}a file is in the way of a directory; remove it or choose another path"
+    if isinstance(err, PermissionError):
+        return f"{where}permission denied; fix its permissions or choose another path"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}no space left on the device; free some space and run the command again"
+    if isinstance(err, OSError) and err.errno == errno.EROFS:
+        return f"{where}read-only file system; choose another path"
+    detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    first = detail.strip().splitlines()[0] if detail.strip() else type(err).__name__
+    return f"{where}{first}"
+
+
+@contextlib.contextmanager
+def faults(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Run the body; an I/O or decoding fault on `path` becomes one `UserError` naming it."""
+    try:
+        yield
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(describe_fault(err, path)) from None
+
+
+def check_writable(path: str | os.PathLike[str], flag: str, directory: bool = True) -> None:
+    """Refuse, before any work, an output `path` that cannot be written: a file where a
+    directory goes (or the reverse), or a place without write permission."""
+    path = Path(path)
+    if path.exists():
+        if directory and not path.is_dir():
+            raise UserError(f"{flag} {path}: is a file, not a directory; choose another path")
+        if not directory and path.is_dir():
+            raise UserError(f"{flag} {path}: is a directory, not a file; choose another path")
+        target = path if directory else path.parent
+    else:
+        target = path.parent
+        while not target.exists():
+            target = target.parent
+        if not target.is_dir():
+            raise UserError(f"{flag} {path}: {target} is a file, not a directory")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{flag} {path}: {target} is not writable; fix its permissions or choose another path"
+        )
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed); if another process holds it,
+    a UserError `busy`. The OS releases the lock when the holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{busy} (lock {path}); wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> None:
+    """Remove the temp dirs an earlier, killed write of `path` left beside it (named
+    `.{name}.*` by `atomic_path` and `atomic_dir`). A write running now elsewhere would
+    lose its temp too: outputs are not shared between concurrent commands."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{path.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with faults(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp creates 0600; give the artifact the usual umask mode
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with faults(path):  # a full disk or a lost permission names the artifact
+            yield tmp
+            if tmp.exists():  # mkstemp creates 0600; give the artifact the usual umask mode
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -98,7 +195,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with faults(path):
+            return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
@@ -109,7 +207,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with faults(path), path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

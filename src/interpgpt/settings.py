@@ -28,12 +28,16 @@ from typing import Any, Literal, TypeVar
 
 import typer
 
-from interpgpt.errors import UserError
+from interpgpt.errors import Interrupted, UserError
+from interpgpt.io import check_writable
 
 C = TypeVar("C")
 
 ROLE = "interpgpt.role"
-"""Field-metadata key: "argument" or "option" for inputs; absent for settings."""
+"""Field-metadata key: "argument" or "option" for inputs, "flag" for a switch of one
+invocation; absent for settings."""
+OUT_FILE = "interpgpt.out_file"
+"""Field-metadata key: true when the `out` option is a file, not a directory."""
 
 
 class SettingError(ValueError):
@@ -54,9 +58,16 @@ class inputs:
         return dataclasses.field(default=Path(), metadata={ROLE: "argument"})
 
     @staticmethod
-    def option() -> Any:
-        """A required `--name` option (`--corpus`, `--out`)."""
-        return dataclasses.field(default=Path(), metadata={ROLE: "option"})
+    def option(file: bool = False) -> Any:
+        """A required `--name` option (`--corpus`, `--out`). An `out` option is a directory
+        the command writes, or with `file` one file."""
+        return dataclasses.field(default=Path(), metadata={ROLE: "option", OUT_FILE: file})
+
+    @staticmethod
+    def flag() -> Any:
+        """A `--name` switch of one invocation, not a study setting (nor in a stage's hash):
+        `--force`, `--same-variant`. The study sets it where it needs it."""
+        return dataclasses.field(default=False, metadata={ROLE: "flag"})
 
 
 # ----------------------------------------------------------------------------- checks
@@ -257,6 +268,8 @@ def cli_parameters(cls: type) -> list[inspect.Parameter]:
             default: Any = typer.Argument(..., help=doc, show_default=False, metavar=f.name.upper())
         elif role == "option":
             default = typer.Option(..., option_name(f.name), help=doc, show_default=False)
+        elif role == "flag":
+            default = typer.Option(False, option_name(f.name), help=doc, show_default=False)
         else:
             value = _default(f)
             if _is_text_list(hint):
@@ -305,6 +318,22 @@ def from_cli(cls: type[C], values: dict[str, Any]) -> C:
     return build(cls, parsed, name)
 
 
+def check_output(config: Any) -> None:
+    """Find an `--out` the command cannot write before any work is done."""
+    for f in dataclasses.fields(config):
+        if f.name == "out" and f.metadata.get(ROLE) == "option":
+            check_writable(getattr(config, f.name), "--out", directory=not f.metadata[OUT_FILE])
+
+
+def interrupted_message(config: Any) -> str:
+    """What an interrupted command kept and how to go on: the config's own
+    `interrupted()` (a training run's checkpoint), else the rule every stage follows."""
+    own = getattr(config, "interrupted", None)
+    if callable(own):
+        return str(own())
+    return "every file is written whole or not at all, so none is half-written; run the command again"
+
+
 def command(
     app: typer.Typer, name: str, cls: type[C]
 ) -> Callable[[Callable[[C], None]], Callable[[C], None]]:
@@ -317,7 +346,12 @@ def command(
         params = cli_parameters(cls)
 
         def invoke(**values: Any) -> None:
-            fn(from_cli(cls, values))
+            config = from_cli(cls, values)
+            check_output(config)
+            try:
+                fn(config)
+            except KeyboardInterrupt:
+                raise Interrupted(interrupted_message(config)) from None
 
         invoke.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         invoke.__doc__ = fn.__doc__

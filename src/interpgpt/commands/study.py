@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interpgpt.errors import Interrupted
 from interpgpt.study.config import load_study_config
 from interpgpt.study.pipeline import run_study
 
@@ -18,7 +19,7 @@ def study(
     out: Path = typer.Option(Path("runs/study"), help="Study directory (resumed if present)."),
     config: Path = typer.Option(
         None,
-        help="TOML file of study settings: preset, seed, device, twins, and one [section] per "
+        help="TOML file of study settings: preset, seed, device, twins, and one table per "
         "stage (corpus, train, headswap, sae, ...) whose keys are that stage's command options.",
     ),
     set_: list[str] = typer.Option(
@@ -31,7 +32,12 @@ def study(
     """Run the whole matched-pair study and write report.html; a killed study resumes."""
     console = Console()
     study_config = load_study_config(config, set_, preset)
-    result = run_study(study_config, out, set(force), console)
+    try:
+        result = run_study(study_config, out, set(force), console)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"the finished stages are kept in {out}; run the same command again to resume"
+        ) from None
     console.print(
         f"[bold green]study finished[/] in {result.seconds / 60:.1f} min: "
         f"{result.out / 'report.html'}"

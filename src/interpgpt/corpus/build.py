@@ -92,6 +92,8 @@ class CorpusConfig:
 
     out: Path = inputs.option()
     """Directory to write the corpus into."""
+    force: bool = inputs.flag()
+    """Replace the corpus --out already holds."""
     seed: int = 0
     """Seed for the held-out draws, task selection, the split and every sampled phrasing."""
     n_tasks: int = 20_000
@@ -534,6 +536,8 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
     out_dir = config.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not config.force:
+        raise UserError(f"--out {out_dir}: is not empty; pass --force to replace what it holds")
     held = hold_out(families(), config)
     splits = assign_splits(select_tasks(config), held, config)
     splits["train"] = swap_objects(splits["train"], config)

@@ -343,8 +343,10 @@ class TokenizerConfig:
 
     corpus: Path = inputs.option()
     """Corpus directory written by `interpgpt corpus`; trained on both train splits."""
-    out: Path = inputs.option()
+    out: Path = inputs.option(file=True)
     """Where to write tokenizer.json."""
+    force: bool = inputs.flag()
+    """Replace the tokenizer file --out already names."""
     vocab_size: int = DEFAULT_VOCAB_SIZE
     """BPE tokens (bytes + merges), not counting the five specials."""
 
@@ -356,6 +358,8 @@ def train_tokenizer(config: TokenizerConfig) -> Path:
     """Train the shared tokenizer on `config.corpus` and write it to `config.out`."""
     if not config.corpus.is_dir():
         raise UserError(f"{config.corpus}: corpus directory not found")
+    if config.out.exists() and not config.force:
+        raise UserError(f"--out {config.out}: already exists; pass --force to replace it")
     # A bad line raises UserError from inside training, before anything is written.
     tokenizer = build_tokenizer(_training_texts(config.corpus), config.vocab_size)
     return tokenizer.save(config.out)

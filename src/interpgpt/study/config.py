@@ -26,6 +26,7 @@ from interpgpt.model.taskgpt import PRESETS
 from interpgpt.study.controls import ControlsConfig
 from interpgpt.study.stages import (
     STAGES,
+    PRESET_DEFAULTS,
     STUDY_DEFAULTS,
     TWIN_DATA_SEED_OFFSET,
     check_sections,
@@ -67,7 +68,11 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise UserError(f"preset {self.preset!r}: choose one of {', '.join(sorted(PRESETS))}")
-        self.sections = {**default_sections(STAGES), "controls": ControlsConfig(), **self.sections}
+        self.sections = {
+            **default_sections(STAGES, self.preset),
+            "controls": ControlsConfig(),
+            **self.sections,
+        }
 
     def section(self, name: str) -> Any:
         """A section with the study's global settings filled in."""
@@ -84,14 +89,31 @@ class StudyConfig:
         }
 
 
-def default_sections(stages: Iterable[Analysis[Any]]) -> dict[str, Any]:
-    """Every stage's section at the study's defaults."""
+def default_sections(stages: Iterable[Analysis[Any]], preset: str = "small") -> dict[str, Any]:
+    """Every stage's section at the study's defaults for `preset`."""
     sections: dict[str, Any] = {}
     for stage in stages:
         key = stage.settings_key
         if key not in sections:
-            sections[key] = stage.config(**STUDY_DEFAULTS.get(key, {}))
+            values = {**STUDY_DEFAULTS.get(key, {}), **PRESET_DEFAULTS.get(preset, {}).get(key, {})}
+            sections[key] = stage.config(**values)
     return sections
+
+
+def change_preset(config: StudyConfig, preset: str) -> None:
+    """Set `preset`, moving every setting still at the old preset's study default to the
+    new one's (a setting the user chose stays)."""
+    old, new = default_sections(STAGES, config.preset), default_sections(STAGES, preset)
+    for key, section in config.sections.items():
+        if key not in old:
+            continue
+        moved = {
+            f.name: getattr(new[key], f.name)
+            for f in dataclasses.fields(section)
+            if f.init and getattr(section, f.name) == getattr(old[key], f.name)
+        }
+        config.sections[key] = dataclasses.replace(section, **moved)
+    config.preset = preset
 
 
 def apply(config: StudyConfig, values: dict[str, Any], source: str) -> StudyConfig:
@@ -108,6 +130,8 @@ def apply(config: StudyConfig, values: dict[str, Any], source: str) -> StudyConf
                 parsed = settings.coerce(value, typing.get_type_hints(StudyConfig)[key])
             except ValueError as err:
                 raise UserError(f"{source}: {key}: {err}") from None
+            if key == "preset" and parsed in PRESETS:
+                change_preset(config, parsed)
             setattr(config, key, parsed)
             continue
         if section not in config.sections:

@@ -30,7 +30,14 @@ from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis, Section, Workspace
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
-from interpgpt.io import config_hash, package_versions, read_json, write_json
+from interpgpt.io import (
+    check_writable_dir,
+    config_hash,
+    exclusive_lock,
+    package_versions,
+    read_json,
+    write_json,
+)
 from interpgpt.study.config import StudyConfig, check_study_config
 from interpgpt.study.controls import (
     TWIN_PAIRS,
@@ -53,6 +60,8 @@ from interpgpt.study.stages import (
 
 STAGE_RECORDS = "stages"
 REPORT = "report"
+LOCK = ".study.lock"
+"""Held (flock) by the study running in the directory; the OS drops it when it dies."""
 
 
 @dataclass
@@ -156,12 +165,7 @@ def run_stages(
     console: Console,
 ) -> dict[str, dict[str, Any]]:
     """Run the stages in order, skipping the current ones; return every stage's record."""
-    unknown = force - {s.name for s in stages} - {REPORT}
-    if unknown:
-        raise UserError(
-            f"--force {', '.join(sorted(unknown))}: no such stage; stages: "
-            f"{', '.join(s.name for s in stages)}"
-        )
+    check_force(stages, force)
     hashes: dict[str, str] = {}
     status = {s.name: "pending" for s in stages}
     seconds: dict[str, float] = {}
@@ -197,6 +201,15 @@ def run_stages(
         ran.add(stage.name)
     console.print(status_table(stages, status, seconds))
     return ws.records
+
+
+def check_force(stages: list[Analysis[Any]], force: set[str]) -> None:
+    unknown = force - {s.name for s in stages} - {REPORT}
+    if unknown:
+        raise UserError(
+            f"--force {', '.join(sorted(unknown))}: no such stage; stages: "
+            f"{', '.join(s.name for s in stages)}"
+        )
 
 
 def report_section(stage: Analysis[Any], record: dict[str, Any] | None) -> Section | None:
@@ -255,12 +268,15 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) the study into `out`, then write the report; returns every record."""
     check_study_config(config)
+    stages = study_stages(config)
+    check_force(stages, force or set())  # before anything is written
+    check_writable_dir(out, "--out")
     console = console or Console()
     ws = Workspace(Path(out))
-    write_json(ws.path("study_config.json"), config.to_json())
     started = time.perf_counter()
-    stages = study_stages(config)
-    records = run_stages(stages, config, ws, force or set(), console)
-    html_path, md_path = write_report(build_report(stages, config, ws), ws.root)
+    with exclusive_lock(ws.root / LOCK, f"--out {out}: another study is running in it"):
+        write_json(ws.path("study_config.json"), config.to_json())
+        records = run_stages(stages, config, ws, force or set(), console)
+        html_path, md_path = write_report(build_report(stages, config, ws), ws.root)
     records[REPORT] = {"outputs": [str(html_path), str(md_path)], "summary": {}}
     return StudyResult(Path(out), records, time.perf_counter() - started)

@@ -69,12 +69,22 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "probes": {"limit": EVAL_TASKS},
 }
 
+PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    # Two layers: the SAEs, the feature diff and the crosscoder read the ones it has.
+    "tiny": {
+        "sae": {"std_layers": (0, 1), "adhd_layers": (1,)},
+        "feature_diff": {"layer": 1},
+        "crosscoder": {"layer": 1},
+    },
+}
+"""Study defaults of a preset whose shape the `STUDY_DEFAULTS` do not fit."""
+
 
 # ----------------------------------------------------------------------------- corpus
 
 
 def corpus_stage(ws: Workspace, config: CorpusConfig) -> StageOutput:
-    summary = build_corpus(dataclasses.replace(config, out=ws.corpus))
+    summary = build_corpus(dataclasses.replace(config, out=ws.corpus, force=True))
     return StageOutput(
         [summary.stats_file, summary.tasks_file],
         {
@@ -102,7 +112,9 @@ def corpus_section(summary: Summary, outputs: list[str]) -> Section:
 
 
 def tokenizer_stage(ws: Workspace, config: TokenizerConfig) -> StageOutput:
-    path = train_tokenizer(dataclasses.replace(config, corpus=ws.corpus, out=ws.tokenizer))
+    path = train_tokenizer(
+        dataclasses.replace(config, corpus=ws.corpus, out=ws.tokenizer, force=True)
+    )
     tokenizer = TaskTokenizer.from_file(path)
     return StageOutput(
         [path],

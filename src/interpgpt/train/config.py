@@ -164,6 +164,13 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise SettingError("betas", f"must be two numbers in [0, 1) (got {self.betas})")
 
+    def interrupted(self) -> str:
+        """What an interrupted run kept (`interpgpt.settings.interrupted_message`)."""
+        return (
+            f"the last checkpoint in {self.out} is kept; run the same command with --resume "
+            "to continue from it"
+        )
+
     def resolved(self) -> TrainConfig:
         """This config with every None budget field filled from the preset's defaults, and
         `data_seed` from `seed`."""
