@@ -15,10 +15,10 @@ def leaf_commands() -> list[tuple[list[str], bool]]:
     found: list[tuple[list[str], bool]] = []
 
     def walk(command, path: list[str]) -> None:
-        children = getattr(command, "commands", None)
-        if children:
-            for name, child in children.items():
-                walk(child, [*path, name])
+        if hasattr(command, "list_commands"):
+            ctx = typer.Context(command)
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), [*path, name])
         else:
             found.append((path, any(p.required for p in command.params)))
 

@@ -15,7 +15,6 @@ import importlib
 import sys
 from typing import Any, NamedTuple
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -47,11 +46,11 @@ COMMANDS: dict[str, Entry] = {
     "ablate": Entry("ablate", "Ablate heads during generation, against head nulls."),
     "patch": Entry("patch", "Activation patching and attribution patching on corpus pairs."),
     "probes": Entry("probes", "Onset, regulation and step-index probes on every layer."),
-    "sae": Entry("sae", "TopK sparse autoencoders on the residual stream (SAELens format)."),
+    "sae": Entry("sae", "TopK sparse autoencoders on the residual stream (SAELens)."),
     "steer": Entry("steer", "Steer with one SAE feature against a random-direction null."),
     "crosscoder": Entry("crosscoder", "BatchTopK crosscoders on a pair: train and diff."),
     "ioi": Entry("ioi", "Run the IOI pipeline: baseline, patching, DLA, head scores."),
-    "ioi-demo": Entry("ioi", "Train a small model on synthetic IOI, then run the IOI pipeline."),
+    "ioi-demo": Entry("ioi", "Train a model on synthetic IOI, then run the IOI pipeline."),
     "study": Entry("study", "Run the whole matched-pair study and write report.html."),
 }
 
@@ -59,10 +58,10 @@ COMMANDS: dict[str, Entry] = {
 class LazyGroup(TyperGroup):
     """A group that imports a command's module only when the command is looked up."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
@@ -70,7 +69,7 @@ class LazyGroup(TyperGroup):
         importlib.import_module(f"interpgpt.commands.{entry.module}").register(holder)
         return typer.main.get_group(holder).commands[cmd_name]
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, entry.summary) for name, entry in COMMANDS.items()])
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from interpgpt.errors import UserError
 
-
 # ----------------------------------------------------------------------------- faults
 
 

@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -74,11 +75,27 @@ class inputs:
 
 
 def at_least(config: Any, **minimum: float) -> None:
-    """Each named field is None or >= its minimum."""
+    """Each named field is None or a finite number >= its minimum."""
     for name, low in minimum.items():
         value = getattr(config, name)
+        finite(config, name)
         if value is not None and value < low:
             raise SettingError(name, f"must be at least {low} (got {value})")
+
+
+def at_most(config: Any, **maximum: float) -> None:
+    """Each named field is None or <= its maximum (a bound against absurd values)."""
+    for name, high in maximum.items():
+        value = getattr(config, name)
+        if value is not None and value > high:
+            raise SettingError(name, f"must be at most {high:,} (got {value:,})")
+
+
+def finite(config: Any, name: str) -> None:
+    """The field is None or a finite number (NaN and infinity pass every comparison)."""
+    value = getattr(config, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(name, f"must be a finite number (got {value})")
 
 
 def in_range(config: Any, name: str, low: float, high: float) -> None:
@@ -331,7 +348,9 @@ def interrupted_message(config: Any) -> str:
     own = getattr(config, "interrupted", None)
     if callable(own):
         return str(own())
-    return "every file is written whole or not at all, so none is half-written; run the command again"
+    return (
+        "every file is written whole or not at all, so none is half-written; run the command again"
+    )
 
 
 def command(
@@ -348,6 +367,8 @@ def command(
         def invoke(**values: Any) -> None:
             config = from_cli(cls, values)
             check_output(config)
+            if getattr(config, "same_variant", False):
+                typer.echo("note: --same-variant: the two models may be of one variant", err=True)
             try:
                 fn(config)
             except KeyboardInterrupt:

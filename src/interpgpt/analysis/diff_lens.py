@@ -87,6 +87,8 @@ class DiffLensConfig:
     """Run or export dir of the standard model (model a, the one steered)."""
     adhd: Path = inputs.argument()
     """Run or export dir of the ADHD model (model b)."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus dir written by `interpgpt corpus`."""
     out: Path = inputs.option()
@@ -419,7 +421,7 @@ def run_diff_lens(config: DiffLensConfig) -> DiffLensRun:
     """The lens of the pair's residual difference and its steering check; writes
     diff_lens.json, diff_lens.safetensors and diff_lens.png under `config.out`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     std, adhd = pair.standard.model, pair.adhd.model
     if config.layer is not None and config.layer >= std.cfg.n_layer:
         raise UserError(f"--layer {config.layer}: the models have layers 0..{std.cfg.n_layer - 1}")

@@ -62,7 +62,7 @@ from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, write_json, write_text
-from interpgpt.sae.topk import TopKSAE, sae_dir_name
+from interpgpt.sae.topk import TopKSAE, check_trained_on, sae_dir_name
 from interpgpt.sae.training import seed_twin_name
 from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
 
@@ -81,6 +81,8 @@ class FeatureDiffConfig:
     """The standard model (run or export dir)."""
     adhd: Path = inputs.option()
     """The ADHD model (run or export dir)."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus directory; its held-out split supplies the sequences."""
     out: Path = inputs.option()
@@ -262,8 +264,9 @@ def _context(tokenizer, eset, acts: Tensor, row: int, pos: int, width: int) -> C
 def feature_diff(config: FeatureDiffConfig) -> FeatureDiffResult:
     """Run the diff and write feature_diff.json and feature_diff.md under `config.out`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
+    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd")
     hook_name = sae.cfg.hook_name
     _check_hook(pair.standard.model, hook_name, config.sae_dir, sae.W_dec.shape[1])
     sets = {

@@ -96,6 +96,8 @@ class KLConfig:
     """Run or export dir of the standard model."""
     adhd: Path = inputs.argument()
     """Run or export dir of the ADHD model."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus dir written by `interpgpt corpus`; both variants' sequences are read."""
     out: Path = inputs.option()
@@ -402,7 +404,7 @@ def run_kl(config: KLConfig) -> KLRun:
     """KL between the pair's next-token distributions on both variants' held-out
     sequences; writes kl.json and kl_by_role.png under `config.out`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     n_ctx = pair.standard.model.cfg.n_ctx
     sets: dict[str, EncodedSet] = {
         v: load_eval_set(config.corpus, pair.tokenizer, v, config.split, config.limit, n_ctx)

@@ -84,6 +84,8 @@ class LogitLensConfig:
     """Run or export dir of the standard model."""
     adhd: Path = inputs.argument()
     """Run or export dir of the ADHD model."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus dir written by `interpgpt corpus`."""
     out: Path = inputs.option()
@@ -335,7 +337,7 @@ class LogitLensResult:
 def run_logit_lens(config: LogitLensConfig) -> LogitLensResult:
     """Lens curves and DLA of both models at step-onset predictors; writes JSON and PNGs."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     data = load_eval_set(
         config.corpus,
         pair.tokenizer,

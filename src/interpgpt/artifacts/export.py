@@ -63,7 +63,15 @@ from interpgpt.artifacts.names import (
     TOKENIZER_FILE,
 )
 from interpgpt.errors import UserError
-from interpgpt.io import file_sha256, provenance, read_json, write_json, write_text
+from interpgpt.io import (
+    describe_fault,
+    file_sha256,
+    provenance,
+    read_json,
+    remove_stale_temps,
+    write_json,
+    write_text,
+)
 from interpgpt.model.taskgpt import GPTConfig, TaskGPT
 from interpgpt.settings import inputs
 
@@ -113,6 +121,7 @@ def export(config: ExportConfig) -> ExportResult:
     model, cfg = loaded.model.float().cpu().eval(), loaded.model.cfg
     metadata = _source_metadata(config.model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)  # a killed export's
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         shutil.copyfile(tokenizer_file(config.model), tmp / TOKENIZER_FILE)
@@ -138,6 +147,14 @@ def export(config: ExportConfig) -> ExportResult:
         _write_card(info, loaded, out_dir, tmp)
         write_json(tmp / EXPORT_INFO, info)
         _publish(tmp, out_dir)
+    except OSError as err:
+        raise UserError(f"--out {describe_fault(err, out_dir)}") from None
+    except RuntimeError as err:  # torch.save reports a failed write (a full disk) this way
+        if "write" not in str(err):
+            raise
+        raise UserError(
+            f"--out {out_dir}: writing failed; is the disk full? free some space and run again"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     files = {p.name: p for p in sorted(out_dir.iterdir()) if p.is_file()}

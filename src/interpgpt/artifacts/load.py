@@ -106,6 +106,12 @@ def build_model(cfg: GPTConfig, state: dict[str, torch.Tensor], source: Path) ->
     """A TaskGPT from a config and state dict; shape mismatches name the file."""
     model = TaskGPT(cfg)
     check_state(state, model.state_dict(), source)
+    bad = next((k for k, v in state.items() if not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise UserError(
+            f"{source}: {bad} holds NaN or infinite weights (the run diverged); retrain it, "
+            "e.g. with a lower --lr"
+        )
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
 
@@ -300,14 +306,38 @@ class ModelPair:
         return {"standard": self.standard.model, "adhd": self.adhd.model}
 
 
+def check_roles(standard: LoadedModel, adhd: LoadedModel, same_variant: bool = False) -> None:
+    """Each model in its role, by the variant it records (a bundle without one passes):
+    the standard model first, the ADHD one second; two of one variant only with
+    `same_variant` (the seed controls compare a model with its twin)."""
+    a, b = standard.variant, adhd.variant
+    if a is None or b is None or (a, b) == ("standard", "adhd"):
+        return
+    if a == b:
+        if same_variant:
+            return
+        raise UserError(
+            f"{standard.source} and {adhd.source}: both are {a} models; pass --same-variant "
+            "to compare two models of one variant"
+        )
+    raise UserError(
+        f"{standard.source} is the {a} model and {adhd.source} the {b} one: the standard "
+        "model goes in the standard role, the ADHD model in the adhd role"
+    )
+
+
 def load_pair(
-    standard: str | Path, adhd: str | Path, device: torch.device | str = "cpu"
+    standard: str | Path,
+    adhd: str | Path,
+    device: torch.device | str = "cpu",
+    same_variant: bool = False,
 ) -> ModelPair:
-    """Load both models (run or export dirs, or bundle files) onto `device`; they must share
-    shape and tokenizer, since every pair analysis feeds the same token ids to both and
-    compares heads by index."""
+    """Load both models (run or export dirs, or bundle files) onto `device`; each must be
+    in its role (`check_roles`), and they must share shape and tokenizer, since every pair
+    analysis feeds the same token ids to both and compares heads by index."""
     device = torch.device(device)
     std, adhd_model = load_model(standard), load_model(adhd)
+    check_roles(std, adhd_model, same_variant)
     if std.tokenizer.sha256 != adhd_model.tokenizer.sha256:
         raise UserError(
             f"{standard} and {adhd}: the models were trained with different tokenizers; "

@@ -124,6 +124,8 @@ class _PairInputs:
     """The first model (run or export dir): the standard model of the pair."""
     adhd: Path = inputs.argument()
     """The second model (run or export dir): the ADHD model, or the first model's twin."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus dir; its train split feeds training, its val split the quality metrics."""
     out: Path = inputs.option()
@@ -276,7 +278,7 @@ def first_tokens(
 def train_crosscoder(config: CrosscoderTrainConfig) -> CrosscoderTrainResult:
     """Train, evaluate and save one crosscoder on `config.std` and `config.adhd`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.std, config.adhd, device)
+    pair = load_pair(config.std, config.adhd, device, config.same_variant)
     loaded = (pair.standard, pair.adhd)
     n_layer = pair.standard.model.cfg.n_layer
     if not 0 <= config.layer < n_layer:

@@ -33,7 +33,8 @@ from jaxtyping import Float, Int
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from interpgpt.artifacts.load import load_safetensors
+from interpgpt.artifacts.load import LoadedModel, load_safetensors
+from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
 from interpgpt.io import atomic_path, read_json, write_json
 
@@ -440,3 +441,15 @@ __all__ = [
     "sae_hook_name",
     "sparse_decode",
 ]
+
+
+def check_trained_on(sae: TopKSAE, sae_dir: Path, model: LoadedModel, role: str) -> None:
+    """Refuse an SAE whose recorded model (`model_name`: a variant, or a variant's twin or
+    replicate such as `adhd-seed1`) is of another variant than the `role` model it reads."""
+    trained_on = sae.cfg.model_name.split("-")[0]
+    if trained_on in VARIANTS and model.variant in VARIANTS and trained_on != model.variant:
+        raise UserError(
+            f"{sae_dir} was trained on the {sae.cfg.model_name} model, but {model.source} "
+            f"(the --{role} model) is the {model.variant} one; pass the {model.variant} "
+            "model's SAE"
+        )

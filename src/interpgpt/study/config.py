@@ -25,8 +25,8 @@ from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import PRESETS
 from interpgpt.study.controls import ControlsConfig
 from interpgpt.study.stages import (
-    STAGES,
     PRESET_DEFAULTS,
+    STAGES,
     STUDY_DEFAULTS,
     TWIN_DATA_SEED_OFFSET,
     check_sections,

@@ -164,6 +164,8 @@ def _on_pair(stage: Analysis[Any], pair: str, roles: dict[str, str]) -> Analysis
 
     def run(ws: Workspace, config: Any) -> StageOutput:
         config = dataclasses.replace(config, **PAIR_SETTINGS.get(stage.name, {}))
+        if any(f.name == "same_variant" for f in dataclasses.fields(config)):
+            config = dataclasses.replace(config, same_variant=True)  # twins share a variant
         return stage.stage(ws.for_pair(pair, roles), config)
 
     after = [

@@ -31,7 +31,7 @@ from interpgpt.analysis.protocol import Analysis, Section, Workspace
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
 from interpgpt.io import (
-    check_writable_dir,
+    check_writable,
     config_hash,
     exclusive_lock,
     package_versions,
@@ -270,7 +270,7 @@ def run_study(
     check_study_config(config)
     stages = study_stages(config)
     check_force(stages, force or set())  # before anything is written
-    check_writable_dir(out, "--out")
+    check_writable(out, "--out")
     console = console or Console()
     ws = Workspace(Path(out))
     started = time.perf_counter()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from interpgpt.artifacts.load import load_safetensors
 from interpgpt.artifacts.names import CHECKPOINT, METRICS
 from interpgpt.errors import UserError
-from interpgpt.io import atomic_path, file_sha256, read_jsonl
+from interpgpt.io import atomic_path, describe_fault, file_sha256, read_jsonl
 from interpgpt.train.outputs import write_metrics
 from interpgpt.train.state import LoopState, nan_message
 
@@ -93,8 +93,14 @@ def save_checkpoint(state: LoopState) -> None:
 def load_checkpoint(state: LoopState) -> None:
     """Restore a checkpoint written by `save_checkpoint` into `state`."""
     path = state.config.out / CHECKPOINT
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise UserError(
+            f"{path}: not a readable checkpoint ({describe_fault(err)}); it is truncated or "
+            "corrupt: delete it to start the run again, or choose another --out"
+        ) from None
     saved, current = json.loads(meta.get("fingerprint", "{}")), fingerprint(state)
     saved.setdefault("data_seed", saved.get("seed"))  # written before data_seed: seed's order
     for key, before in OLDER_DEFAULTS.items():  # written before these settings existed

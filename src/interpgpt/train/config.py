@@ -22,7 +22,7 @@ import torch
 from interpgpt.constants import Variant
 from interpgpt.device import bf16_native
 from interpgpt.model.taskgpt import PRESETS, GPTConfig, TaskGPT, preset
-from interpgpt.settings import SettingError, at_least, check_choices, in_range, inputs
+from interpgpt.settings import SettingError, at_least, at_most, check_choices, in_range, inputs
 from interpgpt.train.step import MuonAdamW, adamw, warmup_cosine, warmup_stable_decay
 
 
@@ -48,6 +48,11 @@ TRAIN_DEFAULTS: dict[str, PresetBudget] = {
     "small": PresetBudget(steps=1200, batch_size=32, lr=3e-3),
     "tiny": PresetBudget(steps=200, batch_size=16, lr=3e-3),
 }
+
+
+MAX_STEPS = 1_000_000
+"""Bound on --steps, far past the full preset's budget: a typo's 1e23 would run forever,
+writing nothing until its first evaluation."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class TrainConfig:
             d_model=1,
             d_mlp=1,
         )
+        at_most(self, steps=MAX_STEPS)
         if self.preset in PRESETS and self.d_model is not None:
             heads = PRESETS[self.preset].n_head
             if self.d_model % (2 * heads):

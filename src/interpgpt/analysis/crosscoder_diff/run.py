@@ -53,6 +53,8 @@ class _DiffInputs:
     """The crosscoder's first model (run or export dir), as it was trained."""
     adhd: Path = inputs.option()
     """The crosscoder's second model (run or export dir), as it was trained."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus directory; its held-out split supplies the sequences."""
     out: Path = inputs.option()
@@ -105,7 +107,7 @@ class CrosscoderDiffResult:
 def crosscoder_diff(config: CrosscoderDiffConfig) -> CrosscoderDiffResult:
     """Diff the pair through its crosscoder; write crosscoder_diff.json under `config.out`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.std, config.adhd, device)
+    pair = load_pair(config.std, config.adhd, device, config.same_variant)
     crosscoder = BatchTopKCrosscoder.load(config.crosscoder_dir).to(device)
     models = [pair.standard.model, pair.adhd.model]
     check_models(crosscoder, models, [config.std, config.adhd], config.crosscoder_dir)

@@ -103,6 +103,8 @@ class HeadswapConfig:
     """Run or export dir of the standard model."""
     adhd: Path = inputs.argument()
     """Run or export dir of the ADHD model."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus dir written by `interpgpt corpus`."""
     out: Path = inputs.option()
@@ -193,7 +195,7 @@ class HeadswapResult:
 def run_headswap(config: HeadswapConfig) -> HeadswapResult:
     """Profile every head of both models on held-out tasks and write the inventory."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     data = load_eval_set(
         config.corpus,
         pair.tokenizer,

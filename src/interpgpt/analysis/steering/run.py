@@ -86,8 +86,8 @@ from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, read_json, write_json
 from interpgpt.model.generate import GenerationConfig, sample_decompositions
-from interpgpt.sae.topk import TopKSAE
-from interpgpt.settings import SettingError, at_least, inputs
+from interpgpt.sae.topk import TopKSAE, check_trained_on
+from interpgpt.settings import SettingError, at_least, in_range, inputs
 
 STEERING_JSON = "deepdive_steering.json"
 STEERING_PLOT = "steering.png"
@@ -96,6 +96,10 @@ VARIANTS: tuple[str, ...] = ("inject-std", "subtract-adhd", "zero-ablate", "inje
 HookFn = Callable[[Tensor, object], Tensor]
 HookFactory = Callable[[Callable[[], Tensor]], HookFn]
 """Builds a hook function from a callable returning the (batch, pos) position mask."""
+
+
+MAX_SCALE = 100.0
+"""Largest |--scale|: far past where an injection saturates the residual stream."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class SteeringConfig:
     """The standard model (run or export dir)."""
     adhd: Path = inputs.option()
     """The ADHD model (run or export dir)."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     corpus: Path = inputs.option()
     """Corpus directory; its held-out split supplies the sequences."""
     out: Path = inputs.option()
@@ -143,6 +149,7 @@ class SteeringConfig:
     """auto (CUDA when available), cpu or cuda."""
 
     def __post_init__(self) -> None:
+        in_range(self, "scale", -MAX_SCALE, MAX_SCALE)
         if self.n_null < 2:
             raise SettingError(
                 "n_null", f"must be at least 2 to estimate a spread (got {self.n_null})"
@@ -440,8 +447,24 @@ def generated_regulation_rate(
 # ------------------------------------------------------------------------ entry point
 
 
-def resolve_feature(config: SteeringConfig, d_sae: int) -> int:
-    """The requested feature, or the top feature of the diff file."""
+def check_diff_file(config: SteeringConfig, made_with: dict[str, Any], sae_cfg: Any) -> None:
+    """The diff file must come from this SAE: same model, hook and width as it records."""
+    ours = {
+        "model_name": sae_cfg.model_name,
+        "hook_name": sae_cfg.hook_name,
+        "d_sae": sae_cfg.d_sae,
+    }
+    differ = [k for k, v in ours.items() if k in made_with and made_with[k] != v]
+    if differ:
+        raise UserError(
+            f"--diff-file {config.diff_file} was made with the SAE {made_with.get('dir')}, not "
+            f"{config.sae_dir} ({', '.join(f'{k} {made_with[k]} vs {ours[k]}' for k in differ)});"
+            " pass that SAE's feature_diff.json"
+        )
+
+
+def resolve_feature(config: SteeringConfig, d_sae: int, sae_cfg: Any = None) -> int:
+    """The requested feature, or the top feature of the diff file (made with this SAE)."""
     feature = config.feature
     if feature is None:
         if not config.diff_file.is_file():
@@ -449,7 +472,10 @@ def resolve_feature(config: SteeringConfig, d_sae: int) -> int:
                 f"{config.diff_file}: no feature_diff.json there; run `interpgpt sae diff` "
                 "first, or pass --feature N"
             )
-        features = read_json(config.diff_file).get("features", [])
+        diff = read_json(config.diff_file)
+        if sae_cfg is not None:
+            check_diff_file(config, diff.get("sae", {}), sae_cfg)
+        features = diff.get("features", [])
         if not features:
             raise UserError(f"{config.diff_file}: lists no ADHD-specific feature; pass --feature N")
         feature = int(features[0]["feature"])
@@ -473,9 +499,10 @@ def steer(config: SteeringConfig) -> SteeringResult:
     """Run the four interventions with their nulls; write deepdive_steering.json and
     steering.png under `config.out`."""
     device = resolve_device(config.device)
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
-    feature = resolve_feature(config, sae.W_dec.shape[0])
+    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd")
+    feature = resolve_feature(config, sae.W_dec.shape[0], sae.cfg)
     sets = eval_sets(config, pair.tokenizer, pair.standard.model.cfg.n_ctx)
     magnitude = config.scale * feature_magnitude(
         pair.adhd.model, sae, sets["adhd"], feature, config.batch_size

@@ -78,6 +78,8 @@ class WeightsConfig:
     """Run dir of the standard model (an export dir does not record the init's hash)."""
     adhd: Path = inputs.argument()
     """Run dir of the ADHD model."""
+    same_variant: bool = inputs.flag()
+    """Allow two models of one variant (the output says so); else each must be in its role."""
     out: Path = inputs.option()
     """Output dir for weights.json and the figures."""
     corpus: Path | None = None
@@ -231,7 +233,7 @@ def run_weights(config: WeightsConfig) -> WeightsResult:
     PNGs."""
     device = resolve_device(config.device)
     init = shared_init({"standard": config.standard, "adhd": config.adhd})
-    pair = load_pair(config.standard, config.adhd, device)
+    pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     std, adhd = pair.standard.model, pair.adhd.model
     eval_sets: dict[str, list[Batch]] | None = None
     n_tasks: dict[str, int] = {}
