@@ -55,7 +55,7 @@ from interpgpt.corpus.taskpool import (
     task_pool,
 )
 from interpgpt.errors import UserError
-from interpgpt.io import atomic_path, provenance, read_json, read_jsonl, write_json
+from interpgpt.io import atomic_path, faults, provenance, read_json, read_jsonl, write_json
 from interpgpt.settings import SettingError, at_least, in_range, inputs, settings_values
 
 TASKS_FILE = "tasks.jsonl"
@@ -752,7 +752,7 @@ def iter_split(corpus_dir: str | Path, variant: Variant, split: Split) -> Iterat
             f"{path}: not found; the corpus has no {variant} variant (or no {split} split "
             "of it): build it with `interpgpt corpus`"
         )
-    with path.open(encoding="utf-8") as handle:
+    with faults(path), path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
