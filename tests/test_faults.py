@@ -225,7 +225,7 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tiny_corpus, tiny_tokenizer_path,
     while not (out / CHECKPOINT).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert lines[-1].startswith("interrupted: ") and "--resume" in lines[-1], stderr

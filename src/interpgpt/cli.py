@@ -16,6 +16,7 @@ import sys
 from typing import Any, NamedTuple
 
 import typer
+from typer import _click as click  # the click typer carries (its types)
 from typer.core import TyperGroup
 
 from interpgpt import __version__
@@ -58,10 +59,10 @@ COMMANDS: dict[str, Entry] = {
 class LazyGroup(TyperGroup):
     """A group that imports a command's module only when the command is looked up."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
@@ -69,7 +70,7 @@ class LazyGroup(TyperGroup):
         importlib.import_module(f"interpgpt.commands.{entry.module}").register(holder)
         return typer.main.get_group(holder).commands[cmd_name]
 
-    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, entry.summary) for name, entry in COMMANDS.items()])
 
