@@ -3,6 +3,7 @@ a second run skips every stage, and settings are validated before any work start
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -156,9 +157,12 @@ def test_a_bad_setting_stops_the_study_before_any_stage(tmp_path, capsys):
 
 
 def test_layers_beyond_the_preset_are_refused_before_any_work(tmp_path):
+    # the tiny preset's own study defaults fit its two layers; a layer the user sets is checked
+    load_study_config(None, [], "tiny")
     with pytest.raises(UserError, match=r"sae\.std_layers"):
-        load_study_config(None, [], "tiny")  # default SAE layers go up to 3; tiny has 2 layers
-    config = StudyConfig(preset="tiny")
+        load_study_config(None, ["sae.std_layers=0,3"], "tiny")
+    sae = dataclasses.replace(StudyConfig(preset="tiny").sections["sae"], std_layers=(0, 3))
+    config = StudyConfig(preset="tiny", sections={"sae": sae})
     with pytest.raises(UserError, match=r"sae\.std_layers"):
         run_study(config, tmp_path / "never", console=Console(quiet=True))
     assert not (tmp_path / "never").exists()
