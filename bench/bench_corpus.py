@@ -24,7 +24,6 @@ from typing import Any
 
 from interpgpt.corpus.build import (
     PHRASINGS,
-    CorpusConfig,
     assign_splits,
     build_corpus,
     hold_out,
@@ -33,6 +32,7 @@ from interpgpt.corpus.build import (
     split_path,
     swap_objects,
 )
+from interpgpt.corpus.config import CorpusConfig
 from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.corpus.taskpool import STEP_COUNTS, TaskSpec, families, plan
 

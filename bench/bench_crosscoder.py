@@ -51,7 +51,8 @@ def fve(recon: torch.Tensor, x: torch.Tensor) -> float:
 
 
 def train_crosscoder(train: torch.Tensor):
-    from interpgpt.crosscoder import CrosscoderHyperparams, ModelRecord
+    from interpgpt.crosscoder.config import CrosscoderHyperparams
+    from interpgpt.crosscoder.model import ModelRecord
     from interpgpt.crosscoder.training import fit
 
     hyper = CrosscoderHyperparams(

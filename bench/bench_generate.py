@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from interpgpt.artifacts.convert import to_hooked_transformer
-from interpgpt.model.generate import GenerationConfig, generate_ids
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import GenerationConfig, preset
+from interpgpt.model.generate import generate_ids
+from interpgpt.model.taskgpt import TaskGPT
 
 BATCH, PROMPT, NEW = 32, 12, 64
 TRAIN_STEPS = 200
@@ -78,9 +79,11 @@ def fixed_length() -> dict:
 def _trained_small_model(work: Path):
     """A `small` ADHD model trained for a few hundred steps on a default-size corpus."""
     from interpgpt.artifacts.load import load_model
-    from interpgpt.corpus.build import CorpusConfig, build_corpus
-    from interpgpt.corpus.tokenizer import TokenizerConfig, train_tokenizer
-    from interpgpt.train import TrainConfig, train
+    from interpgpt.corpus.build import build_corpus
+    from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
+    from interpgpt.corpus.tokenizer import train_tokenizer
+    from interpgpt.train.config import TrainConfig
+    from interpgpt.train.loop import train
 
     build_corpus(CorpusConfig(out=work / "corpus", seed=0, examples_per_task=8))
     tokenizer = train_tokenizer(

@@ -34,17 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from interpgpt.analysis.headswap.inventory import (
-    MODELS,
-    HeadswapConfig,
-    attention_profile_sums,
-    build_inventory,
-)
+from interpgpt.analysis.headswap.config import HeadswapConfig
+from interpgpt.analysis.headswap.inventory import MODELS, attention_profile_sums, build_inventory
 from interpgpt.artifacts.convert import to_hooked_transformer
-from interpgpt.corpus.build import CorpusConfig, build_corpus
+from interpgpt.corpus.build import build_corpus
+from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
 from interpgpt.corpus.evalset import load_eval_set
-from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.corpus.tokenizer import TaskTokenizer, train_tokenizer
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 
 # The seed notebook's reference code lives once, in tests/seed_notebook.py (the tests
 # check our profiles against it); the bench is run as a script, so put tests/ on the path.

@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 from interpgpt.analysis.patching.run import activation_patch
+from interpgpt.model.config import preset
 from interpgpt.model.fast import onednn
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.taskgpt import TaskGPT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_headswap import build_inputs, time_ours

@@ -24,7 +24,8 @@ from transformer_lens import patching as tl_patching
 
 from interpgpt.analysis.patching.run import activation_patch
 from interpgpt.artifacts.convert import to_hooked_transformer
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 
 N_PROMPTS = 4
 N_POS = 12

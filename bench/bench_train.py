@@ -17,9 +17,12 @@ import time
 import torch
 
 from interpgpt.artifacts.convert import count_parameters, hooked_transformer_config
-from interpgpt.model.taskgpt import TaskGPT, preset
-from interpgpt.train import TrainConfig, batch_loss, make_optimizer
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.train.batches import IGNORE_INDEX, Batch
+from interpgpt.train.config import TrainConfig
+from interpgpt.train.recipe import make_optimizer
+from interpgpt.train.step import batch_loss
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

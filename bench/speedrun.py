@@ -57,12 +57,13 @@ from interpgpt.artifacts.names import CHECKPOINT
 from interpgpt.corpus.build import build_corpus
 from interpgpt.corpus.tokenizer import TaskTokenizer, train_tokenizer
 from interpgpt.io import to_jsonable
-from interpgpt.model.generate import GenerationConfig
+from interpgpt.model.config import GenerationConfig
 from interpgpt.study.config import StudyConfig
-from interpgpt.train import TrainConfig, initial_model, train
 from interpgpt.train.batches import grouped_indices, load_splits
+from interpgpt.train.config import TrainConfig
 from interpgpt.train.distributed import init_distributed
-from interpgpt.train.loop import start_state
+from interpgpt.train.loop import start_state, train
+from interpgpt.train.recipe import initial_model
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results.md"

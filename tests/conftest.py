@@ -45,7 +45,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
-    from interpgpt.corpus.build import CorpusConfig, build_corpus
+    from interpgpt.corpus.build import build_corpus
+    from interpgpt.corpus.config import CorpusConfig
 
     out = tmp_path_factory.mktemp("corpus")
     build_corpus(CorpusConfig(out=out, seed=0, n_tasks=300, examples_per_task=8))
@@ -54,7 +55,8 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_path(tiny_corpus, tmp_path_factory) -> Path:
-    from interpgpt.corpus.tokenizer import TokenizerConfig, train_tokenizer
+    from interpgpt.corpus.config import TokenizerConfig
+    from interpgpt.corpus.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     return train_tokenizer(TokenizerConfig(corpus=tiny_corpus, out=out, vocab_size=2000))
@@ -69,7 +71,8 @@ def tiny_tokenizer(tiny_tokenizer_path):
 
 @pytest.fixture(scope="session")
 def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[str, Path]:
-    from interpgpt.train import TrainConfig, train
+    from interpgpt.train.config import TrainConfig
+    from interpgpt.train.loop import train
 
     runs = tmp_path_factory.mktemp("runs")
     dirs = {}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import typer
 
@@ -95,3 +100,40 @@ def test_a_bad_value_names_the_option(capsys):
 def test_version(capsys):
     code, output = run(["--version"], capsys)
     assert code == 0 and output.strip() == f"interpgpt {__version__}"
+
+
+HEAVY = ("torch", "transformer_lens", "transformers", "matplotlib", "scipy")
+"""Packages a usage error must not load (torch alone takes seconds to import)."""
+
+
+def test_usage_errors_and_help_load_no_torch():
+    """`interpgpt --version`, `--help` and every command's usage error, in one fresh
+    interpreter: each exits at once, and none imports the torch stack (a command's
+    options come from its torch-free config; the work is imported when it runs)."""
+    code = f"""
+import sys
+from interpgpt.cli import main
+from tests.test_cli import leaf_commands
+argvs = [["--version"], ["--help"], *([*path, "--no-such-option"] for path, _ in leaf_commands())]
+for argv in argvs:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    loaded = sorted(set({HEAVY!r}) & set(sys.modules))
+    print("RESULT", " ".join(argv), code, loaded, file=sys.stderr)
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    lines = [
+        line.split(" ", 1)[1] for line in done.stderr.splitlines() if line.startswith("RESULT")
+    ]
+    assert len(lines) == len(COMMANDS) + 2, done.stderr
+    for line in lines:
+        first = line.split()[0]
+        assert line.endswith(" []"), f"{line}: loaded by a usage error"
+        assert line.removesuffix(" []").endswith(" 0" if first.startswith("--") else " 2"), line

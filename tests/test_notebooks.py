@@ -36,7 +36,8 @@ def notebook_artifacts(tmp_path_factory, tiny_run_dirs) -> Path:
     """INTERPGPT_ARTIFACTS layout: ioi-demo/model and export/{standard,adhd}."""
     from test_ioi import TINY_IOI
 
-    from interpgpt.artifacts.export import ExportConfig, export
+    from interpgpt.artifacts.config import ExportConfig
+    from interpgpt.artifacts.export import export
     from interpgpt.ioi.train import train_ioi_model
 
     root = tmp_path_factory.mktemp("artifacts")

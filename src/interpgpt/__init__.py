@@ -37,18 +37,18 @@ _API: dict[str, str] = {
     "encode_eval_set": "interpgpt.corpus.evalset",
     "EncodedSet": "interpgpt.corpus.evalset",
     # Output distributions: per-token KL by token role.
-    "compare_outputs": "interpgpt.analysis.kl",
+    "compare_outputs": "interpgpt.analysis.kl.run",
     # Activation Difference Lens and its steering check.
-    "difference_lens": "interpgpt.analysis.diff_lens",
-    "steering_check": "interpgpt.analysis.diff_lens",
+    "difference_lens": "interpgpt.analysis.diff_lens.run",
+    "steering_check": "interpgpt.analysis.diff_lens.run",
     # Regulation logit lens and direct logit attribution at step onsets.
-    "onset_readout": "interpgpt.analysis.logit_lens",
-    "lens_curve": "interpgpt.analysis.logit_lens",
-    "dla_summary": "interpgpt.analysis.logit_lens",
+    "onset_readout": "interpgpt.analysis.logit_lens.run",
+    "lens_curve": "interpgpt.analysis.logit_lens.run",
+    "dla_summary": "interpgpt.analysis.logit_lens.run",
     # Head-swap inventory: attention profiles, matching and statistics.
     "attention_profile_sums": "interpgpt.analysis.headswap.profiles",
     "build_inventory": "interpgpt.analysis.headswap.inventory",
-    "HeadswapConfig": "interpgpt.analysis.headswap.inventory",
+    "HeadswapConfig": "interpgpt.analysis.headswap.config",
     # Weight space: change from init, head matching, loss barrier.
     "compare_weights": "interpgpt.analysis.weights.compare",
     # Activation and attribution patching.
@@ -65,14 +65,14 @@ _API: dict[str, str] = {
     # TopK SAEs (SAELens format) and an SAE's features on a model.
     "TopKSAE": "interpgpt.sae.topk",
     "train_sae": "interpgpt.sae.training",
-    "SAETrainConfig": "interpgpt.sae.training",
+    "SAETrainConfig": "interpgpt.sae.config",
     "onset_feature_stats": "interpgpt.analysis.sae_features",
     # BatchTopK crosscoders and the diff of two models through one.
     "BatchTopKCrosscoder": "interpgpt.crosscoder.model",
     "train_crosscoder": "interpgpt.crosscoder.training",
-    "CrosscoderTrainConfig": "interpgpt.crosscoder.training",
+    "CrosscoderTrainConfig": "interpgpt.crosscoder.config",
     "diff_models": "interpgpt.analysis.crosscoder_diff.latents",
-    "DiffSettings": "interpgpt.analysis.crosscoder_diff.latents",
+    "DiffSettings": "interpgpt.analysis.crosscoder_diff.config",
     # Seed controls: the verdict rule, FDR correction, SAE dictionary matching.
     "verdict": "interpgpt.analysis.controls",
     "benjamini_hochberg": "interpgpt.analysis.controls",

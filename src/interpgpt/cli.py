@@ -2,9 +2,10 @@
 
 The CLI only dispatches. Each module in `interpgpt.commands` defines its subcommands
 in a `register(app)` function (options generated from the stage's config, see
-`interpgpt.settings`). `COMMANDS` names the module of each command, and a command's
-module (with its torch stack) is imported only when that command runs or shows its
-help, so `--help`, `--version` and usage errors answer at once. Every mistake is
+`interpgpt.settings`). `COMMANDS` names the module of each command, imported only when
+that command is looked up; the module imports only the command's torch-free config (its
+options), and the function that runs it imports the work, so `--help`, `--version` and
+usage errors answer at once (`tests/test_cli.py` checks that none loads torch). Every mistake is
 answered the same way: the usage line, one line saying what is wrong, exit code 2, no
 traceback; an interruption (Ctrl-C) is one line and exit code 130.
 """

@@ -101,17 +101,51 @@ def exclusive_lock(path: str | os.PathLike[str], busy: str) -> Iterator[None]:
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> None:
-    """Remove the temp dirs an earlier, killed write of `path` left beside it (named
-    `.{name}.*` by `atomic_path` and `atomic_dir`). A write running now elsewhere would
-    lose its temp too: outputs are not shared between concurrent commands."""
+    """Remove the temps an earlier, killed write of `path` left: beside it (`.{name}.*`,
+    by `atomic_path` and the export's build dir) and, for a directory, the `atomic_path`
+    temps of its files (`.*.tmp`). A write running now elsewhere would lose its temp too:
+    outputs are not shared between concurrent commands."""
     path = Path(path)
-    if not path.parent.is_dir():
-        return
-    for stale in path.parent.glob(f".{path.name}.*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    stale = [*path.parent.glob(f".{path.name}.*")] if path.parent.is_dir() else []
+    if path.is_dir():
+        stale += path.glob(".*.tmp")
+    for temp in stale:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
         else:
-            stale.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
+
+
+def refuse_existing(path: str | os.PathLike[str], flag: str, directory: bool = True) -> None:
+    """Refuse, before any work, an output that already holds something (a directory with
+    files, or an existing file): it is replaced only with `--force`."""
+    path = Path(path)
+    if directory and path.is_dir():
+        held = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        if held:
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            raise UserError(
+                f"{flag} {path}: already holds {shown}; pass --force to replace it, or "
+                f"choose another {flag}"
+            )
+    elif not directory and path.exists():
+        raise UserError(f"{flag} {path}: already exists; pass --force to replace it")
+
+
+@contextlib.contextmanager
+def output_of_one_run(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Around a command that writes `path` (a directory): first remove the temps a killed
+    earlier run left there; if the command fails, remove the directory when it created it,
+    so a fault leaves no partial output (each file is written whole by `atomic_path`)."""
+    path = Path(path)
+    remove_stale_temps(path)
+    created = not path.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 # ----------------------------------------------------------------------------- writing

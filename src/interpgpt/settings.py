@@ -16,6 +16,7 @@ The command line reports a `SettingError` as `--field-name: message`, the study 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -30,7 +31,7 @@ from typing import Any, Literal, TypeVar
 import typer
 
 from interpgpt.errors import Interrupted, UserError
-from interpgpt.io import check_writable
+from interpgpt.io import check_writable, output_of_one_run, refuse_existing
 
 C = TypeVar("C")
 
@@ -335,11 +336,25 @@ def from_cli(cls: type[C], values: dict[str, Any]) -> C:
     return build(cls, parsed, name)
 
 
-def check_output(config: Any) -> None:
-    """Find an `--out` the command cannot write before any work is done."""
+def output_field(config: Any) -> dataclasses.Field[Any] | None:
+    """The config's `--out` option, if it has one."""
     for f in dataclasses.fields(config):
         if f.name == "out" and f.metadata.get(ROLE) == "option":
-            check_writable(getattr(config, f.name), "--out", directory=not f.metadata[OUT_FILE])
+            return f
+    return None
+
+
+def check_output(config: Any) -> None:
+    """Find an `--out` the command cannot write before any work is done, and one that
+    already holds outputs when the command has `--force` and it is not given (a command
+    without `--force` decides itself: `train` resumes, `sae train` adds to a parent dir)."""
+    f = output_field(config)
+    if f is None:
+        return
+    directory = not f.metadata[OUT_FILE]
+    check_writable(config.out, "--out", directory=directory)
+    if not getattr(config, "force", True):
+        refuse_existing(config.out, "--out", directory=directory)
 
 
 def interrupted_message(config: Any) -> str:
@@ -369,8 +384,15 @@ def command(
             check_output(config)
             if getattr(config, "same_variant", False):
                 typer.echo("note: --same-variant: the two models may be of one variant", err=True)
+            # all or nothing where the command has --force (`train` keeps a killed run's
+            # checkpoint to resume from)
+            out = output_field(config)
+            guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if out is not None and not out.metadata[OUT_FILE] and hasattr(config, "force"):
+                guard = output_of_one_run(getattr(config, out.name))
             try:
-                fn(config)
+                with guard:
+                    fn(config)
             except KeyboardInterrupt:
                 raise Interrupted(interrupted_message(config)) from None
 

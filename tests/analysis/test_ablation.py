@@ -11,8 +11,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from interpgpt.analysis.ablation import (
-    AblationConfig,
+from interpgpt.analysis.ablation.config import AblationConfig
+from interpgpt.analysis.ablation.run import (
     Condition,
     compare_with_nulls,
     conditions_for,
@@ -32,9 +32,10 @@ from interpgpt.analysis.interventions import (
 )
 from interpgpt.commands import ablate
 from interpgpt.errors import UserError
+from interpgpt.model.config import GenerationConfig, preset
 from interpgpt.model.fast.block import has_hooks
-from interpgpt.model.generate import Decomposition, GenerationConfig, generate_ids
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.generate import Decomposition, generate_ids
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
 

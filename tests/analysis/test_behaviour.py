@@ -12,6 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from interpgpt.analysis.behaviour.config import BehaviourConfig
 from interpgpt.analysis.behaviour.metrics import (
     content_words,
     names_content,
@@ -22,7 +23,6 @@ from interpgpt.analysis.behaviour.metrics import (
 from interpgpt.analysis.behaviour.run import (
     BEHAVIOUR_JSON,
     TABLE_HEADER,
-    BehaviourConfig,
     measure_behaviour,
     section,
     split_by_family,

@@ -17,7 +17,8 @@ from interpgpt.analysis.dashboard import (
     top_contexts,
     write_dashboard,
 )
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 
 HOSTILE = ["<script>alert(1)</script>", "a & b", '"quoted"', "it's", "  two spaces", "\n", ""]
 

@@ -13,13 +13,13 @@ import typer
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from interpgpt.analysis.diff_lens import (
+from interpgpt.analysis.diff_lens.config import DiffLensConfig
+from interpgpt.analysis.diff_lens.run import (
     ANALYSIS,
     DIFF_LENS_JSON,
     DIFF_LENS_PLOT,
     DIFF_LENS_VECTORS,
     POSITION_SETS,
-    DiffLensConfig,
     closed_steps,
     difference_lens,
     random_directions,
@@ -35,7 +35,8 @@ from interpgpt.corpus.evalset import load_eval_set, load_records
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.errors import UserError
-from interpgpt.model.generate import Decomposition, GenerationConfig, sample_decompositions
+from interpgpt.model.config import GenerationConfig
+from interpgpt.model.generate import Decomposition, sample_decompositions
 from interpgpt.settings import SettingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

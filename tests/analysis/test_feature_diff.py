@@ -14,12 +14,12 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from interpgpt.analysis.controls import MATCH_THRESHOLD
-from interpgpt.analysis.feature_diff import (
+from interpgpt.analysis.feature_diff.config import FeatureDiffConfig
+from interpgpt.analysis.feature_diff.run import (
     ANALYSIS,
     FEATURE_DIFF_DASHBOARD,
     FEATURE_DIFF_JSON,
     FEATURE_DIFF_MD,
-    FeatureDiffConfig,
     FeatureDiffStudyConfig,
     feature_diff,
     section,
@@ -31,7 +31,8 @@ from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
 from interpgpt.io import write_json
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
 from interpgpt.settings import SettingError
 

@@ -15,8 +15,8 @@ from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 from interpgpt.analysis.controls import benjamini_hochberg
+from interpgpt.analysis.headswap.config import HeadswapConfig
 from interpgpt.analysis.headswap.inventory import (
-    HeadswapConfig,
     attention_profile_sums,
     build_inventory,
     cosine_matrix,
@@ -30,8 +30,9 @@ from interpgpt.corpus.evalset import encode_eval_set, load_eval_set
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
 from interpgpt.io import write_json
+from interpgpt.model.config import preset
 from interpgpt.model.fast import onednn
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
 STANDARD = [pair["standard"] for pair in PAIRED]  # the notebook's prompts: standard variants

@@ -11,7 +11,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from interpgpt.analysis.kl import (
+from interpgpt.analysis.kl.config import KLConfig
+from interpgpt.analysis.kl.run import (
     ALL,
     ANALYSIS,
     KL_JSON,
@@ -19,7 +20,6 @@ from interpgpt.analysis.kl import (
     NOT_SCORED,
     POOLED,
     ROLES,
-    KLConfig,
     compare_outputs,
     position_roles,
     run_kl,
@@ -143,9 +143,12 @@ def test_cli_kl_writes_its_files(world, tiny_run_dirs, tmp_path: Path) -> None:
     std, adhd = tiny_run_dirs["standard"], tiny_run_dirs["adhd"]
     out = tmp_path / "out"
     args = ["kl", str(std), str(adhd), "--corpus", str(world["corpus"]), "--out", str(out)]
-    result = CliRunner().invoke(command_app(), [*args, "--device", "cpu", "--limit", "5"])
+    result = CliRunner().invoke(
+        command_app(), [*args, "--device", "cpu", "--limit", "5"], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
     assert "highest symmetric KL" in result.output
+    assert "…" not in result.output, "a cell cut at 80 columns"
     blob = json.loads((out / KL_JSON).read_text())
     assert blob["provenance"]["config"]["limit"] == 5
     assert set(blob["roles"]) == {"standard", "adhd", POOLED}

@@ -11,8 +11,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from interpgpt.analysis.logit_lens import (
-    LogitLensConfig,
+from interpgpt.analysis.logit_lens.config import LogitLensConfig
+from interpgpt.analysis.logit_lens.run import (
     dla_summary,
     largest_jump,
     layer_jump,

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from interpgpt.analysis.interventions import Head, ablate_heads, act_name, patch_sites
 from interpgpt.analysis.patching import run as patching
+from interpgpt.analysis.patching.config import PatchingConfig
 from interpgpt.analysis.patching.pairs import RULE_FIRES
 from interpgpt.analysis.patching.run import (
     SITES,
-    PatchingConfig,
     RegulationLogitDiff,
     activation_patch,
     attribution_patch,
@@ -27,7 +27,8 @@ from interpgpt.analysis.patching.run import (
 from interpgpt.artifacts.convert import to_hooked_transformer
 from interpgpt.commands import patch
 from interpgpt.corpus.build import iter_split
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
 TL_FUNCTIONS = {

@@ -11,11 +11,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from interpgpt.analysis.probes.config import ProbesConfig
 from interpgpt.analysis.probes.run import (
     PROBE_NAMES,
     PROBES_JSON,
     PROBES_PLOT,
-    ProbesConfig,
     apply_hooks,
     collect_positions,
     fit_probe,

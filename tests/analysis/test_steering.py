@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.sae_features import encode_features, onset_feature_stats
+from interpgpt.analysis.steering.config import SteeringConfig
 from interpgpt.analysis.steering.run import (
     ANALYSIS,
     RULE,
@@ -20,7 +21,6 @@ from interpgpt.analysis.steering.run import (
     VARIANTS,
     BoundaryTokens,
     Delta,
-    SteeringConfig,
     SteeringStudyConfig,
     add_vector,
     compare_to_null,
@@ -195,7 +195,7 @@ def test_the_study_setting_reads_the_same_text_in_both_roles(world, tmp_path):
     for sequences in ("adhd", "own"):
         result = steer(SteeringConfig(
             world["sae_dir"], world["adhd_dir"], world["adhd_dir"], world["corpus"],
-            tmp_path / sequences, sequences=sequences, **common))  # fmt: skip
+            tmp_path / sequences, sequences=sequences, same_variant=True, **common))  # fmt: skip
         by_name = {v.name: v.clean_p_regulation for v in result.variants}
         clean[sequences] = (by_name["inject-std"], by_name["subtract-adhd"])
         blob = json.loads((tmp_path / sequences / STEERING_JSON).read_text())
@@ -317,7 +317,8 @@ def test_study_stage_and_section(world, tmp_path, study_layout):
 def test_generation_hook_sees_every_boundary_token(world):
     """Under KV-cached sampling the hook is active exactly at the fed <|steps|>/<|sep|>
     tokens, and a zero vector leaves the samples unchanged."""
-    from interpgpt.model.generate import GenerationConfig, sample_decompositions
+    from interpgpt.model.config import GenerationConfig
+    from interpgpt.model.generate import sample_decompositions
 
     model, tok = world["models"]["adhd"], world["tok"]
     tasks = [r["task"] for r in world["eset"].records[:3]]

@@ -13,7 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from interpgpt.analysis.headswap.inventory import HeadswapConfig, run_headswap
+from interpgpt.analysis.headswap.config import HeadswapConfig
+from interpgpt.analysis.headswap.inventory import run_headswap
 from interpgpt.analysis.weights.compare import (
     HEAD_MATRICES,
     compare_weights,
@@ -26,10 +27,10 @@ from interpgpt.analysis.weights.compare import (
     permute_heads,
     weight_deltas,
 )
+from interpgpt.analysis.weights.config import WeightsConfig
 from interpgpt.analysis.weights.run import (
     ANALYSIS,
     WEIGHTS_JSON,
-    WeightsConfig,
     read_headswap,
     rebuild_init,
     run_weights,

@@ -17,7 +17,8 @@ import torch
 from interpgpt.artifacts import convert
 from interpgpt.artifacts.export import llama_config
 from interpgpt.artifacts.load import gpt_config_from_llama
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT, preset
+from interpgpt.model.config import GPTConfig, preset
+from interpgpt.model.taskgpt import TaskGPT
 
 FULL_PARAMETERS = 23_471_104
 SPECIALS = {"<|task|>": 0, "<|end|>": 3, "<|pad|>": 4}

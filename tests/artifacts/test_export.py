@@ -27,7 +27,8 @@ from interpgpt.artifacts.names import RAW_BUNDLE, TL_BUNDLE
 from interpgpt.cli import app
 from interpgpt.errors import UserError
 from interpgpt.io import write_json
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import preset
+from interpgpt.model.taskgpt import TaskGPT
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may reach the network
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -232,7 +233,8 @@ def test_hf_generate_writes_a_decomposition(export_dir: Path, source):
     """HF greedy decoding of the export = TaskGPT's own greedy decoding, and it parses."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from interpgpt.model.generate import GenerationConfig, generate_ids
+    from interpgpt.model.config import GenerationConfig
+    from interpgpt.model.generate import generate_ids
 
     lm = AutoModelForCausalLM.from_pretrained(export_dir).eval()
     hf_tok = AutoTokenizer.from_pretrained(export_dir)
@@ -441,13 +443,13 @@ def test_export_cli(run_dir: Path, tmp_path: Path):
     assert "model.safetensors" in result.output and (out / TL_BUNDLE).is_file()
     # an existing export is only replaced on request, and a foreign dir never
     result = runner.invoke(app, ["export", str(run_dir), "--out", str(out)])
-    assert isinstance(result.exception, UserError) and "--overwrite" in str(result.exception)
+    assert isinstance(result.exception, UserError) and "--force" in str(result.exception)
     result = runner.invoke(app, ["export", str(run_dir), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "huggingface" in result.output
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    result = runner.invoke(app, ["export", str(run_dir), "--out", str(foreign), "--overwrite"])
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(foreign), "--force"])
     assert isinstance(result.exception, UserError)
     assert (foreign / "notes.txt").read_text() == "keep me"

@@ -23,7 +23,6 @@ from interpgpt.corpus.build import (
     PHRASINGS,
     SPLITS,
     TASKS_FILE,
-    CorpusConfig,
     TaskInfo,
     build_corpus,
     hold_out,
@@ -36,6 +35,7 @@ from interpgpt.corpus.build import (
     split_path,
     swap_objects,
 )
+from interpgpt.corpus.config import CorpusConfig
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.taskpool import Phase, families, task_pool
 from interpgpt.errors import UserError

@@ -16,14 +16,13 @@ from typer.testing import CliRunner
 
 from interpgpt.analysis.protocol import Workspace
 from interpgpt.cli import app
-from interpgpt.corpus.build import CorpusConfig, build_corpus
+from interpgpt.corpus.build import build_corpus
+from interpgpt.corpus.config import DEFAULT_VOCAB_SIZE, CorpusConfig, TokenizerConfig
 from interpgpt.corpus.regulation import REGULATION_ACTIONS, is_regulation
 from interpgpt.corpus.tokenizer import (
-    DEFAULT_VOCAB_SIZE,
     SPECIAL_TOKENS,
     Example,
     TaskTokenizer,
-    TokenizerConfig,
     VocabBudget,
     build_tokenizer,
     regulation_first_tokens,

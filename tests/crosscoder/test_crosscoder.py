@@ -16,30 +16,29 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from interpgpt.analysis.crosscoder_diff.config import CrosscoderStudyConfig, DiffSettings
 from interpgpt.analysis.crosscoder_diff.features import map_sae_features, mapped_summary
-from interpgpt.analysis.crosscoder_diff.latents import DiffSettings, PairDiff
+from interpgpt.analysis.crosscoder_diff.latents import PairDiff
 from interpgpt.analysis.crosscoder_diff.run import (
     CROSSCODER_DASHBOARD,
     CROSSCODER_DIFF_JSON,
-    CrosscoderStudyConfig,
     section,
     stage,
 )
 from interpgpt.analysis.protocol import Workspace
 from interpgpt.artifacts.load import load_model
-from interpgpt.crosscoder import (
+from interpgpt.crosscoder.config import CrosscoderHyperparams
+from interpgpt.crosscoder.diff import classify, latent_table
+from interpgpt.crosscoder.model import (
     CROSSCODER_CFG_FILE,
     CROSSCODER_WEIGHTS_FILE,
     BatchTopKCrosscoder,
     CrosscoderConfig,
-    CrosscoderHyperparams,
     ModelRecord,
     check_models,
-    closed_form_beta,
-    latent_scaling,
     model_sha256,
 )
-from interpgpt.crosscoder.diff import classify, latent_table
+from interpgpt.crosscoder.scaling import closed_form_beta, latent_scaling
 from interpgpt.crosscoder.trainer import (
     BatchCode,
     CrosscoderTrainer,
@@ -49,8 +48,8 @@ from interpgpt.crosscoder.trainer import (
 )
 from interpgpt.crosscoder.training import fit
 from interpgpt.errors import UserError
-from interpgpt.sae import QUALITY_FILE
 from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
+from interpgpt.sae.training import QUALITY_FILE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from interpgpt.analysis.interventions import act_name, patch_from
 from interpgpt.cli import app
 from interpgpt.errors import UserError
-from interpgpt.ioi.analysis import IOIConfig, run_ioi
+from interpgpt.ioi.analysis import run_ioi
 from interpgpt.ioi.attribution import MeanLogitDiff, direct_logit_attribution, patch
 from interpgpt.ioi.baseline import baseline, encode_for, end_logit_diff
-from interpgpt.ioi.demo import MODEL_SUBDIR, IOIDemoConfig
+from interpgpt.ioi.config import MODEL_SUBDIR, IOIConfig, IOIDemoConfig, IOITrainConfig
 from interpgpt.ioi.language import (
     IOISplit,
     IOITokenizer,
@@ -45,7 +45,7 @@ from interpgpt.ioi.prompts import (
 )
 from interpgpt.ioi.scores import induction_scores, ioi_pattern_scores, repeated_random_tokens
 from interpgpt.ioi.subjects import GPT2_HELP, subject_from_ioi_model
-from interpgpt.ioi.train import IOITrainConfig, train_ioi_model
+from interpgpt.ioi.train import train_ioi_model
 from interpgpt.settings import SettingError
 
 TINY_IOI = IOITrainConfig(
@@ -402,7 +402,7 @@ def test_ioi_model_trained_here_meets_the_targets_on_held_out_prompts(tmp_path):
     """The demo's IOI model (the default training config): on held-out
     name pairs x held-out templates its mean logit difference IO - S is >= 2 and every
     role swap (each pair in both role assignments) is positive."""
-    from interpgpt.ioi.train import IOITrainConfig
+    from interpgpt.ioi.config import IOITrainConfig
 
     result = train_ioi_model(IOITrainConfig(), tmp_path / "model")
     assert result.heldout_logit_diff >= 2.0

@@ -6,14 +6,9 @@ import pytest
 import torch
 
 from interpgpt.errors import UserError
-from interpgpt.model.generate import (
-    GenerationConfig,
-    SampleConfig,
-    generate_ids,
-    parse_steps,
-    sample_decompositions,
-)
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.config import GenerationConfig, SampleConfig, preset
+from interpgpt.model.generate import generate_ids, parse_steps, sample_decompositions
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
 GREEDY = GenerationConfig(max_new_tokens=12, temperature=0.0)

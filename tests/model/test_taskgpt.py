@@ -5,16 +5,8 @@ from __future__ import annotations
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
-from interpgpt.model.taskgpt import (
-    PRESETS,
-    GPTConfig,
-    KVCache,
-    RMSNorm,
-    TaskGPT,
-    apply_rotary,
-    preset,
-    rotary_tables,
-)
+from interpgpt.model.config import PRESETS, GPTConfig, preset
+from interpgpt.model.taskgpt import KVCache, RMSNorm, TaskGPT, apply_rotary, rotary_tables
 
 
 def tiny_model(seed: int = 0) -> TaskGPT:

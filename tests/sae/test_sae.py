@@ -19,6 +19,7 @@ from interpgpt.sae.activations import (
     encode_sequences,
     pad_batch,
 )
+from interpgpt.sae.config import SAETrainConfig, TrainAllConfig
 from interpgpt.sae.hyperparams import SAE_EXPANSION, SAEHyperparams
 from interpgpt.sae.quality import gate_failures, reconstruction_metrics, splice_cross_entropy
 from interpgpt.sae.topk import (
@@ -32,13 +33,7 @@ from interpgpt.sae.topk import (
     sae_dir_name,
     sae_hook_name,
 )
-from interpgpt.sae.training import (
-    QUALITY_FILE,
-    SAETrainConfig,
-    TrainAllConfig,
-    seed_twin_name,
-    train_sae,
-)
+from interpgpt.sae.training import QUALITY_FILE, seed_twin_name, train_sae
 from interpgpt.settings import SettingError
 
 
@@ -267,7 +262,7 @@ def test_stream_is_token_aligned_across_hooks(tiny_pair, tiny_corpus):
 def run_cli(args):
     from interpgpt.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "80"})
 
 
 SMALL = ["--k", 4, "--d-sae", 64, "--tokens", 4096, "--batch-size", 1024, "--eval-tokens", 2000,
@@ -282,6 +277,7 @@ def test_cli_sae_train_writes_saelens_dir(tiny_run_dirs, tiny_corpus, tmp_path):
          "--out", tmp_path, *SMALL]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output, "a cell of the quality table cut at 80 columns"
     out = tmp_path / sae_dir_name("adhd", 1)
     assert {SAE_CFG_FILE, SAE_WEIGHTS_FILE, QUALITY_FILE} <= {p.name for p in out.iterdir()}
     quality = json.loads((out / QUALITY_FILE).read_text())
@@ -312,6 +308,7 @@ def test_cli_train_all_trains_each_models_layers(tiny_run_dirs, tiny_corpus, tmp
          "--corpus", tiny_corpus, "--out", tmp_path, *SMALL]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output, "a cell of the quality table cut at 80 columns"
     summary = json.loads((tmp_path / "sae_summary.json").read_text())
     assert [(r["model"], r["layer"]) for r in summary["saes"]] == [
         ("standard", 0), ("standard", 1), ("adhd", 1)
@@ -334,6 +331,7 @@ def test_seed_twins_are_a_second_sae_per_adhd_layer_from_another_seed(
          "--seed-twins", "--corpus", tiny_corpus, "--out", tmp_path, *SMALL]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output, "a cell of the quality table cut at 80 columns"
     summary = json.loads((tmp_path / "sae_summary.json").read_text())
     names = [(r["model"], r["layer"]) for r in summary["saes"]]
     assert names == [("standard", 0), ("adhd", 1), (seed_twin_name("adhd"), 1)]

@@ -20,7 +20,8 @@ from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.headswap.inventory import head_alignment
 from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.weights.compare import permute_heads
-from interpgpt.artifacts.export import ExportConfig, export
+from interpgpt.artifacts.config import ExportConfig
+from interpgpt.artifacts.export import export
 from interpgpt.artifacts.load import load_model
 from interpgpt.artifacts.names import MODEL_WEIGHTS
 from interpgpt.study.config import load_study_config

@@ -14,7 +14,7 @@ from interpgpt.artifacts.names import RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
-from interpgpt.model.taskgpt import PRESETS
+from interpgpt.model.config import PRESETS
 from interpgpt.study.config import load_study_config
 from interpgpt.study.controls import twin_pairs
 from interpgpt.study.pipeline import build_report, run_stages, stage_hash, study_stages

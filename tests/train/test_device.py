@@ -18,13 +18,14 @@ from interpgpt.artifacts.names import CHECKPOINT
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
-from interpgpt.sae.training import SAETrainConfig, train_sae
-from interpgpt.train import TrainConfig, initial_model, train
+from interpgpt.sae.config import SAETrainConfig
+from interpgpt.sae.training import train_sae
 from interpgpt.train.batches import load_splits
 from interpgpt.train.checkpoint import load_checkpoint, save_checkpoint
-from interpgpt.train.config import autocast_enabled
+from interpgpt.train.config import TrainConfig
 from interpgpt.train.distributed import DistInfo, backend_for, init_distributed
-from interpgpt.train.loop import start_state
+from interpgpt.train.loop import start_state, train
+from interpgpt.train.recipe import autocast_enabled, initial_model
 from interpgpt.train.step import Stepper, adamw
 
 CUDA_CALLS = (

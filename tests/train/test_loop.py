@@ -33,7 +33,6 @@ from interpgpt.cli import app, main
 from interpgpt.corpus.build import load_split
 from interpgpt.errors import UserError
 from interpgpt.settings import SettingError
-from interpgpt.train import TrainConfig, initial_model, lr_at, make_optimizer, train
 from interpgpt.train.batches import (
     IGNORE_INDEX,
     SampledBatches,
@@ -44,8 +43,10 @@ from interpgpt.train.batches import (
     next_token_batch,
     sample_indices,
 )
-from interpgpt.train.config import state_sha256
+from interpgpt.train.config import TrainConfig
 from interpgpt.train.distributed import DistInfo
+from interpgpt.train.loop import train
+from interpgpt.train.recipe import initial_model, lr_at, make_optimizer, state_sha256
 from interpgpt.train.step import Muon, MuonAdamW
 
 

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 
 TL_ARCHITECTURE = "LlamaForCausalLM"
 

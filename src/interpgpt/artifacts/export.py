@@ -44,6 +44,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Ll
 from transformers.utils import logging as hf_logging
 
 from interpgpt.artifacts import convert
+from interpgpt.artifacts.config import ExportConfig
 from interpgpt.artifacts.load import (
     LoadedModel,
     load_exported,
@@ -72,26 +73,12 @@ from interpgpt.io import (
     write_json,
     write_text,
 )
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
-from interpgpt.settings import inputs
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 
 # Logit agreement the export must reach before it is published (fp32); the raw
 # bundle holds the very same tensors, TransformerLens sums heads in another order.
 TOLERANCE = {"huggingface": 1e-4, "transformer_lens": 1e-3, "pytorch": 1e-6}
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """What to export and where (`interpgpt export`, study `[export]`)."""
-
-    model: Path = inputs.argument()
-    """Run dir written by `interpgpt train` (an export dir or bundle also works)."""
-    out: Path = inputs.option()
-    """Export directory to create; it is built beside itself and renamed into place."""
-    overwrite: bool = False
-    """Replace --out if it already holds an earlier export."""
-    verify: bool = True
-    """Reload every written form and check its logits against the source model."""
 
 
 @dataclass
@@ -117,7 +104,7 @@ def export(config: ExportConfig) -> ExportResult:
     if out_dir.resolve() == config.model.resolve():
         raise UserError(f"--out {out_dir}: must differ from the model being exported")
     loaded = load_model(config.model)
-    _check_target(out_dir, config.overwrite)
+    _check_target(out_dir, config.force)
     model, cfg = loaded.model.float().cpu().eval(), loaded.model.cfg
     metadata = _source_metadata(config.model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -161,13 +148,13 @@ def export(config: ExportConfig) -> ExportResult:
     return ExportResult(out_dir, files, n_parameters, loaded.variant, diffs)
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def _check_target(out_dir: Path, force: bool) -> None:
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
     if not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: exists and is not a directory")
-    if not overwrite:
-        raise UserError(f"--out {out_dir}: already exists; pass --overwrite to replace it")
+    if not force:
+        raise UserError(f"--out {out_dir}: already exists; pass --force to replace it")
     if not (out_dir / EXPORT_INFO).is_file():
         raise UserError(
             f"--out {out_dir}: not an earlier export (no {EXPORT_INFO}); refusing to replace it"

@@ -35,7 +35,8 @@ from interpgpt.artifacts.names import (
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
 from interpgpt.io import read_json
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 
 # HookedTransformerConfig fields that must match TaskGPT's for the weights to mean the same.
 TL_ARCHITECTURE_KEYS = (

@@ -17,7 +17,7 @@ from typing import Any
 from interpgpt.corpus.build import STATS_FILE
 from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.io import read_json
-from interpgpt.model.taskgpt import GPTConfig
+from interpgpt.model.config import GPTConfig
 
 VARIANT_TEXT = {
     "standard": (

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.ablation import (
-    AUTO_HEADS,
-    AblationConfig,
-    AblationResult,
-    RunScore,
-    run_ablation,
-)
+from interpgpt.analysis.ablation.config import AUTO_HEADS, AblationConfig
 from interpgpt.errors import UserError
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.ablation.run import AblationResult, RunScore
 
 
 def ablate(config: AblationConfig) -> None:
     """Ablate heads during generation; Spearman(complexity, step count) vs head nulls."""
+    from interpgpt.analysis.ablation.run import run_ablation
+
     if config.heads == AUTO_HEADS:
         raise UserError(
             "--heads auto: only a study can resolve auto (the ADHD partner of the strongest "

@@ -3,18 +3,17 @@ and unseen families."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.behaviour.run import (
-    TABLE_HEADER,
-    BehaviourConfig,
-    BehaviourResult,
-    measure_behaviour,
-    table_rows,
-)
+from interpgpt.analysis.behaviour.config import BehaviourConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.behaviour.run import BehaviourResult
 
 
 def behaviour(config: BehaviourConfig) -> None:
@@ -22,6 +21,8 @@ def behaviour(config: BehaviourConfig) -> None:
     ADHD test records: parse, on-topic and object-mention rates, Spearman(complexity, step
     count), regulation use and the P(regulation) AUROC, per model on seen and unseen
     families."""
+    from interpgpt.analysis.behaviour.run import measure_behaviour
+
     console = Console()
     with console.status("sampling decompositions"):
         result = measure_behaviour(config)
@@ -32,6 +33,8 @@ def behaviour(config: BehaviourConfig) -> None:
 def behaviour_tables(result: BehaviourResult) -> list[Table]:
     """The report section's table (model x subset), then one sampled decomposition per
     model and subset."""
+    from interpgpt.analysis.behaviour.run import TABLE_HEADER, table_rows
+
     n = result.n_tasks
     table = Table(title=f"behaviour on {n['seen']} seen- and {n['unseen']} unseen-family tasks")
     for column in TABLE_HEADER:

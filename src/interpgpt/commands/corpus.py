@@ -16,12 +16,13 @@ from rich.table import Table
 
 from interpgpt import settings
 from interpgpt.constants import VARIANTS
-from interpgpt.corpus.build import CorpusConfig, build_corpus, read_stats
-from interpgpt.corpus.tokenizer import TaskTokenizer, TokenizerConfig, train_tokenizer
+from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
 
 
 def corpus(config: CorpusConfig) -> None:
     """Build the paired standard/ADHD corpus."""
+    from interpgpt.corpus.build import build_corpus
+
     console = Console()
     with console.status("building corpus"):
         summary = build_corpus(config)
@@ -37,12 +38,16 @@ def corpus_stats(
     corpus_dir: Path = typer.Argument(..., help="Corpus directory written by `corpus`."),
 ) -> None:
     """Print a corpus's stats.json as tables."""
+    from interpgpt.corpus.build import read_stats
+
     Console().print(*stats_tables(read_stats(corpus_dir)))
 
 
 def tokenizer(config: TokenizerConfig) -> None:
     """Train the byte-level BPE tokenizer shared by both models and say how much of the BPE
     budget it uses."""
+    from interpgpt.corpus.tokenizer import TaskTokenizer, train_tokenizer
+
     console = Console()
     with console.status("training tokenizer"):
         path = train_tokenizer(config)

@@ -7,17 +7,19 @@ with Latent Scaling (`interpgpt.analysis.crosscoder_diff`), from `CrosscoderDiff
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.crosscoder_diff.run import (
-    CrosscoderDiffConfig,
-    CrosscoderDiffResult,
-    crosscoder_diff,
-)
-from interpgpt.crosscoder import CrosscoderTrainConfig, CrosscoderTrainResult, train_crosscoder
+from interpgpt.analysis.crosscoder_diff.config import CrosscoderDiffConfig
+from interpgpt.crosscoder.config import CrosscoderTrainConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.crosscoder_diff.run import CrosscoderDiffResult
+    from interpgpt.crosscoder.training import CrosscoderTrainResult
 
 crosscoder_app = typer.Typer(
     name="crosscoder",
@@ -28,6 +30,8 @@ crosscoder_app = typer.Typer(
 
 def train(config: CrosscoderTrainConfig) -> None:
     """Train a BatchTopK crosscoder on one layer of two models, and judge it per model."""
+    from interpgpt.crosscoder.training import train_crosscoder
+
     console = Console()
     with console.status(f"training a crosscoder on {config.std} and {config.adhd}"):
         result = train_crosscoder(config)
@@ -53,6 +57,8 @@ def quality_table(result: CrosscoderTrainResult) -> Table:
 
 def diff(config: CrosscoderDiffConfig) -> None:
     """Latents one model of the pair uses and the other does not, confirmed by Latent Scaling."""
+    from interpgpt.analysis.crosscoder_diff.run import crosscoder_diff
+
     console = Console()
     with console.status("encoding both models' activations"):
         result = crosscoder_diff(config)

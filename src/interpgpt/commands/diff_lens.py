@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.diff_lens import POSITION_SETS, DiffLensConfig, DiffLensRun, run_diff_lens
+from interpgpt.analysis.diff_lens.config import DiffLensConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.diff_lens.run import DiffLensRun
 
 
 def diff_lens(config: DiffLensConfig) -> None:
     """Mean ADHD − standard residual per layer, read through both unembeddings, and the
     regulation rate of the standard model steered with it against random directions."""
+    from interpgpt.analysis.diff_lens.run import run_diff_lens
+
     console = Console()
     with console.status("reading the residual difference"):
         run = run_diff_lens(config)
@@ -22,6 +29,8 @@ def diff_lens(config: DiffLensConfig) -> None:
 
 def diff_lens_tables(run: DiffLensRun) -> list[Table]:
     """Per layer: |δ| / |resid| and the top promoted tokens; then the steering check."""
+    from interpgpt.analysis.diff_lens.run import POSITION_SETS
+
     a, b = run.lens.names
     layers = Table(title=f"mean {b} − {a} resid_post over {run.n_sequences} sequences")
     layers.add_column("layer", justify="right")

@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.artifacts.export import ExportConfig, export
+from interpgpt.artifacts.config import ExportConfig
 
 
 def export_command(config: ExportConfig) -> None:
     """Write one directory loadable by transformers, TransformerLens and TaskGPT."""
+    from interpgpt.artifacts.export import export
+
     result = export(config)
     console = Console()
     table = Table(title=f"export of {result.variant or config.model.name} → {result.out_dir}")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.headswap.inventory import HeadswapConfig, HeadswapResult, run_headswap
+from interpgpt.analysis.headswap.config import HeadswapConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.headswap.inventory import HeadswapResult
 
 
 def headswap(config: HeadswapConfig) -> None:
     """Attention profiles of every head of both models and the head-swap inventory."""
+    from interpgpt.analysis.headswap.inventory import run_headswap
+
     console = Console()
     with console.status("profiling heads"):
         result = run_headswap(config)

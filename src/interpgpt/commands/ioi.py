@@ -5,17 +5,23 @@ Their options are generated from `IOIConfig` and `IOIDemoConfig` (`interpgpt.set
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.ioi.analysis import IOIConfig, IOIResult, run_ioi
-from interpgpt.ioi.demo import IOIDemoConfig, run_demo
+from interpgpt.ioi.config import IOIConfig, IOIDemoConfig
+
+if TYPE_CHECKING:
+    from interpgpt.ioi.analysis import IOIResult
 
 
 def ioi(config: IOIConfig) -> None:
     """Run the IOI pipeline: baseline, patching, DLA, head scores, report."""
+    from interpgpt.ioi.analysis import run_ioi
+
     console = Console()
     with console.status("running the IOI pipeline"):
         result = run_ioi(config)
@@ -25,6 +31,8 @@ def ioi(config: IOIConfig) -> None:
 
 def ioi_demo(config: IOIDemoConfig) -> None:
     """Train a small model on the synthetic IOI language, then run the IOI pipeline on it."""
+    from interpgpt.ioi.demo import run_demo
+
     console = Console()
     with console.status("training the IOI model and running the pipeline"):
         result = run_demo(config)

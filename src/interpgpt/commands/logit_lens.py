@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.logit_lens import (
-    EMBED_LAYER,
-    LogitLensConfig,
-    LogitLensResult,
-    run_logit_lens,
-)
+from interpgpt.analysis.logit_lens.config import LogitLensConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.logit_lens.run import LogitLensResult
 
 
 def logit_lens(config: LogitLensConfig) -> None:
     """Regulation logit lens and direct logit attribution at step-onset predictors."""
+    from interpgpt.analysis.logit_lens.run import run_logit_lens
+
     console = Console()
     with console.status("reading the residual stream"):
         result = run_logit_lens(config)
@@ -26,6 +28,8 @@ def logit_lens(config: LogitLensConfig) -> None:
 
 def logit_lens_tables(result: LogitLensResult) -> list[Table]:
     """P(regulation) per layer for both models, then the headline numbers."""
+    from interpgpt.analysis.logit_lens.run import EMBED_LAYER
+
     curves = result.curves
     lens = Table(title=f"P(regulation) at {result.n_positions} step-onset predictors")
     lens.add_column("layer", justify="right")

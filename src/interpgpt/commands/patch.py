@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.patching.run import PatchingConfig, PatchingResult, run_patching
+from interpgpt.analysis.patching.config import PatchingConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.patching.run import PatchingResult
 
 
 def patch(config: PatchingConfig) -> None:
     """Activation patching (exact, batched) and attribution patching on corpus pairs."""
+    from interpgpt.analysis.patching.run import run_patching
+
     console = Console()
     with console.status("patching"):
         result = run_patching(config)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.probes.run import SHORT, ProbesConfig, ProbesResult, run_probes
+from interpgpt.analysis.probes.config import ProbesConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.probes.run import ProbesResult
 
 
 def probes(config: ProbesConfig) -> None:
     """Onset, regulation and step-index probes on every layer, with causal checks."""
+    from interpgpt.analysis.probes.run import run_probes
+
     console = Console()
     with console.status("fitting probes"):
         result = run_probes(config)
@@ -21,6 +28,8 @@ def probes(config: ProbesConfig) -> None:
 
 def probes_tables(result: ProbesResult) -> list[Table]:
     """Held-out accuracy per probe and layer, then each causal check against its null."""
+    from interpgpt.analysis.probes.run import SHORT
+
     acc = Table(title="held-out probe accuracy")
     acc.add_column("probe")
     for label in [*result.layers, "baseline"]:

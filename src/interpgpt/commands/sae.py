@@ -8,19 +8,20 @@ Each command's options are generated from its config (`interpgpt.settings`):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.feature_diff import FeatureDiffConfig, FeatureDiffResult, feature_diff
-from interpgpt.sae.training import (
-    SAETrainConfig,
-    SAETrainResult,
-    TrainAllConfig,
-    train_all,
-    train_sae,
-)
+from interpgpt.analysis.feature_diff.config import FeatureDiffConfig
+from interpgpt.commands.tables import fitted_table, number
+from interpgpt.sae.config import SAETrainConfig, TrainAllConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.feature_diff.run import FeatureDiffResult
+    from interpgpt.sae.training import SAETrainResult
 
 sae_app = typer.Typer(
     name="sae",
@@ -31,6 +32,8 @@ sae_app = typer.Typer(
 
 def train(config: SAETrainConfig) -> None:
     """Train one TopK SAE on one layer of one model, and judge it on held-out tokens."""
+    from interpgpt.sae.training import train_sae
+
     console = Console()
     with console.status(f"training SAE on {config.model} layer {config.layer}"):
         result = train_sae(config)
@@ -40,6 +43,8 @@ def train(config: SAETrainConfig) -> None:
 
 def train_all_command(config: TrainAllConfig) -> None:
     """Train the seed card's SAE set (standard L0-L3, ADHD L1-L3) or the given layers."""
+    from interpgpt.sae.training import train_all
+
     console = Console()
     with console.status("training SAEs"):
         result = train_all(config)
@@ -48,22 +53,27 @@ def train_all_command(config: TrainAllConfig) -> None:
 
 
 def quality_table(results: list[SAETrainResult]) -> Table:
-    table = Table(title="SAE quality (held-out val tokens)")
-    for column in ("model", "layer", "FVE", "dead", "L0", "MSE", "ΔCE", "CE rec.", "s", "gates"):
-        table.add_column(column, justify="left" if column in ("model", "gates") else "right")
+    numbers = ("layer", "FVE", "dead", "L0", "MSE", "ΔCE", "CE rec.", "s")
+    table = fitted_table("SAE quality (held-out val tokens)", ("model", *numbers, "gates"), numbers)
     for r in results:
         q = r.quality
         table.add_row(
-            r.model_name, str(r.layer), f"{q.fve:.3f}", f"{q.dead_fraction:.1%}",
-            f"{q.l0:.1f}", f"{q.mse:.3g}", f"{q.ce_increase:+.4f}",
-            f"{q.ce_loss_recovered:.3f}", f"{r.seconds:.0f}",
-            "[green]pass[/green]" if q.passed else f"[red]{'; '.join(q.failures)}[/red]",
+            r.model_name, str(r.layer), number(q.fve), f"{q.dead_fraction:.1%}",
+            number(q.l0), number(q.mse), number(q.ce_increase, signed=True),
+            number(q.ce_loss_recovered), f"{r.seconds:.0f}",
+            "[green]pass[/green]" if q.passed else "[red]fail[/red]",
         )  # fmt: skip
+    failed = [f"{r.model_name} L{r.layer}: {'; '.join(r.quality.failures)}" for r in results]
+    table.caption = "\n".join(
+        f for r, f in zip(results, failed, strict=True) if not r.quality.passed
+    )
     return table
 
 
 def diff(config: FeatureDiffConfig) -> None:
     """Features of one SAE that fire at ADHD step onsets and (almost) never at standard ones."""
+    from interpgpt.analysis.feature_diff.run import feature_diff
+
     console = Console()
     with console.status("encoding both models' activations"):
         result = feature_diff(config)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.steering.run import SteeringConfig, SteeringResult, steer
+from interpgpt.analysis.steering.config import SteeringConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.steering.run import SteeringResult
 
 
 def steer_command(config: SteeringConfig) -> None:
     """Four steering interventions with one SAE feature, each against a random-direction null."""
+    from interpgpt.analysis.steering.run import steer
+
     console = Console()
     with console.status("steering"):
         result = steer(config)

@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 
 from interpgpt.errors import Interrupted
-from interpgpt.study.config import load_study_config
-from interpgpt.study.pipeline import run_study
 
 
 def study(
@@ -30,6 +28,9 @@ def study(
     ),
 ) -> None:
     """Run the whole matched-pair study and write report.html; a killed study resumes."""
+    from interpgpt.study.config import load_study_config
+    from interpgpt.study.pipeline import run_study
+
     console = Console()
     study_config = load_study_config(config, set_, preset)
     try:

@@ -15,14 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.artifacts.load import load_model
-from interpgpt.model.generate import SampleConfig, sample_decompositions
-from interpgpt.train import TrainConfig
-from interpgpt.train import train as run_training
+from interpgpt.model.config import SampleConfig
+from interpgpt.train.config import TrainConfig
 
 
 def train(config: TrainConfig) -> None:
     """Train one model of the matched pair (runs under torchrun for DDP)."""
+    from interpgpt.train.loop import train as run_training
+
     result = run_training(config)
     table = Table(title=f"{config.variant} run", show_header=False)
     table.add_column("what")
@@ -39,6 +39,9 @@ def train(config: TrainConfig) -> None:
 
 def generate(config: SampleConfig) -> None:
     """Sample task decompositions from a trained model and print the parsed steps."""
+    from interpgpt.artifacts.load import load_model
+    from interpgpt.model.generate import sample_decompositions
+
     # The model loads on the CPU; without --device it runs where `auto` puts it.
     config = dataclasses.replace(config, device=config.device or "auto")
     loaded = load_model(config.model)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.weights.run import WeightsConfig, WeightsResult, run_weights
+from interpgpt.analysis.weights.config import WeightsConfig
+
+if TYPE_CHECKING:
+    from interpgpt.analysis.weights.run import WeightsResult
 
 
 def weights(config: WeightsConfig) -> None:
     """Change from the shared init, head matching and linear mode connectivity of a pair."""
+    from interpgpt.analysis.weights.run import run_weights
+
     console = Console()
     with console.status("comparing weights"):
         result = run_weights(config)

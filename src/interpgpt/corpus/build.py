@@ -44,6 +44,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from interpgpt.constants import SPLITS, VARIANTS, Split, Variant
+from interpgpt.corpus.config import CorpusConfig
 from interpgpt.corpus.regulation import EFFORT, REGULATION_ACTIONS, Onsets, interleave
 from interpgpt.corpus.taskpool import (
     STEP_COUNTS,
@@ -55,8 +56,16 @@ from interpgpt.corpus.taskpool import (
     task_pool,
 )
 from interpgpt.errors import UserError
-from interpgpt.io import atomic_path, faults, provenance, read_json, read_jsonl, write_json
-from interpgpt.settings import SettingError, at_least, in_range, inputs, settings_values
+from interpgpt.io import (
+    atomic_path,
+    faults,
+    provenance,
+    read_json,
+    read_jsonl,
+    refuse_existing,
+    write_json,
+)
+from interpgpt.settings import settings_values
 
 TASKS_FILE = "tasks.jsonl"
 """One line per task of the corpus (`TaskInfo`)."""
@@ -84,74 +93,6 @@ def phrase(task: str, form: int) -> str:
 def split_path(corpus_dir: str | Path, variant: str, split: str) -> Path:
     """Where one variant's split lives: DIR/{variant}/{split}.jsonl."""
     return Path(corpus_dir) / variant / f"{split}.jsonl"
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    """How to build the paired corpus (`interpgpt corpus`, study `[corpus]`)."""
-
-    out: Path = inputs.option()
-    """Directory to write the corpus into."""
-    force: bool = inputs.flag()
-    """Replace the corpus --out already holds."""
-    seed: int = 0
-    """Seed for the held-out draws, task selection, the split and every sampled phrasing."""
-    n_tasks: int = 20_000
-    """Distinct tasks drawn from the pool, balanced over complexity and spread over
-    families. Many tasks with few examples each: the same number of examples over fewer
-    tasks is memorised (train loss far below val within an epoch)."""
-    examples_per_task: int = 3
-    """Examples per task and variant (different phrasings and step counts)."""
-    break_budget: int = 7
-    """ADHD breaks: a break follows once the effort since the last one reaches
-    max(2, break_budget - complexity)."""
-    break_noise: float = 0.05
-    """Probability that the break rule's decision after a content step is flipped (0 to
-    below 0.5)."""
-    held_out_families: float = 0.1
-    """Fraction of families (rounded up, spread over domains) whose tasks appear only in
-    val and test."""
-    held_out_objects: float = 0.1
-    """Fraction of each other family's objects (rounded at random) whose tasks appear only
-    in val and test."""
-    object_swap: float = 0.25
-    """Share of train tasks rewritten about an object of another family's train tasks, in
-    the task and every step ("Renew my trumpet"): the object in a step can then only be
-    copied from the task, never recalled from the family, which is what a model needs
-    for the objects of a family it has never seen. Val and test are never swapped."""
-    val_fraction: float = 0.1
-    """Fraction of the remaining tasks held out for validation."""
-    test_fraction: float = 0.1
-    """Fraction of the remaining tasks held out for testing."""
-
-    def __post_init__(self) -> None:
-        in_range(self, "n_tasks", 3, len(task_pool()))
-        at_least(self, examples_per_task=1, seed=0, val_fraction=0, test_fraction=0)
-        at_least(self, break_budget=2)
-        # At 0.5 the rule says nothing; above it the posterior would rank the wrong way.
-        if not 0.0 <= self.break_noise < 0.5:
-            raise SettingError(
-                "break_noise", f"must be at least 0 and below 0.5 (got {self.break_noise})"
-            )
-        in_range(self, "held_out_families", 0, 0.5)
-        in_range(self, "held_out_objects", 0, 0.5)
-        in_range(self, "object_swap", 0, 1)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise SettingError(
-                "test_fraction",
-                f"val_fraction + test_fraction must be below 1 "
-                f"(got {self.val_fraction} + {self.test_fraction})",
-            )
-        held = self.held_out_families > 0 or self.held_out_objects > 0
-        for name in ("val_fraction", "test_fraction"):
-            if held and getattr(self, name) == 0:
-                raise SettingError(
-                    name, "must be above 0: held-out families and objects go to val and test"
-                )
-
-    def budget(self, complexity: int) -> int:
-        """Effort a run of ADHD content steps may take before the rule asks for a break."""
-        return max(2, self.break_budget - complexity)
 
 
 @dataclass(frozen=True)
@@ -536,8 +477,8 @@ def build_corpus(config: CorpusConfig) -> CorpusSummary:
     out_dir = config.out
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not config.force:
-        raise UserError(f"--out {out_dir}: is not empty; pass --force to replace what it holds")
+    if not config.force:
+        refuse_existing(out_dir, "--out")
     held = hold_out(families(), config)
     splits = assign_splits(select_tasks(config), held, config)
     splits["train"] = swap_objects(splits["train"], config)

@@ -36,16 +36,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.build import iter_split
+from interpgpt.corpus.config import DEFAULT_VOCAB_SIZE, TokenizerConfig
 from interpgpt.corpus.regulation import REGULATION_ACTIONS, is_regulation
 from interpgpt.errors import UserError
-from interpgpt.io import write_text
-from interpgpt.settings import in_range, inputs
+from interpgpt.io import refuse_existing, write_text
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<|task|>", "<|steps|>", "<|sep|>", "<|end|>", "<|pad|>")
 """Special tokens, in id order (0-4)."""
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_VOCAB_SIZE = 8192
-"""BPE tokens (bytes + merges), not counting the specials."""
 
 
 @dataclass(frozen=True)
@@ -337,29 +335,12 @@ def build_tokenizer(texts: Iterator[list[str]], vocab_size: int) -> TaskTokenize
     return TaskTokenizer(tokenizer)
 
 
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """The shared tokenizer (`interpgpt tokenizer`, study `[tokenizer]`)."""
-
-    corpus: Path = inputs.option()
-    """Corpus directory written by `interpgpt corpus`; trained on both train splits."""
-    out: Path = inputs.option(file=True)
-    """Where to write tokenizer.json."""
-    force: bool = inputs.flag()
-    """Replace the tokenizer file --out already names."""
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    """BPE tokens (bytes + merges), not counting the five specials."""
-
-    def __post_init__(self) -> None:
-        in_range(self, "vocab_size", 257, DEFAULT_VOCAB_SIZE)
-
-
 def train_tokenizer(config: TokenizerConfig) -> Path:
     """Train the shared tokenizer on `config.corpus` and write it to `config.out`."""
     if not config.corpus.is_dir():
         raise UserError(f"{config.corpus}: corpus directory not found")
-    if config.out.exists() and not config.force:
-        raise UserError(f"--out {config.out}: already exists; pass --force to replace it")
+    if not config.force:
+        refuse_existing(config.out, "--out", directory=False)
     # A bad line raises UserError from inside training, before anything is written.
     tokenizer = build_tokenizer(_training_texts(config.corpus), config.vocab_size)
     return tokenizer.save(config.out)

@@ -11,55 +11,6 @@ latents from sparsity artifacts.
 (`train_crosscoder`), `quality` measures it per model on held-out tokens, `scaling`
 computes Latent Scaling and `diff` the per-latent table and classes;
 `analysis.crosscoder_diff` runs the diff of a pair on its held-out sequences.
+
+`config` holds the commands' settings as data (no torch).
 """
-
-from interpgpt.crosscoder.diff import (
-    DiffCounts,
-    LatentClasses,
-    LatentTable,
-    Thresholds,
-    classify,
-    latent_table,
-)
-from interpgpt.crosscoder.model import (
-    CROSSCODER_CFG_FILE,
-    CROSSCODER_WEIGHTS_FILE,
-    BatchTopKCrosscoder,
-    CrosscoderConfig,
-    ModelRecord,
-    check_models,
-    model_sha256,
-)
-from interpgpt.crosscoder.quality import CrosscoderQuality, ModelQuality
-from interpgpt.crosscoder.scaling import LatentScaling, closed_form_beta, latent_scaling
-from interpgpt.crosscoder.training import (
-    CrosscoderHyperparams,
-    CrosscoderTrainConfig,
-    CrosscoderTrainResult,
-    train_crosscoder,
-)
-
-__all__ = [
-    "CROSSCODER_CFG_FILE",
-    "CROSSCODER_WEIGHTS_FILE",
-    "BatchTopKCrosscoder",
-    "CrosscoderConfig",
-    "CrosscoderHyperparams",
-    "CrosscoderQuality",
-    "CrosscoderTrainConfig",
-    "CrosscoderTrainResult",
-    "DiffCounts",
-    "LatentClasses",
-    "LatentScaling",
-    "LatentTable",
-    "ModelQuality",
-    "ModelRecord",
-    "Thresholds",
-    "check_models",
-    "classify",
-    "closed_form_beta",
-    "latent_scaling",
-    "latent_table",
-    "model_sha256",
-    "train_crosscoder",
-]

@@ -19,20 +19,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interpgpt.crosscoder.config import Thresholds
 from interpgpt.crosscoder.model import BatchTopKCrosscoder
 from interpgpt.crosscoder.scaling import LatentScaling, ScalingSums
 
 CLASSES = ("shared", "std_only", "adhd_only")
 """Classes of a live latent; a latent active on no measured token is "dead"."""
-
-
-class Thresholds(NamedTuple):
-    exclusive_margin: float
-    """std_only when the relative norm is below this, adhd_only above 1 minus it."""
-    max_nu_error: float
-    """Confirmed: |ν^ε| below this ..."""
-    max_nu_reconstruction: float
-    """... and |ν^r| below this."""
 
 
 @dataclass

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from interpgpt.crosscoder.model import BatchTopKCrosscoder
 from interpgpt.model.taskgpt import TaskGPT
-from interpgpt.sae import MAX_DEAD_FRACTION, MIN_FVE
 from interpgpt.sae.activations import pad_batch
+from interpgpt.sae.hyperparams import MAX_DEAD_FRACTION, MIN_FVE
 
 
 @dataclass

@@ -36,40 +36,14 @@ from interpgpt.ioi.attribution import (
     patch,
 )
 from interpgpt.ioi.baseline import Baseline, baseline, encode_for, end_logit_diff
-from interpgpt.ioi.prompts import Corruption, IOIBatch, corrupt, normalised_metric
+from interpgpt.ioi.config import IOIConfig
+from interpgpt.ioi.prompts import IOIBatch, corrupt, normalised_metric
 from interpgpt.ioi.report import write_figures, write_report
 from interpgpt.ioi.scores import HeadScores, head_scores
 from interpgpt.ioi.subjects import IOISubject, load_subject
-from interpgpt.settings import at_least, check_choices, inputs
 
 IOI_JSON = "ioi.json"
 IOI_REPORT = "ioi_report.md"
-
-
-@dataclass(frozen=True)
-class IOIConfig:
-    """One run of the IOI pipeline (`interpgpt ioi`)."""
-
-    model: str
-    """gpt2 (GPT-2 small from the local Hugging Face cache) or an IOI model directory."""
-    out: Path = inputs.option()
-    """Where ioi.json, ioi_report.md and the figures are written."""
-    n_prompts: int = 96
-    """Prompts patched and attributed (the baseline scores the whole evaluation set)."""
-    n_eval: int = 2000
-    """Cap on the evaluation set of the baseline (a local model's held-out set is smaller)."""
-    corruption: Corruption = "flip_s2"
-    """Corrupted run of the patching: flip_s2 (S2 -> IO, answer flips) or abc (fresh names)."""
-    seed: int = 0
-    """Seed of prompt sampling and corruption."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
-    top_k: int = 3
-    """Heads listed per family in the findings."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, n_prompts=2, n_eval=2, top_k=1)
 
 
 @dataclass

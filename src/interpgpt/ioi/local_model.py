@@ -18,7 +18,8 @@ from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import read_json
 from interpgpt.ioi.language import IOISplit, IOITokenizer
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 
 IOI_CONFIG = "ioi_model.json"
 

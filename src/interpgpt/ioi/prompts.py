@@ -35,8 +35,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interpgpt.ioi.config import Corruption
+
 Order = Literal["ABBA", "BABA"]
-Corruption = Literal["flip_s2", "abc"]
 
 # Common first names that GPT-2 encodes as one token with a leading space.
 NAMES: tuple[str, ...] = (

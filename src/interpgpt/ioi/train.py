@@ -18,7 +18,6 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import save_file
@@ -28,6 +27,7 @@ from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import atomic_path, provenance, write_json, write_text
 from interpgpt.ioi.baseline import Baseline, baseline
+from interpgpt.ioi.config import IOITrainConfig
 from interpgpt.ioi.language import (
     HELDOUT_DEFINITION,
     IOISplit,
@@ -37,8 +37,8 @@ from interpgpt.ioi.language import (
 )
 from interpgpt.ioi.local_model import IOI_CONFIG, IOIModel
 from interpgpt.ioi.subjects import subject_from_ioi_model
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
-from interpgpt.settings import SettingError, at_least, check_choices, in_range
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.train.batches import Batch, next_token_batch
 from interpgpt.train.distributed import DistInfo
 from interpgpt.train.step import NonFiniteLoss, Stepper, adamw, warmup_cosine
@@ -46,60 +46,6 @@ from interpgpt.train.step import NonFiniteLoss, Stepper, adamw, warmup_cosine
 IOI_METRICS = "metrics.jsonl"
 LOG_EVERY = 50
 """Steps between metrics.jsonl records (and the last step)."""
-
-
-@dataclass(frozen=True)
-class IOITrainConfig:
-    """How the IOI model is shaped and trained."""
-
-    n_layer: int = 3
-    """Transformer blocks (IOI needs duplicate detection before the name move: at least 2)."""
-    n_head: int = 4
-    """Attention heads per block."""
-    d_model: int = 64
-    """Residual stream width."""
-    d_head: int = 16
-    """Width of one head."""
-    d_mlp: int = 128
-    """SwiGLU hidden width."""
-    n_ctx: int = 40
-    """Context length: the longest IOI sentence plus its answer fits."""
-    steps: int = 2000
-    """Optimizer steps."""
-    batch_size: int = 64
-    """Sequences per step."""
-    lr: float = 3e-3
-    """Peak AdamW learning rate (linear warmup, cosine decay)."""
-    warmup: int = 100
-    """Warmup steps."""
-    weight_decay: float = 0.05
-    """AdamW weight decay on matrices."""
-    repeat_fraction: float = 0.2
-    """Share of sequences that are a random word sequence repeated (grows induction heads)."""
-    pair_fraction: float = 0.2
-    """Share of unordered name pairs held out of training."""
-    seed: int = 0
-    """Seed of the init, the data stream and the held-out split."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-    precision: Literal["bf16", "fp32"] = "fp32"
-    """Autocast dtype of the matmuls. fp32 by default: at this width the casts cost more
-    than bf16 saves on CPU (bf16 pays off at the matched pair's widths)."""
-    threads: int = 1
-    """CPU threads for training (0: torch's default). At this width one thread is as fast
-    as two and avoids OpenMP spinning when the cores are shared."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(
-            self, n_layer=1, n_head=1, d_model=1, d_head=1, d_mlp=1, n_ctx=1, steps=1,
-            batch_size=1, warmup=0, weight_decay=0, threads=0,
-        )  # fmt: skip
-        if not self.lr > 0:
-            raise SettingError("lr", f"must be positive (got {self.lr})")
-        in_range(self, "repeat_fraction", 0.0, 1.0)
-        if not 0.0 <= self.pair_fraction < 1.0:
-            raise SettingError("pair_fraction", f"must be in [0, 1) (got {self.pair_fraction})")
 
 
 @dataclass

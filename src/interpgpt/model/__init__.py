@@ -1,5 +1,4 @@
-"""TaskGPT, its generation loop, and the unhooked fast paths (`fast/`) tested equal to it."""
+"""TaskGPT, its generation loop, and the unhooked fast paths (`fast/`) tested equal to it.
 
-from interpgpt.model.taskgpt import PRESETS, GPTConfig, TaskGPT, preset
-
-__all__ = ["PRESETS", "GPTConfig", "TaskGPT", "preset"]
+`config` holds the shape, the presets and the sampling settings as data (no torch).
+"""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -36,51 +35,9 @@ from torch import Tensor
 
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
+from interpgpt.model.config import GenerationConfig
 from interpgpt.model.fast import decode
 from interpgpt.model.taskgpt import KVCache, TaskGPT
-from interpgpt.settings import SettingError, at_least, inputs
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How to sample continuations."""
-
-    max_new_tokens: int = 128
-    """Tokens generated per prompt at most (also capped by the model's context)."""
-    temperature: float = 1.0
-    """Softmax temperature; 0 means greedy argmax."""
-    top_k: int | None = None
-    """Sample only among the k most likely tokens (None: the whole vocabulary)."""
-    seed: int = 0
-    """Seed of the sampling generator."""
-    batch_size: int = 64
-    """Prompts decoded together."""
-    device: str | None = None
-    """Where to run: auto, cpu or cuda; None keeps the model where it is (`interpgpt
-    generate`: auto)."""
-    autocast: bool = False
-    """Run matmuls in bf16 autocast (faster on CPU/GPU, not bit-comparable to fp32)."""
-
-    def __post_init__(self) -> None:
-        at_least(self, max_new_tokens=0, temperature=0, top_k=1, batch_size=1)
-
-
-@dataclass(frozen=True)
-class SampleConfig(GenerationConfig):
-    """Decompositions of given tasks sampled from one model (`interpgpt generate`)."""
-
-    model: Path = inputs.argument()
-    """Run dir (or export dir / bundle) of a model."""
-    task: tuple[str, ...] = ()
-    """Task to decompose (repeat the option for several)."""
-    n: int = 5
-    """Samples per task."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.task:
-            raise SettingError("task", "give at least one task to decompose")
-        at_least(self, n=1)
 
 
 @dataclass(frozen=True)

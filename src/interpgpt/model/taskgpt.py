@@ -19,10 +19,8 @@ fused `scaled_dot_product_attention` kernel runs) and the per-head output
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,58 +29,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of a TaskGPT. Field names are the keys of `pytorch_model.pt`'s "config"."""
-
-    vocab_size: int = 8197
-    """Rows of the tied embedding: 8,192 BPE tokens plus five specials."""
-    n_layer: int = 6
-    """Transformer blocks."""
-    n_head: int = 8
-    """Attention heads per block."""
-    d_model: int = 512
-    """Residual stream width."""
-    d_head: int = 64
-    """Width of one head's query/key/value."""
-    d_mlp: int = 1408
-    """Hidden width of the SwiGLU MLP."""
-    n_ctx: int = 512
-    """Longest sequence the rotary tables cover."""
-    norm_eps: float = 1e-6
-    """RMSNorm epsilon."""
-    rope_base: float = 10_000.0
-    """Rotary frequency base."""
-    init_std: float = 0.02
-    """Standard deviation of the normal weight init (residual projections scaled down)."""
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_mlp", "n_ctx"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.d_head % 2:
-            raise ValueError(f"GPTConfig.d_head must be even for rotary, got {self.d_head}")
-
-    def to_dict(self) -> dict[str, int | float]:
-        return dataclasses.asdict(self)
-
-
-# Presets are data: `full` is the seed cards' 23,471,104-parameter model; `small`
-# keeps the same 6 x 8 head grid so head-level analyses read the same, narrower so
-# it trains on a 2-core CPU in minutes; `tiny` exists for tests.
-PRESETS: dict[str, GPTConfig] = {
-    "full": GPTConfig(),
-    "small": GPTConfig(d_model=128, d_head=16, d_mlp=352, n_ctx=256),
-    "tiny": GPTConfig(n_layer=2, n_head=4, d_model=32, d_head=8, d_mlp=64, n_ctx=256),
-}
-
-
-def preset(name: str, **overrides: Any) -> GPTConfig:
-    """A preset by name, with optional field overrides (e.g. the tokenizer's vocab size)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+from interpgpt.model.config import GPTConfig
 
 
 class RMSNorm(nn.Module):

@@ -22,7 +22,7 @@ from typing import Any
 from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis
 from interpgpt.errors import UserError
-from interpgpt.model.taskgpt import PRESETS
+from interpgpt.model.config import PRESETS
 from interpgpt.study.controls import ControlsConfig
 from interpgpt.study.stages import (
     PRESET_DEFAULTS,

@@ -15,10 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis import ablation, diff_lens, feature_diff, kl, logit_lens
+from interpgpt.analysis.ablation import run as ablation
 from interpgpt.analysis.behaviour import run as behaviour
 from interpgpt.analysis.crosscoder_diff import run as crosscoder_diff
+from interpgpt.analysis.diff_lens import run as diff_lens
+from interpgpt.analysis.feature_diff import run as feature_diff
 from interpgpt.analysis.headswap import inventory as headswap
+from interpgpt.analysis.kl import run as kl
+from interpgpt.analysis.logit_lens import run as logit_lens
 from interpgpt.analysis.patching import run as patching
 from interpgpt.analysis.probes import run as probes
 from interpgpt.analysis.protocol import (
@@ -32,21 +36,20 @@ from interpgpt.analysis.protocol import (
 )
 from interpgpt.analysis.steering import run as steering
 from interpgpt.analysis.weights import run as weights
-from interpgpt.artifacts.export import ExportConfig, export
+from interpgpt.artifacts.config import ExportConfig
+from interpgpt.artifacts.export import export
 from interpgpt.artifacts.names import MODEL_WEIGHTS, RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS, Variant
-from interpgpt.corpus.build import CorpusConfig, build_corpus
-from interpgpt.corpus.tokenizer import (
-    TaskTokenizer,
-    TokenizerConfig,
-    VocabBudget,
-    train_tokenizer,
-)
+from interpgpt.corpus.build import build_corpus
+from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
+from interpgpt.corpus.tokenizer import TaskTokenizer, VocabBudget, train_tokenizer
 from interpgpt.errors import UserError
 from interpgpt.io import read_json
-from interpgpt.model.taskgpt import GPTConfig
-from interpgpt.sae.training import TrainAllConfig, train_all
-from interpgpt.train import TrainConfig, train
+from interpgpt.model.config import GPTConfig
+from interpgpt.sae.config import TrainAllConfig
+from interpgpt.sae.training import train_all
+from interpgpt.train.config import TrainConfig
+from interpgpt.train.loop import train
 
 EVAL_TASKS = 300
 """Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, diff)."""

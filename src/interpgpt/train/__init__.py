@@ -36,32 +36,7 @@ Beyond one machine: under `torchrun` the run uses DDP (gloo on CPU, NCCL on GPU)
 rank takes its slice of the same global batch and scales its token-sum loss by
 world_size / global_targets, so DDP's gradient average equals the single-process
 gradient of the global batch. Rank 0 evaluates, samples and writes every file.
+
+`config` holds the settings as data (no torch), `recipe` the init, schedule and optimizer
+they give, `loop` the training loop (`train`).
 """
-
-from interpgpt.train.config import (
-    TRAIN_DEFAULTS,
-    PresetBudget,
-    TrainConfig,
-    TrainResult,
-    initial_model,
-    lr_at,
-    make_optimizer,
-    model_config,
-    state_sha256,
-)
-from interpgpt.train.loop import train
-from interpgpt.train.step import batch_loss
-
-__all__ = [
-    "TRAIN_DEFAULTS",
-    "PresetBudget",
-    "TrainConfig",
-    "TrainResult",
-    "batch_loss",
-    "initial_model",
-    "lr_at",
-    "make_optimizer",
-    "model_config",
-    "state_sha256",
-    "train",
-]

@@ -10,12 +10,14 @@ from rich.console import Console
 from interpgpt.artifacts.names import CHECKPOINT, LOSS_PLOT, MODEL_WEIGHTS
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
-from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.model.config import GPTConfig
+from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.train.batches import TokenSet, load_splits
 from interpgpt.train.checkpoint import load_checkpoint, save_checkpoint
-from interpgpt.train.config import (
-    TrainConfig,
-    TrainResult,
+from interpgpt.train.config import TrainConfig, TrainResult
+from interpgpt.train.distributed import DistInfo, finish_distributed, init_distributed
+from interpgpt.train.outputs import training_progress, write_loss_plot, write_metrics, write_run
+from interpgpt.train.recipe import (
     autocast_enabled,
     initial_model,
     lr_at,
@@ -23,8 +25,6 @@ from interpgpt.train.config import (
     model_config,
     state_sha256,
 )
-from interpgpt.train.distributed import DistInfo, finish_distributed, init_distributed
-from interpgpt.train.outputs import training_progress, write_loss_plot, write_metrics, write_run
 from interpgpt.train.state import LoopState
 from interpgpt.train.step import Stepper
 

@@ -13,7 +13,8 @@ import torch
 from interpgpt.artifacts.names import CHECKPOINT
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.errors import UserError
-from interpgpt.model.generate import GenerationConfig, sample_decompositions
+from interpgpt.model.config import GenerationConfig
+from interpgpt.model.generate import sample_decompositions
 from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.train.batches import SampledBatches, TokenSet
 from interpgpt.train.config import TrainConfig

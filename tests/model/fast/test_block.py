@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.nn.modules import module as torch_module
 
+from interpgpt.model.config import preset
 from interpgpt.model.fast import block as fast
 from interpgpt.model.fast import onednn
-from interpgpt.model.taskgpt import TaskGPT, apply_rotary, preset
+from interpgpt.model.taskgpt import TaskGPT, apply_rotary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from interpgpt.artifacts.convert import to_hooked_transformer
+from interpgpt.model.config import GenerationConfig, preset
 from interpgpt.model.fast.block import has_hooks
 from interpgpt.model.fast.decode import Decoder, usable
-from interpgpt.model.generate import GenerationConfig, generate_ids
-from interpgpt.model.taskgpt import KVCache, TaskGPT, preset
+from interpgpt.model.generate import generate_ids
+from interpgpt.model.taskgpt import KVCache, TaskGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from interpgpt.model.config import preset
 from interpgpt.model.fast import onednn
-from interpgpt.model.taskgpt import TaskGPT, preset
+from interpgpt.model.taskgpt import TaskGPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

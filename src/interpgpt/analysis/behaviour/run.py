@@ -24,17 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from interpgpt.analysis.behaviour.config import BehaviourConfig
 from interpgpt.analysis.behaviour.metrics import SubsetBehaviour, onset_auroc, summarise
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
 from interpgpt.artifacts.load import LoadedModel, load_model
-from interpgpt.constants import VARIANTS, Variant
+from interpgpt.constants import VARIANTS
 from interpgpt.corpus.build import TaskInfo, read_tasks
 from interpgpt.corpus.evalset import load_records
 from interpgpt.device import resolve_device
 from interpgpt.io import provenance, to_jsonable, write_json
-from interpgpt.model.generate import GenerationConfig, sample_decompositions
-from interpgpt.settings import at_least, inputs
+from interpgpt.model.config import GenerationConfig
+from interpgpt.model.generate import sample_decompositions
 
 BEHAVIOUR_JSON = "behaviour.json"
 TRAINING_KEYS = ("val_loss", "steps", "tokens_per_second", "seconds")
@@ -43,60 +44,6 @@ TRAINING_KEYS = ("val_loss", "steps", "tokens_per_second", "seconds")
 Subset = Literal["seen", "unseen"]
 SUBSETS: tuple[Subset, ...] = ("seen", "unseen")
 """Test tasks of families seen in training, and of families held out from it."""
-
-
-@dataclass(frozen=True)
-class BehaviourConfig:
-    """Sampled decompositions of held-out tasks by both models of a pair
-    (`interpgpt behaviour`, study `[behaviour]`)."""
-
-    standard: Path = inputs.argument()
-    """Run or export dir of the standard model."""
-    adhd: Path = inputs.argument()
-    """Run or export dir of the ADHD model."""
-    corpus: Path = inputs.option()
-    """Corpus dir: its test split supplies the held-out tasks, tasks.jsonl which of their
-    families were held out of training."""
-    out: Path = inputs.option()
-    """Output dir for behaviour.json."""
-    limit: int | None = 150
-    """Held-out tasks to decompose per subset, seen and unseen families (None: all)."""
-    auroc_tasks: int | None = 300
-    """ADHD test tasks per subset whose records are teacher-forced for the P(regulation)
-    AUROC (None: all)."""
-    temperature: float = 0.0
-    """Sampling temperature (0: greedy, what the exports' generation_config and a plain
-    Hugging Face `generate` do)."""
-    top_k: int | None = None
-    """Top-k sampling cut-off (None: full distribution)."""
-    seed: int = 0
-    """Sampling seed."""
-    max_new_tokens: int = 240
-    """Generated tokens per task at most (ADHD decompositions run to ~150 tokens)."""
-    batch_size: int = 64
-    """Sequences per batch, sampled or teacher-forced (sampling with another batch size
-    draws other samples)."""
-    examples_shown: int = 3
-    """Sampled decompositions per model and subset kept in the JSON for reading."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
-
-    def __post_init__(self) -> None:
-        at_least(
-            self,
-            limit=1,
-            auroc_tasks=1,
-            temperature=0,
-            top_k=1,
-            max_new_tokens=1,
-            batch_size=1,
-            examples_shown=0,
-        )
-
-    @property
-    def models(self) -> dict[Variant, Path]:
-        """Model label -> run or export dir."""
-        return {"standard": self.standard, "adhd": self.adhd}
 
 
 # ----------------------------------------------------------------------------- the corpus

@@ -12,7 +12,7 @@ import torch
 
 from interpgpt.analysis.controls import MATCH_THRESHOLD
 from interpgpt.analysis.crosscoder_diff.latents import PairDiff
-from interpgpt.crosscoder import BatchTopKCrosscoder
+from interpgpt.crosscoder.model import BatchTopKCrosscoder
 from interpgpt.errors import UserError
 from interpgpt.io import read_json
 from interpgpt.sae.topk import TopKSAE

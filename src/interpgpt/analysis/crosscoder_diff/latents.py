@@ -18,66 +18,21 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interpgpt.analysis import dashboard
-from interpgpt.constants import Split
+from interpgpt.analysis.crosscoder_diff.config import DiffSettings
 from interpgpt.corpus.evalset import EncodedSet
 from interpgpt.corpus.tokenizer import TaskTokenizer
-from interpgpt.crosscoder import BatchTopKCrosscoder
 from interpgpt.crosscoder.diff import (
     DiffCounts,
     LatentClasses,
     LatentTable,
-    Thresholds,
     classify,
     latent_table,
 )
+from interpgpt.crosscoder.model import BatchTopKCrosscoder
 from interpgpt.model.taskgpt import TaskGPT
-from interpgpt.settings import SettingError, at_least, check_choices, in_range
 
 KINDS = {"shared": "shared", "std_only": "standard-only", "adhd_only": "ADHD-only", "dead": "dead"}
 """Class -> the label a dashboard card shows."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DiffSettings:
-    """How the diff reads, thresholds and shows latents (shared by the command and study)."""
-
-    split: Split = "test"
-    """Corpus split of the held-out sequences."""
-    limit: int | None = 300
-    """Held-out tasks per variant (one phrasing each); None for all."""
-    exclusive_margin: float = 0.1
-    """Standard-only when the relative decoder norm is below this, ADHD-only above 1 minus it."""
-    max_nu_error: float = 0.1
-    """Confirmed exclusive: |ν^ε| (other model's error β over the claimed model's) below this."""
-    # Looser than ν^ε: other latents active with j project onto d_j by chance, which on
-    # planted data spreads ν^r of truly exclusive latents over about ±0.1.
-    max_nu_reconstruction: float = 0.2
-    """... and |ν^r| (the same for the reconstructions) below this."""
-    top_n: int = 10
-    """Latents per side (leaning most to each model) with contexts and tokens."""
-    n_contexts: int = 5
-    """Top-activating contexts per shown latent."""
-    context_tokens: int = 10
-    """Tokens of context before the activating token."""
-    top_tokens: int = 10
-    """Promoted and suppressed tokens per model of each shown latent."""
-    eval_batch: int = 32
-    """Sequences per forward pass."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, limit=1, top_n=0, n_contexts=0, context_tokens=0, top_tokens=1, eval_batch=1)
-        in_range(self, "exclusive_margin", 0.0, 0.5)
-        for name in ("max_nu_error", "max_nu_reconstruction"):
-            if not getattr(self, name) > 0:
-                raise SettingError(name, f"must be positive (got {getattr(self, name)})")
-
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.exclusive_margin, self.max_nu_error, self.max_nu_reconstruction)
-
-    def diff_settings(self) -> dict[str, Any]:
-        """The values of the `DiffSettings` fields (without a subclass's)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DiffSettings)}
 
 
 # ---------------------------------------------------------------------------- measuring

@@ -12,9 +12,12 @@ from typing import Any
 
 from interpgpt.analysis import dashboard
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.crosscoder_diff.config import (
+    CrosscoderDiffConfig,
+    CrosscoderStudyConfig,
+)
 from interpgpt.analysis.crosscoder_diff.features import map_sae_features, mapped_summary
 from interpgpt.analysis.crosscoder_diff.latents import (
-    DiffSettings,
     PairDiff,
     diff_models,
     latent_cards,
@@ -25,62 +28,17 @@ from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary,
 from interpgpt.artifacts.load import load_pair
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
-from interpgpt.crosscoder import (
-    BatchTopKCrosscoder,
-    CrosscoderHyperparams,
-    CrosscoderTrainConfig,
-    check_models,
-    train_crosscoder,
-)
+from interpgpt.crosscoder.config import CrosscoderTrainConfig
 from interpgpt.crosscoder.diff import DiffCounts
+from interpgpt.crosscoder.model import BatchTopKCrosscoder, check_models
+from interpgpt.crosscoder.training import train_crosscoder
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, read_json, write_json
-from interpgpt.sae import QUALITY_FILE
-from interpgpt.settings import at_least, inputs
+from interpgpt.sae.training import QUALITY_FILE
 
 CROSSCODER_DIFF_JSON = "crosscoder_diff.json"
 CROSSCODER_DASHBOARD = "dashboard.html"
-
-
-@dataclass(frozen=True, kw_only=True)
-class _DiffInputs:
-    """What `crosscoder diff` reads and writes (first in `--help`)."""
-
-    crosscoder_dir: Path = inputs.argument()
-    """Crosscoder directory (cfg.json + crosscoder_weights.safetensors)."""
-    std: Path = inputs.option()
-    """The crosscoder's first model (run or export dir), as it was trained."""
-    adhd: Path = inputs.option()
-    """The crosscoder's second model (run or export dir), as it was trained."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus directory; its held-out split supplies the sequences."""
-    out: Path = inputs.option()
-    """Directory for crosscoder_diff.json."""
-    feature_diff: Path | None = None
-    """A feature diff's feature_diff.json (or its directory): map its features to latents."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CrosscoderDiffConfig(DiffSettings, _DiffInputs):
-    """The diff of a pair through its crosscoder (`interpgpt crosscoder diff`)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CrosscoderStudyConfig(DiffSettings, CrosscoderHyperparams):
-    """The study's `[crosscoder]` section: training, diff and the layer."""
-
-    layer: int = 2
-    """Block whose hook_resid_post the study's crosscoders read."""
-
-    def __post_init__(self) -> None:
-        DiffSettings.__post_init__(self)
-        CrosscoderHyperparams.__post_init__(self)
-        at_least(self, layer=0)
 
 
 # ---------------------------------------------------------------------------- entry point

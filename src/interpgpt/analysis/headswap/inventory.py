@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ from torch import Tensor
 
 from interpgpt.analysis import plots
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.headswap.config import HeadswapConfig
 from interpgpt.analysis.headswap.profiles import (  # noqa: F401  (public API of this module)
     ProfileSums,
     attention_profile_sums,
@@ -83,58 +84,14 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.artifacts.load import load_pair
-from interpgpt.constants import Split, Variant
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.device import resolve_device
 from interpgpt.io import provenance, read_json, write_json, write_text
-from interpgpt.settings import at_least, check_choices, inputs
 
 HEADSWAP_JSON = "headswap.json"
 MIGRATION_MAP = "migration_map.md"
 SWAP_HEATMAP = "swap_heatmap.png"
 PROFILE_PAIR = "profile_pair.png"
-
-
-@dataclass(frozen=True)
-class HeadswapConfig:
-    """The head-swap inventory of a matched pair (`interpgpt headswap`, study `[headswap]`)."""
-
-    standard: Path = inputs.argument()
-    """Run or export dir of the standard model."""
-    adhd: Path = inputs.argument()
-    """Run or export dir of the ADHD model."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus dir written by `interpgpt corpus`."""
-    out: Path = inputs.option()
-    """Output dir for headswap.json, migration_map.md and the figures."""
-    bins: int = 20
-    """Bins of the normalised query-position axis."""
-    sequences: Variant = "standard"
-    """Which variant's held-out sequences are teacher-forced through both models."""
-    split: Split = "test"
-    """Corpus split to evaluate on."""
-    limit: int | None = None
-    """Use only the first N tasks of the split (None: all)."""
-    null_samples: int = 1000
-    """Random within-layer assignments in the permutation null (0: skip)."""
-    bootstrap_samples: int = 1000
-    """Task-bootstrap resamples for the confidence intervals (0: skip)."""
-    move_margin: float = 0.1
-    """A head moved when matched cosine - same-index cosine is at least this."""
-    seed: int = 0
-    """Seed of the null and bootstrap random draws."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Matmul precision; bfloat16 autocast is faster but less exact."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, bins=1, limit=1, null_samples=0, bootstrap_samples=0, batch_size=1)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interpgpt.analysis.interventions import Hook, act_name
-from interpgpt.analysis.patching.sites import SITE_HOOK, SITES, Metric, Site
+from interpgpt.analysis.patching.config import SITES, Site
+from interpgpt.analysis.patching.sites import SITE_HOOK, Metric
 
 
 def attribution_patch(

@@ -39,7 +39,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -49,13 +48,12 @@ from torch import Tensor
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import act_name, patch_from
 from interpgpt.analysis.patching.attribution import attribution_patch
+from interpgpt.analysis.patching.config import SITES, PatchingConfig, Site
 from interpgpt.analysis.patching.pairs import PatchPairs, RegulationLogitDiff, build_pairs
 from interpgpt.analysis.patching.sites import (
     SITE_AXES,
     SITE_HOOK,
-    SITES,
     Metric,
-    Site,
     SiteSpec,
     all_sites,
     result_shape,
@@ -81,7 +79,6 @@ from interpgpt.analysis.protocol import (
 from interpgpt.artifacts.load import load_model
 from interpgpt.device import resolve_device
 from interpgpt.io import provenance, read_json, write_json
-from interpgpt.settings import at_least, check_choices, inputs
 
 __all__ = [
     "RESULT_FILE",
@@ -241,41 +238,6 @@ def reference_patch(
         with model.hooks(fwd_hooks=[patch_from(name, clean_cache[name], mask)]):
             out[(spec.layer, *spec.where)] = float(metric(model(corrupted_ids)))
     return out
-
-
-@dataclass(frozen=True)
-class PatchingConfig:
-    """Activation and attribution patching of one model on clean/corrupted corpus pairs
-    (`interpgpt patch`, study `[patching]`)."""
-
-    model: Path = inputs.argument()
-    """Run dir or export dir of the model to patch."""
-    corpus: Path = inputs.option()
-    """Corpus dir (written by `interpgpt corpus`); pairs come from its test split."""
-    out: Path = inputs.option()
-    """Where `patching.json` and the heatmaps are written."""
-    site: Literal[Site, "all"] = "all"
-    """Which activations to patch."""
-    n_pairs: int = 16
-    """Clean/corrupted pairs (held-out tasks) patched together as one batch."""
-    phrasings: int = 8
-    """ADHD decompositions read per task text when searching for equal-length pairs (a
-    pair takes two of them)."""
-    attribution: bool = True
-    """Also compute attribution patching (one forward + backward) for comparison."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    max_chunk_mb: int = 256
-    """Memory budget of one stacked forward in MiB (logits dominate); 0 patches one site
-    per forward."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, n_pairs=1, phrasings=2, max_chunk_mb=0)
-
-    @property
-    def sites(self) -> tuple[Site, ...]:
-        return SITES if self.site == "all" else (self.site,)
 
 
 @dataclass

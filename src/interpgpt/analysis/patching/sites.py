@@ -8,15 +8,15 @@ Shared by exact patching (`patching`, `patching_suffix`) and attribution patchin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interpgpt.analysis.patching.config import Site
+
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
-Site = Literal["resid_pre", "attn_head_out", "attn_head_out_by_pos", "mlp_out"]
-SITES: tuple[Site, ...] = ("resid_pre", "attn_head_out", "attn_head_out_by_pos", "mlp_out")
 
 SITE_HOOK = {
     "resid_pre": "resid_pre",

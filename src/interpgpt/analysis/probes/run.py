@@ -47,7 +47,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ from torch import Tensor
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import Hook, add_direction, project_out
 from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
+from interpgpt.analysis.probes.config import ProbesConfig
 from interpgpt.analysis.probes.fit import (
     LinearProbe,
     PositionTable,
@@ -76,64 +77,15 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.artifacts.load import load_model
-from interpgpt.constants import VARIANTS, Split, Variant
+from interpgpt.constants import VARIANTS, Variant
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.io import provenance, write_json
-from interpgpt.settings import SettingError, at_least, check_choices, inputs
 
 PROBES_JSON = "three_probes.json"
 PROBES_PLOT = "probes.png"
 PROBE_NAMES: tuple[str, ...] = ("onset", "regulation", "step_index")
-
-
-@dataclass(frozen=True)
-class ProbesConfig:
-    """Which model and sequences to probe, and how to fit and check the probes
-    (`interpgpt probes`, study `[probes]`)."""
-
-    model: Path = inputs.argument()
-    """The model (run or export dir)."""
-    corpus: Path = inputs.option()
-    """Corpus directory; its held-out split supplies the sequences."""
-    out: Path = inputs.option()
-    """Directory for three_probes.json and probes.png."""
-    variant: Literal["auto", "standard", "adhd"] = "auto"
-    """Whose sequences to read; auto: the model's own variant (ADHD if unknown). The study
-    probes both models on `STUDY_SEQUENCES`."""
-    split: Split = "test"
-    """Corpus split of the held-out tasks."""
-    limit: int | None = 300
-    """Held-out tasks (one phrasing each); None for all."""
-    train_fraction: float = 0.7
-    """Fraction of the tasks whose positions train the probes; the rest test them."""
-    max_step_index: int = 8
-    """Classes of the step-index probe; the last one means "this step or later"."""
-    weight_decay: float = 1e-3
-    """L2 penalty on the probe weights (in the rescaled space)."""
-    max_iter: int = 100
-    """L-BFGS iterations per probe."""
-    n_random: int = 10
-    """Random subspaces (same rank) in each causal check's null."""
-    causal_layers: Literal["best", "all"] = "best"
-    """Run the causal check at each probe's best layer, or at every layer."""
-    seed: int = 0
-    """Seed of the task split and the random subspaces."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(
-            self, limit=1, max_step_index=2, weight_decay=0, max_iter=1, n_random=2, batch_size=1
-        )
-        if not 0 < self.train_fraction < 1:
-            raise SettingError(
-                "train_fraction", f"must be strictly between 0 and 1 (got {self.train_fraction})"
-            )
 
 
 @dataclass

@@ -69,6 +69,7 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.analysis.sae_features import encode_features, hook_layer, onset_feature_stats
+from interpgpt.analysis.steering.config import SteeringConfig
 from interpgpt.analysis.steering.null import (
     RULE,
     Delta,
@@ -85,9 +86,9 @@ from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, read_json, write_json
-from interpgpt.model.generate import GenerationConfig, sample_decompositions
+from interpgpt.model.config import GenerationConfig
+from interpgpt.model.generate import sample_decompositions
 from interpgpt.sae.topk import TopKSAE, check_trained_on
-from interpgpt.settings import SettingError, at_least, in_range, inputs
 
 STEERING_JSON = "deepdive_steering.json"
 STEERING_PLOT = "steering.png"
@@ -96,74 +97,6 @@ VARIANTS: tuple[str, ...] = ("inject-std", "subtract-adhd", "zero-ablate", "inje
 HookFn = Callable[[Tensor, object], Tensor]
 HookFactory = Callable[[Callable[[], Tensor]], HookFn]
 """Builds a hook function from a callable returning the (batch, pos) position mask."""
-
-
-MAX_SCALE = 100.0
-"""Largest |--scale|: far past where an injection saturates the residual stream."""
-
-
-@dataclass(frozen=True)
-class SteeringConfig:
-    """Which feature to steer with, where, and how large a null to draw (`interpgpt steer`)."""
-
-    sae_dir: Path = inputs.argument()
-    """SAELens-format SAE directory whose decoder row is the steering direction."""
-    standard: Path = inputs.option()
-    """The standard model (run or export dir)."""
-    adhd: Path = inputs.option()
-    """The ADHD model (run or export dir)."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus directory; its held-out split supplies the sequences."""
-    out: Path = inputs.option()
-    """Directory for deepdive_steering.json and steering.png."""
-    diff_file: Path = inputs.option()
-    """feature_diff.json of this SAE (`interpgpt sae diff`); its top feature is steered
-    unless `feature` names one."""
-    feature: int | None = None
-    """Feature index to steer with (None: the top feature of the diff file)."""
-    n_null: int = 20
-    """Random directions in each variant's null."""
-    seed: int = 0
-    """Seed of the random directions and of sampling."""
-    scale: float = 1.0
-    """Multiplier on the feature's typical ADHD magnitude for the injections."""
-    limit: int | None = 200
-    """Held-out tasks per variant for the teacher-forced metric; None for all."""
-    sequences: Literal["own", "adhd", "standard"] = "own"
-    """"own": each model reads its own variant's held-out sequences (the seed card's
-    setup); otherwise both read that variant's."""
-    upstream_layer: int | None = None
-    """Layer whose resid_post inject-upstream writes to; None: one before the SAE's layer."""
-    generate_tasks: int = 16
-    """Held-out tasks whose decompositions are sampled for the generated regulation rate
-    (0 skips generation)."""
-    n_null_generate: int = 5
-    """Random directions (the first of the null, at most n_null) also run through generation."""
-    max_new_tokens: int = 96
-    """Sampling budget per decomposition."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto (CUDA when available), cpu or cuda."""
-
-    def __post_init__(self) -> None:
-        in_range(self, "scale", -MAX_SCALE, MAX_SCALE)
-        if self.n_null < 2:
-            raise SettingError(
-                "n_null", f"must be at least 2 to estimate a spread (got {self.n_null})"
-            )
-        at_least(
-            self,
-            feature=0,
-            limit=1,
-            upstream_layer=0,
-            generate_tasks=0,
-            n_null_generate=0,
-            max_new_tokens=1,
-            batch_size=1,
-        )
 
 
 @dataclass(frozen=True)

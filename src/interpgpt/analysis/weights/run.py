@@ -50,58 +50,25 @@ from interpgpt.analysis.weights.compare import (
     heldout_batches,
     matching_agreement,
 )
+from interpgpt.analysis.weights.config import WeightsConfig
 from interpgpt.artifacts.load import load_pair
 from interpgpt.artifacts.names import EXPORT_INFO, RUN_CONFIG
-from interpgpt.constants import VARIANTS, Split
+from interpgpt.constants import VARIANTS
 from interpgpt.corpus.evalset import load_eval_set
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, read_json, write_json
 from interpgpt.model.taskgpt import TaskGPT
-from interpgpt.settings import SettingError, at_least, check_choices, inputs
-from interpgpt.train import TrainConfig, initial_model, state_sha256
+from interpgpt.settings import SettingError
 from interpgpt.train.batches import Batch
+from interpgpt.train.config import TrainConfig
+from interpgpt.train.recipe import initial_model, state_sha256
 
 WEIGHTS_JSON = "weights.json"
 CHANGE_MAP = "weight_change.png"
 INTERPOLATION_PLOT = "interpolation.png"
 HEADSWAP_JSON = "headswap.json"
 """The head-swap inventory's file (named here too: analyses do not import each other)."""
-
-
-@dataclass(frozen=True)
-class WeightsConfig:
-    """The pair in weight space: change from the shared init, head matching, linear mode
-    connectivity (`interpgpt weights`, study `[weights]`)."""
-
-    standard: Path = inputs.argument()
-    """Run dir of the standard model (an export dir does not record the init's hash)."""
-    adhd: Path = inputs.argument()
-    """Run dir of the ADHD model."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    out: Path = inputs.option()
-    """Output dir for weights.json and the figures."""
-    corpus: Path | None = None
-    """Corpus dir for the loss along the line between the models (None: not measured); the
-    study passes its corpus."""
-    headswap: Path | None = None
-    """headswap.json of `interpgpt headswap`, to compare its within-layer matching with the
-    weight matching (None: no comparison); the study passes its inventory's."""
-    limit: int = 64
-    """Held-out tasks of each variant the interpolation losses average over."""
-    split: Split = "test"
-    """Corpus split the interpolation losses are measured on."""
-    points: int = 11
-    """Points α on the line between the models, both ends included."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, limit=1, points=2, batch_size=1)
 
 
 # ---------------------------------------------------------------------------- the shared init

@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.kl.config import KLConfig
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -58,12 +59,11 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.artifacts.load import load_pair
-from interpgpt.constants import VARIANTS, Split
+from interpgpt.constants import VARIANTS
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, to_jsonable, write_json
-from interpgpt.settings import at_least, check_choices, inputs
 
 KL_JSON = "kl.json"
 KL_PLOT = "kl_by_role.png"
@@ -85,41 +85,6 @@ NOT_SCORED = -1
 """Role id of positions without a next token (`<|end|>`, padding)."""
 STATS = ("kl_ab", "kl_ba", "symmetric")
 """Headline statistics: KL(a‖b), KL(b‖a) and their mean (half the Jeffreys divergence)."""
-
-
-@dataclass(frozen=True)
-class KLConfig:
-    """Per-token KL between the pair's next-token distributions (`interpgpt kl`, study
-    `[kl]`)."""
-
-    standard: Path = inputs.argument()
-    """Run or export dir of the standard model."""
-    adhd: Path = inputs.argument()
-    """Run or export dir of the ADHD model."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus dir written by `interpgpt corpus`; both variants' sequences are read."""
-    out: Path = inputs.option()
-    """Output dir for kl.json and kl_by_role.png."""
-    split: Split = "test"
-    """Corpus split to evaluate on."""
-    limit: int | None = 150
-    """Tasks per variant (the first of the split; None: all)."""
-    top_k: int = 20
-    """Highest-KL positions listed in kl.json."""
-    window: int = 12
-    """Tokens of context shown before each listed position (the position included)."""
-    next_tokens: int = 5
-    """Most likely next tokens of each model shown at each listed position."""
-    batch_size: int = 16
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, limit=1, top_k=0, window=1, next_tokens=1, batch_size=1)
 
 
 # ---------------------------------------------------------------------------- roles

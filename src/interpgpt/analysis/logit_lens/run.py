@@ -40,7 +40,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from torch import Tensor
 
 from interpgpt.analysis import plots
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.logit_lens.config import LogitLensConfig
 from interpgpt.analysis.protocol import (
     Analysis,
     Section,
@@ -59,56 +60,18 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.artifacts.load import load_pair
-from interpgpt.constants import Split, Variant
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set, load_records
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, write_json
-from interpgpt.settings import at_least, check_choices, inputs
 
 LOGIT_LENS_JSON = "logit_lens.json"
 LOGIT_LENS_PLOT = "logit_lens.png"
 DLA_JSON = "dla.json"
 DLA_HEATMAP = "dla_heatmap.png"
 EMBED_LAYER = -1
-
-
-@dataclass(frozen=True)
-class LogitLensConfig:
-    """The regulation logit lens and DLA of a matched pair (`interpgpt logit-lens`, study
-    `[logit_lens]`)."""
-
-    standard: Path = inputs.argument()
-    """Run or export dir of the standard model."""
-    adhd: Path = inputs.argument()
-    """Run or export dir of the ADHD model."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus dir written by `interpgpt corpus`."""
-    out: Path = inputs.option()
-    """Output dir for logit_lens.json, dla.json and the figures."""
-    sequences: Variant = "adhd"
-    """Which variant's held-out sequences are teacher-forced (ADHD: the regulation-bearing
-    context)."""
-    split: Split = "test"
-    """Corpus split to evaluate on."""
-    limit: int | None = None
-    """Use only the first N tasks of the split (None: all)."""
-    include_embed: bool = True
-    """Also read the embedding (layer -1, = blocks.0.hook_resid_pre) through the lens."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    """Matmul precision; under bfloat16 the DLA sums match the logit only to ~1e-2."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(self, limit=1, batch_size=1)
 
 
 def regulation_direction(model, reg_ids: list[int]) -> Float[Tensor, " d_model"]:

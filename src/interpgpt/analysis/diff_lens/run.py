@@ -49,6 +49,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.diff_lens.config import DiffLensConfig
 from interpgpt.analysis.interventions import act_name, add_direction
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
@@ -61,81 +62,20 @@ from interpgpt.analysis.protocol import (
     fmt,
 )
 from interpgpt.artifacts.load import load_pair
-from interpgpt.constants import Split, Variant
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set, load_records
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
 from interpgpt.io import provenance, to_jsonable, write_bytes, write_json
-from interpgpt.model.generate import Decomposition, GenerationConfig, sample_decompositions
-from interpgpt.settings import at_least, check_choices, inputs
+from interpgpt.model.config import GenerationConfig
+from interpgpt.model.generate import Decomposition, sample_decompositions
 
 DIFF_LENS_JSON = "diff_lens.json"
 DIFF_LENS_VECTORS = "diff_lens.safetensors"
 DIFF_LENS_PLOT = "diff_lens.png"
 POSITION_SETS: tuple[str, ...] = ("onset_predictor", "all")
 """Where the difference is averaged: step-onset predictors, every real position."""
-
-
-@dataclass(frozen=True)
-class DiffLensConfig:
-    """The activation difference lens of a pair and its steering check (`interpgpt
-    diff-lens`, study `[diff_lens]`)."""
-
-    standard: Path = inputs.argument()
-    """Run or export dir of the standard model (model a, the one steered)."""
-    adhd: Path = inputs.argument()
-    """Run or export dir of the ADHD model (model b)."""
-    same_variant: bool = inputs.flag()
-    """Allow two models of one variant (the output says so); else each must be in its role."""
-    corpus: Path = inputs.option()
-    """Corpus dir written by `interpgpt corpus`."""
-    out: Path = inputs.option()
-    """Output dir for diff_lens.json, diff_lens.safetensors and diff_lens.png."""
-    sequences: Variant = "standard"
-    """Which variant's held-out sequences are averaged over (standard: text both models
-    have seen the like of, so δ holds what the ADHD model carries into it, not its
-    reading of regulation steps the standard model never saw)."""
-    split: Split = "test"
-    """Corpus split of the sequences and of the tasks decoded."""
-    limit: int | None = 300
-    """Sequences averaged over (the first of the split; None: all)."""
-    top_k: int = 10
-    """Promoted and suppressed tokens listed per layer and reading model."""
-    layer: int | None = None
-    """Layer whose resid_post is steered (None: the layer where the onset-predictor
-    difference has the largest norm)."""
-    scale: float = 1.0
-    """Multiplier on the difference added when steering."""
-    steer_tasks: int = 40
-    """Held-out tasks decoded per steering condition (0 skips the check)."""
-    n_random: int = 4
-    """Random directions of the same norm in the steering null."""
-    max_new_tokens: int = 48
-    """Tokens generated per task at most."""
-    temperature: float = 0.0
-    """Sampling temperature (0: greedy)."""
-    seed: int = 0
-    """Seed of the random directions and of sampling."""
-    batch_size: int = 32
-    """Sequences per forward pass, teacher-forced or decoded."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        at_least(
-            self,
-            limit=1,
-            top_k=1,
-            layer=0,
-            steer_tasks=0,
-            n_random=1,
-            max_new_tokens=1,
-            temperature=0,
-            batch_size=1,
-        )
 
 
 # ---------------------------------------------------------------------------- the lens

@@ -1,0 +1,2 @@
+"""Head ablation during generation against head nulls: the computation and its report
+(`run`), the settings (`config`)."""

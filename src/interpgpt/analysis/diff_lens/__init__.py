@@ -1,0 +1,2 @@
+"""The Activation Difference Lens and its steering check: the computation and its report
+(`run`), the settings (`config`)."""
