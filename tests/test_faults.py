@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from safetensors.torch import load_file, save_file
 
 from interpgpt.artifacts.names import CHECKPOINT, MODEL_WEIGHTS
-from interpgpt.cli import main
+from interpgpt.cli import app, main
 from interpgpt.io import exclusive_lock
 from interpgpt.study.config import load_study_config
 from interpgpt.study.pipeline import LOCK
+from tests.test_cli import leaf_commands
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -230,3 +232,170 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tiny_corpus, tiny_tokenizer_path,
     lines = stderr.strip().splitlines()
     assert lines[-1].startswith("interrupted: ") and "--resume" in lines[-1], stderr
     assert "Traceback" not in stderr
+
+
+def writers(with_force: bool) -> list[tuple[list[str], list[str], bool]]:
+    """(command path, required arguments but --out, whether --out is a file) of every
+    command with --out (and --force, if asked): its required inputs need not exist, since
+    a bad or existing output is refused before any is read."""
+    root = typer.main.get_command(app)
+    found = []
+    for path, _ in leaf_commands():
+        command = root
+        for word in path:
+            command = command.get_command(typer.Context(command), word)
+        opts = {o for p in command.params for o in p.opts}
+        if "--out" not in opts or path == ["study"]:  # the study resumes its --out
+            continue
+        if with_force and "--force" not in opts:
+            continue
+        args: list[str] = []
+        for p in command.params:
+            if p.required and p.param_type_name == "argument":
+                args.append("1")
+            elif p.required and "--out" not in p.opts:
+                args += [p.opts[0], "1"]  # a number parses as any type
+        help_out = next(p.help or "" for p in command.params if "--out" in p.opts)
+        found.append((path, args, "tokenizer.json" in help_out))
+    return found
+
+
+WRITERS = writers(with_force=True)
+ALL_WRITERS = writers(with_force=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "args", "is_file"), WRITERS, ids=[" ".join(p) for p, _, _ in WRITERS]
+)
+def test_no_command_replaces_an_output_without_force(path, args, is_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    if is_file:
+        out.write_text("earlier")
+    else:
+        out.mkdir()
+        (out / "earlier.json").write_text("earlier")
+    code, lines = run([*path, *args, "--out", out], capsys)
+    one_line_error(code, lines, str(out), "--force")
+    assert (out if is_file else out / "earlier.json").read_text() == "earlier"
+
+
+def test_force_replaces_and_a_rerun_removes_its_stale_temps(
+    tiny_run_dirs, tiny_corpus, tmp_path, capsys
+):
+    out = tmp_path / "kl"
+    pair = [tiny_run_dirs["standard"], tiny_run_dirs["adhd"]]
+    argv = ["kl", *pair, "--corpus", tiny_corpus, "--out", out, "--limit", "2"]
+    code, lines = run(argv, capsys)
+    assert code == 0, lines
+    stale = out / ".kl.json.killed.tmp"  # what `atomic_path` leaves when killed
+    stale.write_text("half")
+    code, lines = run([*argv, "--force"], capsys)
+    assert code == 0, lines
+    assert (out / "kl.json").is_file() and not stale.exists()
+
+
+# ------------------------------------------------------------------ the fault matrix
+# Every command that writes, given a missing, truncated or non-UTF-8 input, or an output
+# with a file in the way: exit code 2, one line naming the file, no traceback, no output.
+# (Permission denial is not tested: the sandbox runs as root, which may write anywhere.)
+
+FAULTS = ("missing", "truncated", "non-utf8")
+
+
+def broken_copy(source: Path, target: Path, fault: str, file: str) -> Path:
+    """A copy of the file or directory `source` at `target` with the fault in `file`
+    (a path relative to it, "" for the file itself); "missing" is a path with nothing."""
+    if fault == "missing":
+        return target
+    (shutil.copytree if source.is_dir() else shutil.copyfile)(source, target)
+    bad = target / file if file else target
+    data = bad.read_bytes()
+    # weights cut in half; a text file inside its first record, which a command reading
+    # only the first few records (`kl --limit 2`) reads too
+    cut = data[: len(data) // 2] if bad.suffix == ".safetensors" else data[:100]
+    bad.write_bytes(cut if fault == "truncated" else b"\xff\xfe" + data)
+    return target
+
+
+MODEL_COMMANDS = {  # {m}: the broken model, {a}: the good ADHD model
+    "export": ["export", "{m}", "--no-verify"],
+    "kl": ["kl", "{m}", "{a}", "--corpus", "{c}", "--limit", "2"],
+    "behaviour": ["behaviour", "{m}", "{a}", "--corpus", "{c}"],
+    "weights": ["weights", "{m}", "{a}"],
+    "headswap": ["headswap", "{m}", "{a}", "--corpus", "{c}"],
+    "diff-lens": ["diff-lens", "{m}", "{a}", "--corpus", "{c}"],
+    "logit-lens": ["logit-lens", "{m}", "{a}", "--corpus", "{c}"],
+    "ablate": ["ablate", "{m}", "--corpus", "{c}", "--heads", "L0H0"],
+    "patch": ["patch", "{m}", "--corpus", "{c}"],
+    "probes": ["probes", "{m}", "--corpus", "{c}"],
+    "sae train": ["sae", "train", "{m}", "--layer", "1", "--corpus", "{c}"],
+    "crosscoder train": ["crosscoder", "train", "{m}", "{a}", "--layer", "1", "--corpus", "{c}"],
+}
+MODEL_FILE = {"truncated": MODEL_WEIGHTS, "non-utf8": "config.json"}
+
+TINY_RUN = ["--preset", "tiny", "--steps", "2", "--n-samples", "0", "--no-progress"]
+DATA_COMMANDS = {  # {c}: the corpus, {t}: the tokenizer, one of them broken
+    "tokenizer": ["tokenizer", "--corpus", "{c}"],
+    "train": ["train", "--corpus", "{c}", "--tokenizer", "{t}", *TINY_RUN],
+    "kl": ["kl", "{s}", "{a}", "--corpus", "{c}", "--limit", "2"],
+}
+
+
+def assert_refused_without_output(argv: list, out: Path, capsys, *names) -> None:
+    code, lines = run([*argv, "--out", out], capsys)
+    one_line_error(code, lines, *map(str, names))
+    assert not out.exists(), "a partial output was left"
+    assert not list(out.parent.glob(f".{out.name}*")), "a temp was left"
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_a_broken_model_is_one_line_and_no_output(
+    command, fault, tiny_run_dirs, tiny_corpus, tmp_path, capsys
+):
+    model = broken_copy(
+        tiny_run_dirs["standard"], tmp_path / "model", fault, MODEL_FILE.get(fault, "")
+    )
+    words = {"{m}": model, "{a}": tiny_run_dirs["adhd"], "{c}": tiny_corpus}
+    argv = [words.get(w, w) for w in MODEL_COMMANDS[command]]
+    named = model / MODEL_FILE[fault] if fault in MODEL_FILE else model
+    assert_refused_without_output(argv, tmp_path / "out", capsys, named)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize(
+    ("command", "broken"), [("tokenizer", "{c}"), ("train", "{c}"), ("train", "{t}"), ("kl", "{c}")]
+)
+def test_a_broken_corpus_or_tokenizer_is_one_line_and_no_output(
+    command, broken, fault, tiny_run_dirs, tiny_corpus, tiny_tokenizer_path, tmp_path, capsys
+):
+    split = "standard/train.jsonl" if command != "kl" else "standard/test.jsonl"
+    if broken == "{c}":
+        inputs = {
+            "{c}": broken_copy(tiny_corpus, tmp_path / "corpus", fault, split),
+            "{t}": tiny_tokenizer_path,
+        }
+        named = tmp_path / "corpus" / (split if fault != "missing" else "")
+    else:
+        inputs = {
+            "{c}": tiny_corpus,
+            "{t}": broken_copy(tiny_tokenizer_path, tmp_path / "tok.json", fault, ""),
+        }
+        named = tmp_path / "tok.json"
+    words = {**inputs, "{s}": tiny_run_dirs["standard"], "{a}": tiny_run_dirs["adhd"]}
+    argv = [words.get(w, w) for w in DATA_COMMANDS[command]]
+    out = tmp_path / ("tok-out.json" if command == "tokenizer" else "out")
+    assert_refused_without_output(argv, out, capsys, named)
+
+
+@pytest.mark.parametrize(
+    ("path", "args", "is_file"), ALL_WRITERS, ids=[" ".join(p) for p, _, _ in ALL_WRITERS]
+)
+def test_a_file_in_the_way_of_the_output_is_found_first(path, args, is_file, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    outs = [blocker / "below"] if is_file else [blocker, blocker / "below"]
+    for out in outs:
+        code, lines = run([*path, *args, "--out", out], capsys)
+        one_line_error(code, lines, str(out), "is a file")
+    assert blocker.read_text() == "x"

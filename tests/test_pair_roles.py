@@ -42,7 +42,8 @@ def test_one_variant_only_with_same_variant(tiny_run_dirs, tiny_corpus, tmp_path
     code, lines = run([*argv, "--out", tmp_path / "b", "--same-variant"], capsys)
     assert code == 0, lines
     assert any("--same-variant" in line for line in lines), "the output says so"
-    assert (tmp_path / "b" / "kl.json").is_file()
+    result = json.loads((tmp_path / "b" / "kl.json").read_text())
+    assert result["provenance"]["config"]["same_variant"] is True, "and so does the result"
 
 
 def _sae(tmp_path, model_name: str, layer: int = 1):
