@@ -243,6 +243,10 @@ def run_config(
     )
 
 
+def run_dir(root: Path, kind: str, recipe: str, variant: str, seed: int) -> Path:
+    return root / kind / f"{recipe}-{variant}-s{seed}"
+
+
 def seconds_per_step(config: TrainConfig, emulate_bf16: bool = False) -> float:
     """Mean seconds of the run's own optimizer steps `WARMUP_STEPS` to `+ CALIBRATION_STEPS`,
     in this process, on its current load. The warm-up spans three length-grouping windows:
@@ -460,7 +464,7 @@ def speedrun(
     """One run: calibrate, train for `minutes` of idle time (or exactly `steps`), evaluate
     every `every` minutes (None: at the end only) and stop at the first evaluation where
     every target holds."""
-    out = root / kind / f"{recipe}-{variant}-s{seed}"
+    out = run_dir(root, kind, recipe, variant, seed)
     base = run_config(data, recipe, variant, seed, out / "run", preset)
     record = calibrated(data, out, base, kind=kind, recipe=recipe, minutes=minutes, steps=steps)
     if record.get("done"):
@@ -508,8 +512,8 @@ def speedrun(
     return record
 
 
-def last_val_loss(run_dir: Path) -> float | None:
-    metrics = run_dir / "metrics.jsonl"
+def last_val_loss(train_dir: Path) -> float | None:
+    metrics = train_dir / "metrics.jsonl"
     if not metrics.is_file():
         return None
     losses = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -748,19 +752,20 @@ def main(argv: list[str] | None = None) -> None:
     levers.add_argument("--minutes", type=float, default=5.0)
     levers.add_argument("--recipes", default=",".join(RECIPES))
     levers.add_argument("--seeds", default="0")
-    levers.add_argument(
-        "--train-threads",
-        type=int,
-        default=None,
-        help="torch threads while training (calibration keeps the machine's): a lever's "
-        "quality at a step count does not depend on it, its minutes come from calibration",
-    )
     curve = sub.add_parser("curve", help="one recipe and model until the targets hold")
     curve.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     curve.add_argument("--variant", default="standard", choices=BOTH)
     curve.add_argument("--minutes", type=float, default=30.0)
     curve.add_argument("--every", type=float, default=5.0)
     curve.add_argument("--seed", type=int, default=0)
+    for runner in (levers, curve):
+        runner.add_argument(
+            "--train-threads",
+            type=int,
+            default=None,
+            help="torch threads while training (calibration keeps the machine's): a run's "
+            "quality at a step count does not depend on it, its minutes come from calibration",
+        )
     sub.add_parser("report", help="write the table and the plot from the records")
     sub.add_parser("recalibrate", help="measure every run's seconds per step again, idle")
     rate = sub.add_parser("throughput", help="levers that change seconds per step only")
@@ -787,7 +792,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.kind == "levers":
             runs = [(int(s), r) for s in args.seeds.split(",") for r in args.recipes.split(",")]
             for seed, recipe in runs:  # every calibration first, while the machine is idle
-                out = args.root / "levers" / f"{recipe}-standard-s{seed}"
+                out = run_dir(args.root, "levers", recipe, "standard", seed)
                 base = run_config(data, recipe, "standard", seed, out / "run", args.preset)
                 calibrated(data, out, base, kind="levers", recipe=recipe, minutes=args.minutes)
             if args.train_threads:
@@ -804,6 +809,11 @@ def main(argv: list[str] | None = None) -> None:
                     **common,
                 )
         else:
+            out = run_dir(args.root, "curve", args.recipe, args.variant, args.seed)
+            base = run_config(data, args.recipe, args.variant, args.seed, out / "run", args.preset)
+            calibrated(data, out, base, kind="curve", recipe=args.recipe, minutes=args.minutes)
+            if args.train_threads:
+                torch.set_num_threads(args.train_threads)
             speedrun(
                 data,
                 kind="curve",
