@@ -397,7 +397,7 @@ def test_every_name_is_one_token(tok):
         assert len(tok.encode(f" {a}")) == 1 and len(tok.encode(f" {b}")) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_ioi_model_trained_here_meets_the_targets_on_held_out_prompts(tmp_path):
     """The demo's IOI model (the default training config): on held-out
     name pairs x held-out templates its mean logit difference IO - S is >= 2 and every

@@ -17,6 +17,8 @@ from interpgpt.study.config import StudyConfig, load_study_config
 from interpgpt.study.pipeline import REPORT, release_memory, run_stages, run_study, stage_hash
 from interpgpt.study.stages import STAGES
 
+pytestmark = pytest.mark.slow(seconds=80)
+
 TINY_STUDY = [
     "corpus.n_tasks=120",
     "corpus.examples_per_task=4",
