@@ -157,7 +157,9 @@ def test_adapters_read_a_residual_through_the_models_own_final_norm():
 
 def test_layers_as_fractions_of_depth():
     assert [resolve_layer(f, 5) for f in (0.0, 0.5, 1.0)] == [0, 2, 4]
-    assert resolve_layer(-1, 5) == 4 and resolve_layer("0.25", 5) == 1 and resolve_layer("3", 5) == 3
+    assert (
+        resolve_layer(-1, 5) == 4 and resolve_layer("0.25", 5) == 1 and resolve_layer("3", 5) == 3
+    )
     with pytest.raises(UserError):
         resolve_layer(5, 5)
 

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import act_name, add_direction
-from interpgpt.analysis.lm import as_lm
+from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -265,7 +265,7 @@ def read_lens(
 def difference_lens(
     model_a,
     model_b,
-    eval_set: EncodedSet,
+    eval_set: EncodedSet | TextSet,
     *,
     names: tuple[str, str] = ("a", "b"),
     top_k: int = 10,

@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
-from interpgpt.analysis.lm import as_lm
+from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -374,7 +374,11 @@ class HighKL:
 
 
 def top_positions(
-    result: KLResult, eval_sets: Mapping[str, EncodedSet], tokenizer, k: int, window: int
+    result: KLResult,
+    eval_sets: Mapping[str, EncodedSet | TextSet],
+    tokenizer,
+    k: int,
+    window: int,
 ) -> list[HighKL]:
     """The `k` positions of highest symmetric KL over all sources, readable."""
     ranked = sorted(

@@ -231,14 +231,16 @@ def check_pair(a: Any, b: Any) -> None:
     """Refuse, in one line, two models that do not share a tokenizer and a shape: every
     pair analysis feeds both the same ids and compares layers and heads by index."""
     a, b = as_lm(a), as_lm(b)
-    if a.tokenizer is not None and b.tokenizer is not None:
-        if a.tokenizer.sha256 != b.tokenizer.sha256:
-            raise UserError(
-                f"{a.label} and {b.label} use different tokenizers "
-                f"({a.tokenizer.sha256[:12]} vs {b.tokenizer.sha256[:12]}); a pair must share one"
-            )
+    ta, tb = a.tokenizer, b.tokenizer
+    if ta is not None and tb is not None and ta.sha256 != tb.sha256:
+        raise UserError(
+            f"{a.label} and {b.label} use different tokenizers "
+            f"({ta.sha256[:12]} vs {tb.sha256[:12]}); a pair must share one"
+        )
     shape = ("n_layer", "n_head", "d_model", "d_vocab")
-    differ = [f"{k} {getattr(a, k)} vs {getattr(b, k)}" for k in shape if getattr(a, k) != getattr(b, k)]
+    differ = [
+        f"{k} {getattr(a, k)} vs {getattr(b, k)}" for k in shape if getattr(a, k) != getattr(b, k)
+    ]
     if differ:
         raise UserError(f"{a.label} and {b.label} differ in shape ({', '.join(differ)})")
 
@@ -251,7 +253,7 @@ def tl_bundle(model: HookedTransformer) -> dict[str, Any]:
     values (loadable with `torch.load(weights_only=True)`) and its state dict."""
     values = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(model.cfg)}
     config = {  # numpy scalars (attn_scale, initializer_range) as Python ones
-        k: v.item() if hasattr(v, "item") and not isinstance(v, Tensor) else v
+        k: float(v) if isinstance(v, float) else v
         for k, v in values.items()
         if k not in TL_CONFIG_SKIP and (v is None or isinstance(v, bool | int | float | str))
     }
@@ -259,7 +261,9 @@ def tl_bundle(model: HookedTransformer) -> dict[str, Any]:
     return {"config": config, "model_state_dict": state}
 
 
-def save_tl_bundle(model: HookedTransformer, out_dir: str | Path, tokenizer_json: str | Path) -> Path:
+def save_tl_bundle(
+    model: HookedTransformer, out_dir: str | Path, tokenizer_json: str | Path
+) -> Path:
     """Write `hooked_transformer.pt` and a copy of the tokenizer into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

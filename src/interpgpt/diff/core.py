@@ -43,7 +43,7 @@ from interpgpt.analysis.kl import (
     source_kl,
     top_positions,
 )
-from interpgpt.analysis.lm import ALL_POSITIONS, TextSet, as_lm, check_pair, resolve_layer
+from interpgpt.analysis.lm import TextSet, as_lm, check_pair, resolve_layer
 from interpgpt.analysis.logit_lens import TokenLens, token_lens
 from interpgpt.analysis.weights.compare import LayerDistances, layer_distances
 from interpgpt.errors import UserError
@@ -135,7 +135,10 @@ def analyse(
     fixed = None if layer in (None, "") else resolve_layer(layer, a.n_layer)
     lens_layer = {s: lens.max_norm_layer(s) if fixed is None else fixed for s in sets}
     lenses = (
-        {r: token_lens(m, texts, tokens, sets, batch_size=batch_size) for r, m in (("a", a), ("b", b))}
+        {
+            r: token_lens(m, texts, tokens, sets, batch_size=batch_size)
+            for r, m in (("a", a), ("b", b))
+        }
         if tokens
         else {}
     )

@@ -147,7 +147,9 @@ def diff_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any]:
     return {
         "models": {"a": p.labels[0], "b": p.labels[1]},
         "controls": diff.control_labels,
-        "statistics": {k: to_jsonable(s) | {"finding": s.finding} for k, s in diff.statistics.items()},
+        "statistics": {
+            k: to_jsonable(s) | {"finding": s.finding} for k, s in diff.statistics.items()
+        },
         "findings": [s.name for s in diff.findings],
         "kl": p.kl,
         "top_kl": p.top_kl,
@@ -215,8 +217,8 @@ def sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
         )
     ]
     kl = [["position set", "positions", f"KL({a}‖{b})", f"KL({b}‖{a})", "symmetric"]]
-    for s, st in p.kl.items():
-        kl.append([s, str(st.count), fmt(st.mean_ab), fmt(st.mean_ba), fmt(st.mean_symmetric)])
+    for name, st in p.kl.items():
+        kl.append([name, str(st.count), fmt(st.mean_ab), fmt(st.mean_ba), fmt(st.mean_symmetric)])
     kl.append(["", "", "", "", ""])
     kl.append(["highest KL: text, pos", "context → next", f"{a} top", f"{b} top", "symmetric"])
     for h in p.top_kl:
@@ -229,15 +231,13 @@ def sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
                 fmt((h.kl_ab + h.kl_ba) / 2),
             ]
         )
-    out.append(
-        Section("Where the outputs differ (KL)", _stat_sentence(diff, "kl/"), table=kl)
-    )
+    out.append(Section("Where the outputs differ (KL)", _stat_sentence(diff, "kl/"), table=kl))
     lens = [["position set", "layer", "|δ| / |resid|", f"promoted (read by {b})", "suppressed"]]
-    for s, r in lens_readings(diff, tokenizer).items():
+    for name, r in lens_readings(diff, tokenizer).items():
         read = r["read_by"]["b"]
         lens.append(
             [
-                s,
+                name,
                 str(r["layer"]),
                 fmt(r["relative_norm"]),
                 ", ".join(repr(t["token"]) for t in read["promoted"][:5]),
@@ -250,9 +250,9 @@ def sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
     if p.token_lens:
         n_layer = len(next(iter(p.token_lens["a"].p.values())))
         table = [["position set", "model", *[f"L{i}" for i in range(n_layer)]]]
-        for s in p.token_lens["a"].p:
+        for name in p.token_lens["a"].p:
             for role, label in (("a", a), ("b", b)):
-                table.append([s, label, *map(fmt, p.token_lens[role].p[s])])
+                table.append([name, label, *map(fmt, p.token_lens[role].p[name])])
         words = ", ".join(repr(tokenizer.decode_text([t])) for t in diff.tokens)
         out.append(
             Section(
@@ -291,4 +291,3 @@ def _stat_sentence(diff: PairDiff, prefix: str) -> str:
         return "Not computed."
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
-
