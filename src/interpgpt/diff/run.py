@@ -178,18 +178,24 @@ def headlines(diff: PairDiff, tokenizer: Any) -> list[str]:
         named = ", ".join(s.name for s in diff.findings) or "none"
         lines = [
             f"{len(diff.findings)} of {len(diff.statistics)} statistics exceed all "
-            f"{len(diff.control_labels)} controls (twins of {a}): {named}."
+            f"{len(diff.control_labels)} control(s) (twins of {a}): {named}."
         ]
     else:
         lines = ["No control models were given: nothing here is judged against seed noise."]
-    if diff.pair.top_kl:
-        top = diff.pair.top_kl[0]
+    top_kl = diff.pair.top_kl[0] if diff.pair.top_kl else None
+    if top_kl is not None and top_kl.kl_ab + top_kl.kl_ba == 0:
+        lines.append(f"{a} and {b} predict the same distribution at every position.")
+    elif top_kl is not None:
+        top = top_kl
         lines.append(
             f"The models disagree most at text {top.task_id}, position {top.pos} "
             f"(…{top.context!r} → {top.next_token!r}): {a} predicts {top.top_a[0].token!r}, "
             f"{b} {top.top_b[0].token!r} (symmetric KL {fmt((top.kl_ab + top.kl_ba) / 2)})."
         )
     for s, reading in lens_readings(diff, tokenizer).items():
+        if reading["norm"] == 0:
+            lines.append(f"At {s} positions the mean difference {b} − {a} is zero.")
+            continue
         promoted = [t["token"] for t in reading["read_by"]["b"]["promoted"][:3]]
         lines.append(
             f"At {s} positions the mean difference {b} − {a} is largest at layer "
