@@ -73,6 +73,23 @@ _API: dict[str, str] = {
     "CrosscoderTrainConfig": "interpgpt.crosscoder.training",
     "diff_models": "interpgpt.analysis.crosscoder_diff.latents",
     "DiffSettings": "interpgpt.analysis.crosscoder_diff.latents",
+    # Any pair: the model protocol, its adapters (TaskGPT, HookedTransformer), texts with
+    # position sets the caller names, and the diff of two models with seed controls.
+    "LanguageModel": "interpgpt.analysis.lm",
+    "TaskGPTModel": "interpgpt.analysis.lm",
+    "HookedTransformerModel": "interpgpt.analysis.lm",
+    "as_lm": "interpgpt.analysis.lm",
+    "load_lm": "interpgpt.analysis.lm",
+    "save_tl_bundle": "interpgpt.analysis.lm",
+    "TextSet": "interpgpt.analysis.lm",
+    "encode_texts": "interpgpt.analysis.lm",
+    "load_texts": "interpgpt.analysis.lm",
+    "token_lens": "interpgpt.analysis.logit_lens",
+    "layer_distances": "interpgpt.analysis.weights.compare",
+    "diff_pair": "interpgpt.diff.core",
+    "PairDiff": "interpgpt.diff.core",
+    "run_diff": "interpgpt.diff.run",
+    "DiffConfig": "interpgpt.diff.run",
     # Seed controls: the verdict rule, FDR correction, SAE dictionary matching.
     "verdict": "interpgpt.analysis.controls",
     "benjamini_hochberg": "interpgpt.analysis.controls",

@@ -172,6 +172,50 @@ def _cpu_parameters(model: TaskGPT) -> dict[str, Tensor]:
 
 
 @dataclass
+class LayerDistances:
+    """How far model b's weights are from model a's, per block: ‖θ_b − θ_a‖ / ‖θ_a‖ over the
+    block's parameters; any two modules of one shape with TransformerLens names
+    (`blocks.{layer}.…`), TaskGPT or HookedTransformer. From a shared init (b fine-tuned
+    from a) it is the change from init."""
+
+    layers: list[float]
+    """Per block."""
+    other: float
+    """Every parameter outside the blocks (embeddings, final norm, unembedding)."""
+    total: float
+    """Every parameter."""
+
+
+@torch.no_grad()
+def layer_distances(model_a: torch.nn.Module, model_b: torch.nn.Module) -> LayerDistances:
+    """Relative weight distance of `model_b` from `model_a`, per block and overall."""
+    params_a, params_b = dict(model_a.named_parameters()), dict(model_b.named_parameters())
+    if params_a.keys() != params_b.keys() or any(
+        params_a[k].shape != params_b[k].shape for k in params_a
+    ):
+        raise UserError("the models' parameters differ in names or shapes")
+    diff: dict[str, float] = {}
+    base: dict[str, float] = {}
+    for name, wa in params_a.items():
+        parts = name.split(".")
+        group = parts[1] if parts[0] == "blocks" else "other"
+        a, b = wa.detach().double().cpu(), params_b[name].detach().double().cpu()
+        diff[group] = diff.get(group, 0.0) + float((b - a).square().sum())
+        base[group] = base.get(group, 0.0) + float(a.square().sum())
+
+    def relative(groups: Collection[str]) -> float:
+        den = sum(base.get(g, 0.0) for g in groups)
+        return (sum(diff.get(g, 0.0) for g in groups) / den) ** 0.5 if den else 0.0
+
+    n_blocks = len([g for g in base if g != "other"])
+    return LayerDistances(
+        layers=[relative([str(i)]) for i in range(n_blocks)],
+        other=relative(["other"]),
+        total=relative(list(base)),
+    )
+
+
+@dataclass
 class HeadMatching:
     """Within each layer, the one-to-one assignment of model B's heads to model A's."""
 

@@ -1,0 +1,299 @@
+"""`interpgpt diff`: load a pair (and its controls), diff it, write diff.json and the report.
+
+The report is the study's (`study.report`: report.html with a headline list and one
+section per analysis, report.md beside it); diff.json holds every number behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interpgpt.analysis.diff_lens import decoded
+from interpgpt.analysis.lm import check_pair, load_lm, load_texts
+from interpgpt.analysis.protocol import Section, fmt
+from interpgpt.device import resolve_device
+from interpgpt.diff.core import NO_CONTROLS, PairDiff, diff_pair
+from interpgpt.errors import UserError
+from interpgpt.io import package_versions, provenance, to_jsonable, write_json
+from interpgpt.settings import at_least, check_choices, inputs
+from interpgpt.study.report import Report, write_report
+
+DIFF_JSON = "diff.json"
+
+
+@dataclass(frozen=True)
+class DiffConfig:
+    """Diff any two models that share a tokenizer and a shape (`interpgpt diff`)."""
+
+    a: Path = inputs.argument()
+    """Model a: a TransformerLens bundle (hooked_transformer.pt, or a dir holding one, with
+    tokenizer.json beside it) of any HookedTransformer, or one of our run or export dirs."""
+    b: Path = inputs.argument()
+    """Model b, in the same forms; δ and the KL directions read b against a."""
+    texts: Path = inputs.option()
+    """JSONL, one text a line: {"text": ...} or {"ids": [...]}, optionally with
+    "positions": {"<set name>": [token index, ...]} naming position sets."""
+    out: Path = inputs.option()
+    """Output dir for diff.json, report.html and report.md."""
+    controls: tuple[str, ...] = ()
+    """A control model: a twin of a (its recipe, another seed or data order). Repeat the
+    option for several; a statistic is a finding only beyond every control's."""
+    label_a: str = "a"
+    """Name of model a in the report."""
+    label_b: str = "b"
+    """Name of model b in the report."""
+    tokens: tuple[str, ...] = ()
+    """A token of the logit lens's token set (each encodes to one id); repeat the option."""
+    layer: str = ""
+    """Layer at which the difference lens is read: an index, or a fraction of depth
+    (0.5: the middle block); "": where the difference is largest."""
+    profile_keys: str = ""
+    """Position set whose positions are the keys of the head profiles ("": each text's
+    first position)."""
+    top_k: int = 10
+    """Highest-KL positions and promoted tokens listed."""
+    bins: int = 10
+    """Bins of the normalised query-position axis of the head profiles."""
+    max_len: int | None = None
+    """Tokens kept of each text (None: the models' context)."""
+    batch_size: int = 16
+    """Texts per forward pass."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        at_least(self, top_k=1, bins=1, max_len=2, batch_size=1)
+
+
+@dataclass
+class DiffRun:
+    """What `run_diff` computed and wrote."""
+
+    diff: PairDiff
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_diff(config: DiffConfig) -> DiffRun:
+    """Load both models and the controls, refuse a pair that differs in tokenizer or
+    shape, diff them on the texts, and write diff.json and the report."""
+    device = resolve_device(config.device)
+    a = load_lm(config.a, device, config.label_a)
+    b = load_lm(config.b, device, config.label_b)
+    check_pair(a, b)
+    controls = [load_lm(c, device, f"control {i}") for i, c in enumerate(config.controls)]
+    n_ctx = a.model.cfg.n_ctx
+    texts = load_texts(config.texts, a.tokenizer, min(config.max_len or n_ctx, n_ctx))
+    tokens = [token_id(a.tokenizer, t) for t in config.tokens]
+    diff = diff_pair(
+        a,
+        b,
+        texts,
+        controls=controls,
+        tokens=tokens,
+        layer=config.layer or None,
+        profile_keys=config.profile_keys,
+        top_k=config.top_k,
+        bins=config.bins,
+        batch_size=config.batch_size,
+    )
+    run = DiffRun(diff)
+    blob = diff_json(diff, a.tokenizer)
+    blob["provenance"] = provenance(config)
+    run.files["diff"] = write_json(config.out / DIFF_JSON, blob)
+    report = Report(
+        title=f"Diff: {config.label_b} against {config.label_a}",
+        summary=headlines(diff, a.tokenizer),
+        sections=sections(diff, a.tokenizer),
+        config=to_jsonable(config),
+        versions=package_versions(),
+    )
+    run.files["report_html"], run.files["report_md"] = write_report(report, config.out)
+    return run
+
+
+def token_id(tokenizer: Any, token: str) -> int:
+    ids = tokenizer.encode_text(token)
+    if len(ids) != 1:
+        raise UserError(f"--tokens {token!r}: encodes to {len(ids)} tokens, not one")
+    return ids[0]
+
+
+# ---------------------------------------------------------------------------- reading it
+
+
+def lens_readings(diff: PairDiff, tokenizer: Any) -> dict[str, dict[str, Any]]:
+    """Per position set: the layer read, |δ| / |resid| there, and δ read by both models."""
+    lens, out = diff.pair.lens, {}
+    for s, layer in diff.pair.lens_layer.items():
+        reads = lens.readings[s][layer]
+        out[s] = {
+            "layer": layer,
+            "positions": lens.n_positions[s],
+            "norm": lens.norms[s][layer],
+            "relative_norm": lens.norms[s][layer] / lens.resid_norms[s][layer],
+            "read_by": {
+                role: decoded(reads[label], tokenizer)
+                for role, label in zip(("a", "b"), diff.pair.labels, strict=True)
+            },
+        }
+    return out
+
+
+def diff_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any]:
+    p = diff.pair
+    return {
+        "models": {"a": p.labels[0], "b": p.labels[1]},
+        "controls": diff.control_labels,
+        "statistics": {
+            k: to_jsonable(s) | {"finding": s.finding} for k, s in diff.statistics.items()
+        },
+        "findings": [s.name for s in diff.findings],
+        "kl": p.kl,
+        "top_kl": p.top_kl,
+        "difference_lens": lens_readings(diff, tokenizer),
+        "difference_norms": {"norms": p.lens.norms, "resid_norms": p.lens.resid_norms},
+        "token_lens": {
+            "tokens": [tokenizer.decode_text([t]) for t in diff.tokens],
+            "p": {role: lens.p for role, lens in p.token_lens.items()},
+        },
+        "heads": {
+            "layers": p.inventory.layers,
+            "moved": [_head_label(m) for m in p.inventory.moved],
+        },
+        "weights": p.weights,
+    }
+
+
+def _head_label(match: Any) -> str:
+    return f"a L{match.std[0]}H{match.std[1]} → b L{match.adhd[0]}H{match.adhd[1]}"
+
+
+def headlines(diff: PairDiff, tokenizer: Any) -> list[str]:
+    """The few sentences at the top of the report."""
+    a, b = diff.pair.labels
+    if diff.control_labels:
+        named = ", ".join(s.name for s in diff.findings) or "none"
+        lines = [
+            f"{len(diff.findings)} of {len(diff.statistics)} statistics exceed all "
+            f"{len(diff.control_labels)} control(s) (twins of {a}): {named}."
+        ]
+    else:
+        lines = ["No control models were given: nothing here is judged against seed noise."]
+    top_kl = diff.pair.top_kl[0] if diff.pair.top_kl else None
+    if top_kl is not None and top_kl.kl_ab + top_kl.kl_ba == 0:
+        lines.append(f"{a} and {b} predict the same distribution at every position.")
+    elif top_kl is not None:
+        top = top_kl
+        lines.append(
+            f"The models disagree most at text {top.task_id}, position {top.pos} "
+            f"(…{top.context!r} → {top.next_token!r}): {a} predicts {top.top_a[0].token!r}, "
+            f"{b} {top.top_b[0].token!r} (symmetric KL {fmt((top.kl_ab + top.kl_ba) / 2)})."
+        )
+    for s, reading in lens_readings(diff, tokenizer).items():
+        if reading["norm"] == 0:
+            lines.append(f"At {s} positions the mean difference {b} − {a} is zero.")
+            continue
+        promoted = [t["token"] for t in reading["read_by"]["b"]["promoted"][:3]]
+        lines.append(
+            f"At {s} positions the mean difference {b} − {a} is largest at layer "
+            f"{reading['layer']} ({fmt(reading['relative_norm'])} of the residual norm) and "
+            f"promotes {', '.join(map(repr, promoted))}."
+        )
+    return lines
+
+
+def sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
+    p, (a, b) = diff.pair, diff.pair.labels
+    controls = [["statistic", "what it measures", f"{a} vs {b}", "controls", "verdict"]]
+    for s in diff.statistics.values():
+        span = f"{fmt(min(s.controls))}–{fmt(max(s.controls))}" if s.controls else "—"
+        controls.append([s.name, s.description, fmt(s.value), span, s.verdict])
+    judged = diff.control_labels
+    out = [
+        Section(
+            "Findings against the controls",
+            f"{len(diff.findings)} statistics exceed every control"
+            if judged
+            else "No control models: every statistic is reported without a verdict.",
+            table=controls,
+            status="ok" if judged else "warn",
+        )
+    ]
+    kl = [["position set", "positions", f"KL({a}‖{b})", f"KL({b}‖{a})", "symmetric"]]
+    for name, st in p.kl.items():
+        kl.append([name, str(st.count), fmt(st.mean_ab), fmt(st.mean_ba), fmt(st.mean_symmetric)])
+    kl.append(["", "", "", "", ""])
+    kl.append(["highest KL: text, pos", "context → next", f"{a} top", f"{b} top", "symmetric"])
+    for h in p.top_kl:
+        kl.append(
+            [
+                f"{h.task_id}, {h.pos}",
+                f"…{h.context!r} → {h.next_token!r}",
+                f"{h.top_a[0].token!r} {fmt(h.top_a[0].p)}",
+                f"{h.top_b[0].token!r} {fmt(h.top_b[0].p)}",
+                fmt((h.kl_ab + h.kl_ba) / 2),
+            ]
+        )
+    out.append(Section("Where the outputs differ (KL)", _stat_sentence(diff, "kl/"), table=kl))
+    lens = [["position set", "layer", "|δ| / |resid|", f"promoted (read by {b})", "suppressed"]]
+    for name, r in lens_readings(diff, tokenizer).items():
+        read = r["read_by"]["b"]
+        lens.append(
+            [
+                name,
+                str(r["layer"]),
+                fmt(r["relative_norm"]),
+                ", ".join(repr(t["token"]) for t in read["promoted"][:5]),
+                ", ".join(repr(t["token"]) for t in read["suppressed"][:5]),
+            ]
+        )
+    out.append(
+        Section("Activation difference lens", _stat_sentence(diff, "diff_lens/"), table=lens)
+    )
+    if p.token_lens:
+        n_layer = len(next(iter(p.token_lens["a"].p.values())))
+        table = [["position set", "model", *[f"L{i}" for i in range(n_layer)]]]
+        for name in p.token_lens["a"].p:
+            for role, label in (("a", a), ("b", b)):
+                table.append([name, label, *map(fmt, p.token_lens[role].p[name])])
+        words = ", ".join(repr(tokenizer.decode_text([t])) for t in diff.tokens)
+        out.append(
+            Section(
+                f"Logit lens of the token set {words}",
+                _stat_sentence(diff, "token_lens/"),
+                table=table,
+            )
+        )
+    heads = [["layer", "matched cos", "same-index cos", "gap", "moved"]]
+    for layer in p.inventory.layers:
+        heads.append(
+            [
+                str(layer.layer),
+                fmt(layer.matched_mean),
+                fmt(layer.same_index_mean),
+                fmt(layer.gap),
+                str(layer.n_moved),
+            ]
+        )
+    out.append(Section("Head attention profiles", _stat_sentence(diff, "heads"), table=heads))
+    weights = [["block", "‖θ_b − θ_a‖ / ‖θ_a‖"]]
+    weights += [[str(i), fmt(v)] for i, v in enumerate(p.weights.layers)]
+    weights += [["outside the blocks", fmt(p.weights.other)], ["all", fmt(p.weights.total)]]
+    out.append(Section("Weights", _stat_sentence(diff, "weights"), table=weights))
+    return out
+
+
+def _stat_sentence(diff: PairDiff, prefix: str) -> str:
+    """One sentence on the statistics whose names start with `prefix`."""
+    parts = []
+    for s in diff.statistics.values():
+        if s.name.startswith(prefix):
+            judged = "" if s.verdict == NO_CONTROLS else f" ({s.verdict})"
+            parts.append(f"{s.description}: {fmt(s.value)}{judged}")
+    if not parts:
+        return "Not computed."
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
