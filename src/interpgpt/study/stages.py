@@ -189,9 +189,7 @@ def train_stage(
     return run
 
 
-def train_from_release(
-    ws: Workspace, config: TrainConfig, released: ReleasedStage
-) -> StageOutput:
+def train_from_release(ws: Workspace, config: TrainConfig, released: ReleasedStage) -> StageOutput:
     """A train stage satisfied from a release: the run dir rebuilt from the released
     Hugging Face weights (the very tensors) and the run config recorded with them."""
     name = released.entry["model"]
