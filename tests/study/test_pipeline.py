@@ -18,6 +18,10 @@ from interpgpt.study.pipeline import REPORT, release_memory, run_stages, run_stu
 from interpgpt.study.stages import STAGES
 
 TINY_STUDY = [
+    # The pipeline's own test: one pair, no twins (test_seed_controls turns them on), and
+    # nothing from a release in the working directory.
+    "twins=false",
+    "release=off",
     "corpus.n_tasks=120",
     "corpus.examples_per_task=4",
     "train.steps=40",

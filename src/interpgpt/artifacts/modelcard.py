@@ -128,7 +128,9 @@ def _purpose(facts: ReleaseFacts) -> str:
         "data-order twin of each: same initial weights, another order of the same batches), "
         "made to be diffed against its counterpart with `interpgpt study`.",
     ]
-    if facts.counterpart:
+    if facts.name.endswith("-twin"):
+        lines += ["", f"This is the data-order twin of `{facts.counterpart}/`: its seed null."]
+    elif facts.counterpart:
         lines += ["", f"Its counterpart in the release is `{facts.counterpart}/`."]
     return "\n".join(lines)
 
@@ -168,7 +170,8 @@ def _limitations(facts: ReleaseFacts) -> str:
     if facts.wrong:
         lines += ["", "Held-out tasks it got wrong:", ""]
         for example in facts.wrong:
-            steps = " | ".join(example["steps"][:8]) or "(nothing parsed)"
+            steps = " | ".join(s[:60] for s in example["steps"][:8]) or "(nothing parsed)"
+            steps = steps if len(steps) <= 200 else steps[:199] + "…"
             lines.append(f"- *{example['task']}* → {steps} ({example['why']})")
     return "\n".join(lines)
 

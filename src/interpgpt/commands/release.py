@@ -76,11 +76,8 @@ def verify_table(result: VerifyResult) -> Table:
         table.add_column(column)
     for m in result.models:
         diffs = " / ".join(f"{m.logit_diff[k]:.1e}" for k in m.logit_diff)
-        check = (
-            " / ".join(f"{m.check[k]:.2f}" for k in ("parse_rate", "on_topic_rate"))
-            if m.check
-            else "-"
-        )
+        rates = [m.check.get(k) for k in ("parse_rate", "on_topic_rate")]
+        check = " / ".join("n/a" if r is None else f"{r:.2f}" for r in rates) if m.check else "-"
         table.add_row(m.name, diffs, check)
     return table
 
