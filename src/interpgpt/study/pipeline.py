@@ -37,7 +37,7 @@ from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Workspac
 from interpgpt.artifacts.release import Basis, Release, why_differs
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
-from interpgpt.io import config_hash, package_versions, read_json, write_json
+from interpgpt.io import config_hash, package_versions, read_json, to_jsonable, write_json
 from interpgpt.study.config import StudyConfig, check_study_config, open_release
 from interpgpt.study.controls import (
     TWIN_PAIRS,
@@ -127,9 +127,10 @@ def peak_rss_mb() -> float | None:
 
 
 def stage_basis(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> Basis:
-    """What a stage's outputs depend on: its settings and its inputs' hashes."""
+    """What a stage's outputs depend on: its settings and its inputs' hashes, as JSON values
+    (so it compares equal to a basis read back from a release's manifest)."""
     upstream = {name: hashes[name] for name in stage.after}
-    return {"settings": settings.settings_values(config), "upstream": upstream}
+    return to_jsonable({"settings": settings.settings_values(config), "upstream": upstream})
 
 
 def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
