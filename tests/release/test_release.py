@@ -101,6 +101,29 @@ def test_verify_passes_on_the_release(release, capsys):
     assert "release verified: " in capsys.readouterr().out
 
 
+def test_the_build_command_resumes_its_work_dir(release, tmp_path, capsys):
+    """`interpgpt release build` on the finished work dir trains nothing again and writes
+    the same models."""
+    out = tmp_path / "release"
+    argv = ["release", "build", "--preset", "tiny", "--work", str(release.parent / "work")]
+    argv += ["--out", str(out), "--check-tasks", "6"]
+    main([*argv, *(a for setting in TINY_RELEASE for a in ("--set", setting))])
+    printed = capsys.readouterr().out
+    assert "running" not in printed and "release →" in printed
+    first, second = read_json(release / MANIFEST), read_json(out / MANIFEST)
+    assert second["stages"] == first["stages"]
+    for name in MODELS:
+        assert (
+            second["files"][f"{name}/{MODEL_WEIGHTS}"] == first["files"][f"{name}/{MODEL_WEIGHTS}"]
+        )
+    with pytest.raises(SystemExit) as done:
+        main(["release", "verify", str(tmp_path / "nothing")])
+    assert done.value.code == 2
+    assert (
+        capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nothing'}: not a release")
+    )
+
+
 @pytest.mark.parametrize(
     "rel, edit",
     [
