@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-full-smoke test lint bench speedrun ioi-demo clean chromium
+.PHONY: study study-full-smoke test lint bench speedrun ioi-demo clean chromium release release-verify
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,20 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Two workers, one test file to each at a time (the tests are single-threaded).
-test: lint chromium
+test: lint chromium release-verify
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# The release (release/, docs/release.md): the four models and the study's SAEs, trained
+# through the study's own stages in runs/release-build. Long on a CPU; a killed build
+# resumes from its checkpoints.
+release: $(STAMP)
+	$(BIN)/interpgpt release build --out release
+
+# Every release file's sha256, each model through transformers, TransformerLens and the raw
+# state dict, each SAE through SAELens, and the behaviour check; skipped before a release.
+release-verify: $(STAMP)
+	@if [ -f release/MANIFEST.json ]; then $(BIN)/interpgpt release verify release; \
+	else echo "release-verify: skipped (no release/MANIFEST.json yet; make release builds it)"; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

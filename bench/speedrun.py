@@ -43,7 +43,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,9 @@ import torch
 from matplotlib.figure import Figure
 
 from interpgpt.analysis.behaviour.run import HeldOut, behaviour_of, held_out
+from interpgpt.analysis.behaviour.targets import BOTH, TARGETS, check_targets
+from interpgpt.analysis.behaviour.targets import auroc_gap as _auroc_gap
+from interpgpt.analysis.behaviour.targets import metric_of as _metric
 from interpgpt.artifacts.load import LoadedModel, load_safetensors
 from interpgpt.artifacts.names import CHECKPOINT
 from interpgpt.corpus.build import build_corpus
@@ -118,84 +120,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 # ----------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class Target:
-    words: str
-    variants: tuple[str, ...]
-    """Which models it applies to."""
-    value: Callable[[dict[str, Any]], float | None]
-    """Its value from one model's behaviour ({subset: SubsetBehaviour as JSON})."""
-    holds: Callable[[float], bool]
-
-
-def _metric(subset: str, key: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda b: (b.get(subset) or {}).get(key)
-
-
-def _auroc_gap(subset: str) -> Callable[[dict[str, Any]], float | None]:
-    def gap(b: dict[str, Any]) -> float | None:
-        onset = (b.get(subset) or {}).get("auroc") or {}
-        if onset.get("model") is None or onset.get("bayes") is None:
-            return None
-        return float(onset["bayes"]) - float(onset["model"])
-
-    return gap
-
-
-BOTH = ("standard", "adhd")
-TARGETS: tuple[Target, ...] = (
-    Target(
-        "unseen on-topic >= 0.90", BOTH, _metric("unseen", "on_topic_rate"), lambda v: v >= 0.90
-    ),
-    Target(
-        "unseen object mention >= 0.60",
-        BOTH,
-        _metric("unseen", "object_mention_rate"),
-        lambda v: v >= 0.60,
-    ),
-    Target("seen on-topic >= 0.95", BOTH, _metric("seen", "on_topic_rate"), lambda v: v >= 0.95),
-    Target("seen parse >= 0.98", BOTH, _metric("seen", "parse_rate"), lambda v: v >= 0.98),
-    Target("unseen parse >= 0.98", BOTH, _metric("unseen", "parse_rate"), lambda v: v >= 0.98),
-    Target(
-        "seen Spearman >= 0.8",
-        BOTH,
-        _metric("seen", "spearman_complexity_steps"),
-        lambda v: v >= 0.8,
-    ),
-    Target(
-        "unseen Spearman >= 0.8",
-        BOTH,
-        _metric("unseen", "spearman_complexity_steps"),
-        lambda v: v >= 0.8,
-    ),
-    Target("seen AUROC gap <= 0.05", ("adhd",), _auroc_gap("seen"), lambda v: v <= 0.05),
-    Target("unseen AUROC gap <= 0.05", ("adhd",), _auroc_gap("unseen"), lambda v: v <= 0.05),
-    Target(
-        "never regulates (seen)",
-        ("standard",),
-        _metric("seen", "regulating_outputs"),
-        lambda v: v == 0,
-    ),
-    Target(
-        "never regulates (unseen)",
-        ("standard",),
-        _metric("unseen", "regulating_outputs"),
-        lambda v: v == 0,
-    ),
-)
-
-
-def check_targets(variant: str, behaviour: dict[str, Any]) -> dict[str, bool]:
-    """Target words -> whether it holds, for the targets of `variant` (a missing value
-    fails)."""
-    met = {}
-    for target in TARGETS:
-        if variant in target.variants:
-            value = target.value(behaviour)
-            met[target.words] = value is not None and bool(target.holds(float(value)))
-    return met
+# `TARGETS` and `check_targets` live in `interpgpt.analysis.behaviour.targets` (the release
+# build checks its models against them too).
 
 
 # ----------------------------------------------------------------------------- data

@@ -20,6 +20,10 @@ from interpgpt.study.stages import STAGES
 pytestmark = pytest.mark.slow(seconds=80)
 
 TINY_STUDY = [
+    # The pipeline's own test: one pair, no twins (test_seed_controls turns them on), and
+    # nothing from a release in the working directory.
+    "twins=false",
+    "release=off",
     "corpus.n_tasks=120",
     "corpus.examples_per_task=4",
     "train.steps=40",

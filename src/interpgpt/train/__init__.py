@@ -38,6 +38,7 @@ world_size / global_targets, so DDP's gradient average equals the single-process
 gradient of the global batch. Rank 0 evaluates, samples and writes every file.
 """
 
+from interpgpt.train.checkpoint import checkpoint_differs
 from interpgpt.train.config import (
     TRAIN_DEFAULTS,
     PresetBudget,
@@ -58,6 +59,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "batch_loss",
+    "checkpoint_differs",
     "initial_model",
     "lr_at",
     "make_optimizer",
