@@ -40,7 +40,7 @@ import torch
 
 from interpgpt.analysis.controls import BEYOND, verdict
 from interpgpt.analysis.diff_lens import DiffLensResult, difference_lens
-from interpgpt.analysis.headswap.inventory import HeadswapConfig, Inventory, build_inventory
+from interpgpt.analysis.headswap.inventory import Inventory, compare_profiles
 from interpgpt.analysis.headswap.profiles import attention_profile_sums
 from interpgpt.analysis.kl import (
     HighKL,
@@ -256,13 +256,13 @@ def head_inventory(
     key_mask = texts.positions[keys] if keys else torch.zeros_like(texts.ids, dtype=torch.bool)
     if not keys:
         key_mask[:, 0] = True
-    sums = {
-        role: attention_profile_sums(
+    sums_a, sums_b = (
+        attention_profile_sums(
             m.model, texts.ids, texts.lengths, key_mask, n_bins=bins, batch_size=batch_size
         )
-        for role, m in zip(("standard", "adhd"), (a, b), strict=True)  # headswap's role names
-    }
-    return build_inventory(sums, HeadswapConfig(bins=bins, null_samples=0, bootstrap_samples=0))
+        for m in (a, b)
+    )
+    return compare_profiles(sums_a, sums_b)
 
 
 def statistics(p: PairAnalyses) -> dict[str, tuple[str, float]]:

@@ -222,7 +222,7 @@ def diff_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any]:
         },
         "heads": {
             "layers": p.inventory.layers,
-            "moved": [_head_label(m) for m in p.inventory.moved],
+            "moved": [m.label for m in p.inventory.moved],
         },
         "weights": p.weights,
         "sae_features": sae_json(diff, tokenizer),
@@ -281,10 +281,6 @@ def weight_views_json(diff: PairDiff) -> dict[str, Any] | None:
         "barrier": {k: v.barrier for k, v in line.items()},
         "change_from_init": w.change,
     }
-
-
-def _head_label(match: Any) -> str:
-    return f"a L{match.std[0]}H{match.std[1]} → b L{match.adhd[0]}H{match.adhd[1]}"
 
 
 def headlines(diff: PairDiff, tokenizer: Any) -> list[str]:
