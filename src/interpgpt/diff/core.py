@@ -377,7 +377,7 @@ def dictionary_layer(pair: PairAnalyses, saes: PairSAEs | None, layer: float | s
         return given
     if layer in (None, ""):
         return pair.lens.max_norm_layer(ALL_POSITIONS)
-    return resolve_layer(layer, len(pair.lens.norms[ALL_POSITIONS]))  # type: ignore[arg-type]
+    return resolve_layer(layer, len(pair.lens.norms[ALL_POSITIONS]))
 
 
 def analyse_dictionaries(

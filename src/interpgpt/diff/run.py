@@ -420,11 +420,11 @@ def dictionary_sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
     if p.crosscoder is not None:
         c = p.crosscoder
         table = [["exclusive to", "latent", "relative norm", "ν^ε", "ν^r", "promotes"]]
-        for role, top in c.top.items():
+        for role, latents in c.top.items():
             table += [
                 [p.labels[role == "b"], str(e.latent), fmt(e.rel_norm), fmt(e.nu_error),
                  fmt(e.nu_reconstruction), ", ".join(map(repr, _tokens(tokenizer, e.promoted[:3])))]
-                for e in top
+                for e in latents
             ]  # fmt: skip
         sentence = (
             f"Crosscoder at layer {c.layer} (FVE {fmt(c.fve[0])} / {fmt(c.fve[1])}): "

@@ -509,7 +509,7 @@ def compare_weights(
     model_b: TaskGPT,
     *,
     init: TaskGPT | None = None,
-    eval_sets: Mapping[str, Sequence[Batch]] | None = None,
+    eval_sets: Mapping[str, Any] | None = None,
     alphas: Sequence[float] = tuple(np.linspace(0, 1, 11)),
     names: tuple[str, str] = ("a", "b"),
     loss: Callable[[Any, Any], LossSum] = heldout_loss,
