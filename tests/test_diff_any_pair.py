@@ -24,13 +24,16 @@ from interpgpt.analysis.lm import (
     HookedTransformerModel,
     TaskGPTModel,
     as_lm,
+    encode_texts,
     load_lm,
     resolve_layer,
     save_tl_bundle,
 )
 from interpgpt.cli import main
+from interpgpt.diff.saes import SAEDiffSettings, train_text_sae
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -226,3 +229,156 @@ def test_diff_refuses_a_pair_of_another_tokenizer_or_shape(bundles, tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert ("tokenizers" if other == "other_tokenizer" else "shape") in lines[0]
     assert not (tmp_path / "no").exists()
+
+
+# ---------------------------------------------------------------------- dictionaries and weights
+#
+# The dictionaries' known answer is a planted neuron rather than the fine-tune: a crosscoder
+# or SAE finds a component that only b writes; the fine-tune moves b's residual stream
+# everywhere (|δ| ≈ |resid| at every position), and no latent is then b's alone.
+
+NEURON = 0
+
+
+def with_neuron(model: HookedTransformer, out: float = 0.0) -> HookedTransformer:
+    """`model` whose block-0 MLP neuron NEURON detects the trigger token (its input reads
+    the direction separating trigger positions from the rest of the training texts) and
+    writes `out` x the planted token's unembedding direction; `out` 0: a dead neuron."""
+    model = copy.deepcopy(model)
+    records = planted_texts(64, seed=1)
+    ids = torch.tensor([[int(w[1:]) for w in r["text"].split()] for r in records])
+    trigger = ids == int(TRIGGER[1:])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids, names_filter=["blocks.0.ln2.hook_normalized"])
+        x = cache["blocks.0.ln2.hook_normalized"]
+        u = x[trigger].mean(0) - x[~trigger].mean(0)
+        u /= u.norm()
+        cut = ((x[trigger] @ u).min() + (x[~trigger] @ u).max()) / 2
+        v = model.W_U[:, int(PLANTED[1:])] - model.W_U[:, int(PLANTED[1:])].mean()
+        mlp = model.blocks[0].mlp
+        mlp.W_in[:, NEURON] = 4 * u
+        mlp.b_in[NEURON] = -4 * cut
+        mlp.W_out[NEURON] = out * v / v.norm()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def neuron_pair(tmp_path_factory, bundles) -> dict[str, Path]:
+    """TL bundles: a (the planted neuron dead), b (alive), a's copy and twin, and SAEs."""
+    root = tmp_path_factory.mktemp("neuron")
+    tok = bundles["a"] / "tokenizer.json"
+    torch.manual_seed(0)
+    a = with_neuron(tiny_ht())
+    models_ = {
+        "a": a,
+        "b": with_neuron(a, out=4.0),
+        "copy": copy.deepcopy(a),
+        "twin": noisy_twin(a),
+    }
+    return {name: save_tl_bundle(m, root / name, tok) for name, m in models_.items()}
+
+
+DICTIONARIES = ["--sae-train", "--crosscoder", "--dictionary-tokens", "8000", "--layer", "0"]
+
+
+def test_dictionaries_and_weight_views_find_the_planted_neuron(
+    neuron_pair, bundles, tmp_path, capsys
+):
+    out = tmp_path / "neuron"
+    p = neuron_pair
+    code, err = run_cli(
+        ["diff", str(p["a"]), str(p["b"]), "--texts", str(bundles["texts"]), "--out", str(out),
+         "--controls", str(p["twin"]), "--init", str(p["a"]), *DICTIONARIES],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    blob = json.loads((out / "diff.json").read_text())
+    stats = blob["statistics"]
+    # The SAE of b: features firing at b's trigger positions and never at a's, beyond the
+    # twin's count; the first of them promotes the planted token.
+    assert stats["sae/b_only/trigger"]["finding"], stats["sae/b_only/trigger"]
+    top = blob["sae_features"]["top"]["b"]["trigger"][0]
+    assert top["rate"] > 0.5 and top["other_rate"] == 0 and top["promoted"][0] == PLANTED
+    # The crosscoder: the latent leaning most to b leans further than any of the twin's,
+    # carries nothing of a (Latent Scaling), fires at the trigger and promotes the planted
+    # token through b. (Whether it passes the exclusive margin varies with the few
+    # hundred steps a CPU test trains: see CrosscoderSettings.exclusive_margin.)
+    assert stats["crosscoder/b_lean"]["finding"], stats["crosscoder/b_lean"]
+    latent = blob["crosscoder"]["top"]["b"][0]
+    assert latent["rel_norm"] > 0.75 and abs(latent["nu_error"]) < 0.2
+    assert latent["rates"]["trigger"] > 5 * latent["rates"]["all"]
+    assert PLANTED in latent["promoted"][:2]
+    # The weight views: b moved from the init (a) and a did not; no head moved.
+    views = blob["weight_views"]
+    assert views["moved"] == [] and views["change_from_init"]["a"]["total"] == 0
+    assert stats["weights/change"]["finding"]
+    html = (out / "report.html").read_text()
+    assert "SAE feature diff" in html and "Crosscoder" in html and "Weight views" in html
+
+
+def test_dictionaries_find_nothing_between_a_model_and_its_copy(
+    neuron_pair, bundles, tmp_path, capsys
+):
+    out = tmp_path / "copy"
+    p = neuron_pair
+    code, err = run_cli(
+        ["diff", str(p["a"]), str(p["copy"]), "--texts", str(bundles["texts"]), "--out",
+         str(out), "--controls", str(p["twin"]), "--init", str(p["a"]), *DICTIONARIES],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    blob = json.loads((out / "diff.json").read_text())
+    assert blob["findings"] == []
+    for name, stat in blob["statistics"].items():
+        if name.startswith(("sae/", "crosscoder/", "weights/")) and "_lean" not in name:
+            assert stat["value"] == 0, (name, stat)
+    # On identical activations no crosscoder latent leans to either model.
+    assert blob["statistics"]["crosscoder/b_lean"]["value"] < 0.55
+
+
+def test_given_saes_are_checked_against_the_models(neuron_pair, bundles, tmp_path, capsys):
+    lms = {name: load_lm(neuron_pair[name], label=name) for name in ("a", "b", "twin")}
+    records = [json.loads(line) for line in bundles["texts"].read_text().splitlines()]
+    texts = encode_texts(lms["a"].tokenizer, records)
+    settings = SAEDiffSettings(tokens=4000)
+    dirs = {n: train_text_sae(m, texts, 0, settings).save(tmp_path / f"sae_{n}")
+            for n, m in lms.items()}  # fmt: skip
+    out = tmp_path / "given"
+    code, err = run_cli(
+        ["diff", str(neuron_pair["a"]), str(neuron_pair["b"]), "--texts", str(bundles["texts"]),
+         "--out", str(out), "--sae-a", str(dirs["a"]), "--sae-b", str(dirs["b"])],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    blob = json.loads((out / "diff.json").read_text())
+    assert blob["sae_features"]["hook_name"] == "blocks.0.hook_resid_post"
+    assert blob["statistics"]["sae/b_only/trigger"]["value"] > 0
+    # b's SAE given with a control but not the control's: refused in one line.
+    code, err = run_cli(
+        ["diff", str(neuron_pair["a"]), str(neuron_pair["b"]), "--texts",
+         str(bundles["texts"]), "--out", str(tmp_path / "no"), "--sae-b", str(dirs["b"]),
+         "--controls", str(neuron_pair["twin"])],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "control" in err
+    # An SAE whose hook the models have but whose width is not theirs: refused in one line.
+    wide = tmp_path / "wide"
+    TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4, layer=0)).save(wide)
+    code, err = run_cli(
+        ["diff", str(neuron_pair["a"]), str(neuron_pair["b"]), "--texts",
+         str(bundles["texts"]), "--out", str(tmp_path / "no"), "--sae-b", str(wide)],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "16-wide" in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_weight_views_refuse_an_unknown_init(neuron_pair, bundles, tmp_path, capsys):
+    code, err = run_cli(
+        ["diff", str(neuron_pair["a"]), str(neuron_pair["b"]), "--texts",
+         str(bundles["texts"]), "--out", str(tmp_path / "no"), "--weight-views"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--init" in lines[0]

@@ -21,6 +21,7 @@ caller names (`load_texts` reads them from JSONL).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -146,6 +147,16 @@ class _Hooked:
     def n_layer(self) -> int:
         raise NotImplementedError
 
+    def head_weights(self) -> Float[Tensor, "layer matrix head d_head d_model"]:
+        """Every head's W_Q, W_K, W_V rows and W_O columns (`HEAD_MATRICES` order): the
+        slices that move together when heads are permuted."""
+        raise NotImplementedError
+
+    def permute_heads(self, perms: Sequence[Sequence[int]]) -> Any:
+        """A copy (same adapter type) whose head i of layer l is this model's head
+        perms[l][i]: the same function, since each head's Q, K, V and O move together."""
+        raise NotImplementedError
+
 
 @dataclass
 class TaskGPTModel(_Hooked):
@@ -169,6 +180,28 @@ class TaskGPTModel(_Hooked):
 
     def unembed(self, resid: Tensor) -> Tensor:
         return self.model.unembed(resid)
+
+    def head_weights(self) -> Tensor:
+        cfg, layers = self.model.cfg, []
+        for block in self.model.blocks:
+            qkv = block.attn.qkv_proj.weight.view(3, cfg.n_head, cfg.d_head, cfg.d_model)
+            layers.append(torch.cat([qkv, block.attn.W_O[None]]))
+        return torch.stack(layers).detach().float()
+
+    def permute_heads(self, perms: Sequence[Sequence[int]]) -> TaskGPTModel:
+        cfg = self.model.cfg
+        check_permutations(perms, cfg.n_layer, cfg.n_head)
+        copied = copy.deepcopy(self.model)
+        inner = cfg.n_head * cfg.d_head
+        with torch.no_grad():
+            for block, perm in zip(copied.blocks, perms, strict=True):
+                order = torch.tensor(list(perm), device=block.attn.o_proj.weight.device)
+                head_dims = order[:, None] * cfg.d_head + torch.arange(cfg.d_head).to(order)
+                head_dims = head_dims.flatten()
+                qkv_rows = torch.cat([head_dims + part * inner for part in range(3)])
+                block.attn.qkv_proj.weight.copy_(block.attn.qkv_proj.weight[qkv_rows])
+                block.attn.o_proj.weight.copy_(block.attn.o_proj.weight[:, head_dims])
+        return TaskGPTModel(copied, self.tokenizer, self.label)
 
 
 @dataclass
@@ -196,6 +229,35 @@ class HookedTransformerModel(_Hooked):
         ln_final = getattr(self.model, "ln_final", None)
         return self.model.unembed(resid if ln_final is None else ln_final(resid))
 
+    def _check_heads(self) -> None:
+        if self.model.cfg.n_key_value_heads is not None:
+            raise UserError(
+                f"{self.label}: grouped-query attention shares key/value heads, so its heads "
+                "cannot be matched or permuted one by one"
+            )
+
+    def head_weights(self) -> Tensor:
+        self._check_heads()
+        layers = []
+        for block in self.model.blocks:
+            attn = block.attn  # W_Q/W_K/W_V: (head, d_model, d_head); W_O: (head, d_head, d_model)
+            qkv = [w.transpose(-1, -2) for w in (attn.W_Q, attn.W_K, attn.W_V)]
+            layers.append(torch.stack([*qkv, attn.W_O]))
+        return torch.stack(layers).detach().float()
+
+    def permute_heads(self, perms: Sequence[Sequence[int]]) -> HookedTransformerModel:
+        self._check_heads()
+        cfg = self.model.cfg
+        check_permutations(perms, cfg.n_layers, cfg.n_heads)
+        copied = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for block, perm in zip(copied.blocks, perms, strict=True):
+                order = torch.tensor(list(perm), device=block.attn.W_O.device)
+                for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V"):
+                    param = getattr(block.attn, name)
+                    param.copy_(param[order])
+        return HookedTransformerModel(copied, self.tokenizer, self.label)
+
 
 def as_lm(model: Any, tokenizer: Any = None, label: str = "model") -> Any:
     """`model` as a `LanguageModel`: an adapter is returned as it is, a `TaskGPT` or a
@@ -207,6 +269,36 @@ def as_lm(model: Any, tokenizer: Any = None, label: str = "model") -> Any:
     if isinstance(model, HookedTransformer):
         return HookedTransformerModel(model, tokenizer, label)
     raise TypeError(f"not a TaskGPT, HookedTransformer or LanguageModel: {type(model).__name__}")
+
+
+def check_permutations(perms: Sequence[Sequence[int]], n_layer: int, n_head: int) -> None:
+    if len(perms) != n_layer or any(sorted(p) != list(range(n_head)) for p in perms):
+        raise UserError(
+            f"head permutations must be {n_layer} permutations of 0..{n_head - 1}, got {perms}"
+        )
+
+
+@torch.no_grad()
+def hook_activations(
+    model: Any, texts: TextSet, hook_name: str, batch_size: int = 16
+) -> Float[Tensor, "batch pos d"]:
+    """The activation at `hook_name` of every position of `texts` (fp32, on the CPU; pad
+    positions hold whatever the model computed there), the model run only as far as the
+    hook's block."""
+    lm = as_lm(model)
+    if hook_name not in lm.model.hook_dict:
+        raise UserError(f"{lm.label}: {hook_name!r} is not a hook of this model")
+    parts = hook_name.split(".")
+    stop = int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
+    stop = None if stop is not None and stop >= lm.n_layer else stop
+    chunks = []
+    for batch in texts.batches(batch_size):
+        ids = batch.ids.to(lm.device)
+        _, cache = lm.model.run_with_cache(ids, names_filter=[hook_name], stop_at_layer=stop)
+        acts = cache[hook_name].float().cpu()
+        pad = torch.zeros(acts.shape[0], texts.ids.shape[1] - acts.shape[1], acts.shape[2])
+        chunks.append(torch.cat([acts, pad], 1))
+    return torch.cat(chunks)
 
 
 def resolve_layer(layer: float | str, n_layer: int) -> int:

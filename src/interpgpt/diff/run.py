@@ -13,10 +13,15 @@ from typing import Any
 from interpgpt.analysis.diff_lens import decoded
 from interpgpt.analysis.lm import check_pair, load_lm, load_texts
 from interpgpt.analysis.protocol import Section, fmt
+from interpgpt.analysis.weights.run import shared_init
+from interpgpt.artifacts.names import RUN_CONFIG
 from interpgpt.device import resolve_device
-from interpgpt.diff.core import NO_CONTROLS, PairDiff, diff_pair
+from interpgpt.diff.core import NO_CONTROLS, PairDiff, PairSAEs, diff_pair
+from interpgpt.diff.crosscoder import CrosscoderSettings
+from interpgpt.diff.saes import SAEDiffSettings
 from interpgpt.errors import UserError
 from interpgpt.io import package_versions, provenance, to_jsonable, write_json
+from interpgpt.sae.topk import TopKSAE
 from interpgpt.settings import at_least, check_choices, inputs
 from interpgpt.study.report import Report, write_report
 
@@ -62,10 +67,31 @@ class DiffConfig:
     """Texts per forward pass."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    sae_a: Path | None = None
+    """SAELens-format TopK SAE dir (cfg.json + sae_weights.safetensors) of model a: the
+    SAE feature diff lists its features that fire in a only."""
+    sae_b: Path | None = None
+    """The same of model b: its features that fire in b only."""
+    sae_controls: tuple[Path, ...] = ()
+    """Each control's SAE, in the order of --controls (needed with --sae-b and controls,
+    unless --sae-train)."""
+    sae_train: bool = False
+    """Train every SAE not given on the texts (a small TopK SAE per model, same seed)."""
+    crosscoder: bool = False
+    """Train a BatchTopK crosscoder on both models over the texts and count the latents
+    exclusive to each, confirmed by Latent Scaling (and the same for every control)."""
+    dictionary_tokens: int = 30_000
+    """Training activations of each SAE and crosscoder trained here (the texts cycled)."""
+    init: Path | None = None
+    """The model a and b were both trained from (a TL bundle or our run/export dir): adds
+    head matching, the loss barrier between them and each one's change from it."""
+    weight_views: bool = False
+    """Head matching and the loss barrier, with the shared init from --init or, for two
+    of our run dirs, rebuilt from the init hash both recorded; refused when unknown."""
 
     def __post_init__(self) -> None:
         check_choices(self)
-        at_least(self, top_k=1, bins=1, max_len=2, batch_size=1)
+        at_least(self, top_k=1, bins=1, max_len=2, batch_size=1, dictionary_tokens=1)
 
 
 @dataclass
@@ -87,6 +113,7 @@ def run_diff(config: DiffConfig) -> DiffRun:
     n_ctx = a.model.cfg.n_ctx
     texts = load_texts(config.texts, a.tokenizer, min(config.max_len or n_ctx, n_ctx))
     tokens = [token_id(a.tokenizer, t) for t in config.tokens]
+    init = shared_init_of(config, device)
     diff = diff_pair(
         a,
         b,
@@ -98,6 +125,11 @@ def run_diff(config: DiffConfig) -> DiffRun:
         top_k=config.top_k,
         bins=config.bins,
         batch_size=config.batch_size,
+        saes=pair_saes(config),
+        crosscoder=(
+            CrosscoderSettings(tokens=config.dictionary_tokens) if config.crosscoder else None
+        ),
+        init=init,
     )
     run = DiffRun(diff)
     blob = diff_json(diff, a.tokenizer)
@@ -112,6 +144,35 @@ def run_diff(config: DiffConfig) -> DiffRun:
     )
     run.files["report_html"], run.files["report_md"] = write_report(report, config.out)
     return run
+
+
+def pair_saes(config: DiffConfig) -> PairSAEs | None:
+    """The SAE feature diff's inputs from the options (None: no SAE asked for)."""
+    if not (config.sae_a or config.sae_b or config.sae_controls or config.sae_train):
+        return None
+    return PairSAEs(
+        settings=SAEDiffSettings(tokens=config.dictionary_tokens),
+        a=TopKSAE.load(config.sae_a) if config.sae_a else None,
+        b=TopKSAE.load(config.sae_b) if config.sae_b else None,
+        controls=[TopKSAE.load(p) for p in config.sae_controls],
+        train=config.sae_train,
+    )
+
+
+def shared_init_of(config: DiffConfig, device: Any) -> Any:
+    """The init both models were trained from: --init, else with --weight-views the init
+    two of our run dirs recorded (rebuilt, hash-checked); refused in one line when unknown."""
+    if config.init is not None:
+        return load_lm(config.init, device, "init")
+    if not config.weight_views:
+        return None
+    runs = {"a": config.a, "b": config.b}
+    if not all((Path(p) / RUN_CONFIG).is_file() for p in runs.values()):
+        raise UserError(
+            "--weight-views: the init a and b were trained from is unknown; pass --init "
+            "(a TL bundle or run dir of it)"
+        )
+    return shared_init(runs).model.to(device)
 
 
 def token_id(tokenizer: Any, token: str) -> int:
@@ -161,14 +222,65 @@ def diff_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any]:
         },
         "heads": {
             "layers": p.inventory.layers,
-            "moved": [_head_label(m) for m in p.inventory.moved],
+            "moved": [m.label for m in p.inventory.moved],
         },
         "weights": p.weights,
+        "sae_features": sae_json(diff, tokenizer),
+        "crosscoder": crosscoder_json(diff, tokenizer),
+        "weight_views": weight_views_json(diff),
     }
 
 
-def _head_label(match: Any) -> str:
-    return f"a L{match.std[0]}H{match.std[1]} → b L{match.adhd[0]}H{match.adhd[1]}"
+def _tokens(tokenizer: Any, ids: list[int]) -> list[str]:
+    return [tokenizer.decode_text([i]) for i in ids]
+
+
+def sae_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any] | None:
+    f = diff.pair.features
+    if f is None:
+        return None
+    return {
+        "hook_name": f.hook_name,
+        "exclusive": f.exclusive,
+        "top": {
+            role: {
+                s: [to_jsonable(e) | {"promoted": _tokens(tokenizer, e.promoted)} for e in top]
+                for s, top in per_set.items()
+            }
+            for role, per_set in f.top.items()
+        },
+        "share_matched": f.share_matched,
+    }
+
+
+def crosscoder_json(diff: PairDiff, tokenizer: Any) -> dict[str, Any] | None:
+    c = diff.pair.crosscoder
+    if c is None:
+        return None
+    return {
+        "layer": c.layer,
+        "counts": c.counts._asdict(),
+        "fve": c.fve,
+        "top": {
+            role: [to_jsonable(e) | {"promoted": _tokens(tokenizer, e.promoted)} for e in top]
+            for role, top in c.top.items()
+        },
+    }
+
+
+def weight_views_json(diff: PairDiff) -> dict[str, Any] | None:
+    w = diff.pair.weight_views
+    if w is None:
+        return None
+    line = w.comparison.interpolation or {}
+    return {
+        "perms": w.comparison.matching.perms,
+        "moved": [f"L{layer}H{i}→H{j}" for layer, i, j in w.comparison.matching.moved],
+        "head_distance": w.comparison.head_distance,
+        "loss_line": {k: {"alphas": v.alphas, "loss": v.loss} for k, v in line.items()},
+        "barrier": {k: v.barrier for k, v in line.items()},
+        "change_from_init": w.change,
+    }
 
 
 def headlines(diff: PairDiff, tokenizer: Any) -> list[str]:
@@ -283,6 +395,53 @@ def sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
     weights += [[str(i), fmt(v)] for i, v in enumerate(p.weights.layers)]
     weights += [["outside the blocks", fmt(p.weights.other)], ["all", fmt(p.weights.total)]]
     out.append(Section("Weights", _stat_sentence(diff, "weights"), table=weights))
+    return out + dictionary_sections(diff, tokenizer)
+
+
+def dictionary_sections(diff: PairDiff, tokenizer: Any) -> list[Section]:
+    """The SAE feature diff's, the crosscoder's and the weight views' sections (when run)."""
+    p, out = diff.pair, []
+    if p.features is not None:
+        table = [["SAE of", "position set", "feature", "rate", "rate in the other", "promotes"]]
+        for role, per_set in p.features.top.items():
+            for s, top in per_set.items():
+                table += [
+                    [p.labels[role == "b"], s, str(e.feature), fmt(e.rate), fmt(e.other_rate),
+                     ", ".join(map(repr, _tokens(tokenizer, e.promoted[:3])))]
+                    for e in top
+                ]  # fmt: skip
+        out.append(
+            Section(
+                f"SAE feature diff ({p.features.hook_name})",
+                _stat_sentence(diff, "sae/"),
+                table=table,
+            )
+        )
+    if p.crosscoder is not None:
+        c = p.crosscoder
+        table = [["exclusive to", "latent", "relative norm", "ν^ε", "ν^r", "promotes"]]
+        for role, latents in c.top.items():
+            table += [
+                [p.labels[role == "b"], str(e.latent), fmt(e.rel_norm), fmt(e.nu_error),
+                 fmt(e.nu_reconstruction), ", ".join(map(repr, _tokens(tokenizer, e.promoted[:3])))]
+                for e in latents
+            ]  # fmt: skip
+        sentence = (
+            f"Crosscoder at layer {c.layer} (FVE {fmt(c.fve[0])} / {fmt(c.fve[1])}): "
+            f"{c.counts.n_std_only} / {c.counts.n_adhd_only} latents lean to {p.labels[0]} / "
+            f"{p.labels[1]} by decoder norm. " + _stat_sentence(diff, "crosscoder/")
+        )
+        out.append(Section("Crosscoder", sentence, table=table))
+    if p.weight_views is not None:
+        w = p.weight_views
+        table = [["block", f"{p.labels[0]} from init", f"{p.labels[1]} from init"]]
+        table += [
+            [str(i), fmt(x), fmt(y)]
+            for i, (x, y) in enumerate(zip(w.change["a"].layers, w.change["b"].layers, strict=True))
+        ]
+        out.append(
+            Section("Weight views (shared init)", _stat_sentence(diff, "weights/"), table=table)
+        )
     return out
 
 
