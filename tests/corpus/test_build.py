@@ -390,7 +390,10 @@ def test_load_split_errors(tmp_path: Path) -> None:
             '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "p_break": [0, 1]}',
             "p_break must be one probability per step",
         ),
-        ('{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "load": [0]}', "has load but"),
+        (
+            '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "load": [0]}',
+            "has load but not budget",
+        ),
         (
             '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "load": [0], '
             '"budget": [2], "remaining": [2], "since_break": [0], "effort": [0.5]}',

@@ -252,9 +252,8 @@ class _Tally:
 
 _Option = tuple[str, int]
 """A phrasing as (JSON-escaped string, word count)."""
-_Plan = tuple[
-    tuple[tuple[_Option, ...], ...], tuple[tuple[_Option, ...], ...], tuple[int, ...], tuple[int, ...]
-]
+_Phrasings = tuple[tuple[_Option, ...], ...]
+_Plan = tuple[_Phrasings, _Phrasings, tuple[int, ...], tuple[int, ...]]
 """(per kept phase its standard phrasings, per ADHD micro step its phrasings, the micro
 steps' efforts, the kept phases' efforts)."""
 

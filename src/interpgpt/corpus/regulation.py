@@ -139,6 +139,7 @@ def rule_variables(trace: Sequence[RuleState], budget: int) -> dict[str, list[in
         "effort": [s.effort for s in trace],
     }
 
+
 _P_ZERO = "0.0"
 
 
