@@ -9,9 +9,10 @@ gives away, so those onsets are left out. The labels are the records' own values
 task's complexity.
 
 A probe is ridge regression on one residual site (closed form, Hoerl & Kennard 1970),
-its penalty chosen by generalised cross-validation on probe-train (Golub, Heath & Wahba
-1979); a categorical variable (`effort`) regresses its one-hot code and predicts the
-largest output. Score: R² on probe-test (1 - SSE / SST about the probe-test mean), or
+its penalty chosen by 5-fold cross-validation over the tasks of probe-train (points of
+one task are not independent: GCV, which assumes they are, picked penalties that
+overfit the tasks); a categorical variable (`effort`) regresses its one-hot code and
+predicts the largest output. Score: R² on probe-test (1 - SSE / SST about the probe-test mean), or
 accuracy for a categorical variable. Control task (Hewitt & Liang 2019): the same
 variable's labels shuffled over the decision points, fitted and scored the same way;
 selectivity = score - control. Probe-train and probe-test are split by task.
@@ -168,37 +169,53 @@ class RidgeProbe:
         return (w / w.norm().clamp(min=1e-12)).float()
 
 
+def _ridge_path(x: Tensor, target: Tensor, lams: list[float]) -> list[tuple[Tensor, Tensor]]:
+    """(weight, bias) of ridge on (x, target) for each penalty, from one SVD of centred x."""
+    mx, my = x.mean(0), target.mean(0)
+    u, s, vt = torch.linalg.svd(x - mx, full_matrices=False)
+    uty = u.T @ (target - my)
+    out = []
+    for lam in lams:
+        weight = vt.T @ ((s / (s.square() + lam))[:, None] * uty)
+        out.append((weight, my - mx @ weight))
+    return out
+
+
 def fit_ridge(
     x: Float[Tensor, "n d_model"],
     y: Float[Tensor, " n"],
     categorical: bool = False,
+    groups: Int[Tensor, " n"] | None = None,
     alphas: tuple[float, ...] = ALPHAS,
+    folds: int = 5,
 ) -> RidgeProbe:
-    """Ridge regression of `y` (or its one-hot code) on `x`, closed form through the SVD of
-    centred x, with the penalty of least GCV = n RSS / (n - df)^2 (df counts the intercept)."""
+    """Ridge regression of `y` (or its one-hot code) on `x` in closed form (through the
+    SVD of centred x), with the penalty of least squared error under cross-validation
+    over `folds` folds of whole `groups` (tasks: points of one task are not independent,
+    and a penalty chosen as if they were overfits the task); without groups, by GCV."""
     x64 = x.double()
     classes = y.unique() if categorical else None
     column = y.double()[:, None]
     target = column if classes is None else (y[:, None] == classes[None, :]).double()
-    mx, my = x64.mean(0), target.mean(0)
-    u, s, vt = torch.linalg.svd(x64 - mx, full_matrices=False)
-    uty = u.T @ (target - my)
-    s2 = s.square()
-    n = x64.shape[0]
-    scale = float(s2.mean()) if s2.numel() and float(s2.mean()) > 0 else 1.0
-    best: tuple[float, float] | None = None
-    for rel in alphas:
-        lam = rel * scale
-        shrink = s2 / (s2 + lam)
-        rss = float((target - my - u @ (shrink[:, None] * uty)).square().sum())
-        dof = n - float(shrink.sum()) - 1
-        gcv = n * rss / dof**2 if dof > 0 else float("inf")
-        if best is None or gcv < best[0]:
-            best = (gcv, lam)
-    assert best is not None
-    lam = best[1]
-    weight = vt.T @ ((s / (s2 + lam))[:, None] * uty)
-    return RidgeProbe(weight, my - mx @ weight, lam, classes)
+    scale = float(torch.linalg.svdvals(x64 - x64.mean(0)).square().mean())
+    lams = [a * (scale if scale > 0 else 1.0) for a in alphas]
+    errors = torch.zeros(len(lams), dtype=torch.float64)
+    if groups is not None and len(groups.unique()) >= 2:
+        ids = torch.unique(groups, return_inverse=True)[1] % min(folds, len(groups.unique()))
+        for fold in ids.unique():
+            held = ids == fold
+            for i, (w, b) in enumerate(_ridge_path(x64[~held], target[~held], lams)):
+                errors[i] += (target[held] - x64[held] @ w - b).square().sum()
+    else:  # GCV = n RSS / (n - df - 1)^2, df = sum s^2 / (s^2 + lam) (Golub et al. 1979)
+        s2 = torch.linalg.svdvals(x64 - x64.mean(0)).square()
+        n = x64.shape[0]
+        for i, (w, b) in enumerate(_ridge_path(x64, target, lams)):
+            dof = n - float((s2 / (s2 + lams[i])).sum()) - 1
+            rss = float((target - x64 @ w - b).square().sum())
+            errors[i] = n * rss / dof**2 if dof > 0 else float("inf")
+    lam = lams[int(errors.argmin())]
+    ((weight, bias),) = _ridge_path(x64, target, [lam])
+    return RidgeProbe(weight, bias, lam, classes)
 
 
 def score(probe: RidgeProbe, x: Tensor, y: Tensor) -> float:
@@ -269,8 +286,9 @@ def probe_variables(
         probes[name] = {}
         for site in sites:
             x = points.acts[site]
-            probe = fit_ridge(x[train], y[train], categorical)
-            control = fit_ridge(x[train], shuffled[train], categorical)
+            groups = points.task[train]
+            probe = fit_ridge(x[train], y[train], categorical, groups)
+            control = fit_ridge(x[train], shuffled[train], categorical, groups)
             probes[name][site] = probe
             result.score.append(score(probe, x[~train], y[~train]))
             result.control.append(score(control, x[~train], shuffled[~train]))
