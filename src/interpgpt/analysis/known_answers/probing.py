@@ -270,7 +270,8 @@ def probe_variables(
     """Fit and score every variable's probe on every site, and its shuffled-label control."""
     sites = list(points.acts)
     gen = torch.Generator().manual_seed(seed)
-    scores, probes = [], {}
+    scores: list[VariableScores] = []
+    probes: dict[str, dict[str, RidgeProbe]] = {}
     for name in variables:
         y = points.labels[name]
         categorical = name in CATEGORICAL

@@ -53,7 +53,7 @@ from interpgpt.analysis.protocol import (
     model_name,
 )
 from interpgpt.artifacts.load import load_model
-from interpgpt.constants import Split
+from interpgpt.constants import Split, Variant
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
@@ -64,7 +64,7 @@ from interpgpt.settings import SettingError, at_least, check_choices, inputs
 KNOWN_ANSWERS_JSON = "known_answers.json"
 PROBES_PLOT = "variable_probes.png"
 INTERCHANGE_PLOT = "interchange.png"
-SEQUENCES = "adhd"
+SEQUENCES: Variant = "adhd"
 """Every model reads the ADHD held-out sequences: the only ones with breaks to decide."""
 
 
