@@ -57,11 +57,15 @@ _API: dict[str, str] = {
     # Linear probes.
     "collect_positions": "interpgpt.analysis.probes.fit",
     "fit_probe": "interpgpt.analysis.probes.fit",
+    # Known answers: probes for the break rule's variables, interchange on `remaining`.
+    "known_answers": "interpgpt.analysis.known_answers.run",
+    "fit_ridge": "interpgpt.analysis.known_answers.probing",
     # Interventions (TransformerLens-style hooks: `with model.hooks(fwd_hooks=...)`).
     "ablate_heads": "interpgpt.analysis.interventions",
     "patch_from": "interpgpt.analysis.interventions",
     "add_direction": "interpgpt.analysis.interventions",
     "project_out": "interpgpt.analysis.interventions",
+    "interchange": "interpgpt.analysis.interventions",
     # TopK SAEs (SAELens format) and an SAE's features on a model.
     "TopKSAE": "interpgpt.sae.topk",
     "train_sae": "interpgpt.sae.training",

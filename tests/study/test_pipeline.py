@@ -53,6 +53,9 @@ TINY_STUDY = [
     "weights.limit=12",
     "steering.n_null=3",
     "probes.limit=12",
+    "known_answers.limit=12",
+    "known_answers.n_pairs=16",
+    "known_answers.n_random=1",
 ]
 
 
@@ -76,6 +79,7 @@ def test_study_runs_every_stage_and_writes_the_report(tiny_study):
         "TopK sparse autoencoders",
         "Steering with null baselines",
         "Three probes",
+        "Known answers: the break rule's variables",
     ):
         assert title in html
     assert "could not be read" not in html, "a report section failed to build"

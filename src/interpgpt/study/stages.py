@@ -20,6 +20,7 @@ from interpgpt.analysis import ablation, diff_lens, feature_diff, kl, logit_lens
 from interpgpt.analysis.behaviour import run as behaviour
 from interpgpt.analysis.crosscoder_diff import run as crosscoder_diff
 from interpgpt.analysis.headswap import inventory as headswap
+from interpgpt.analysis.known_answers import run as known_answers
 from interpgpt.analysis.patching import run as patching
 from interpgpt.analysis.probes import run as probes
 from interpgpt.analysis.protocol import (
@@ -51,7 +52,8 @@ from interpgpt.sae.training import TrainAllConfig, train_all
 from interpgpt.train import TrainConfig, checkpoint_differs, train
 
 EVAL_TASKS = 300
-"""Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, diff)."""
+"""Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, known
+answers, diff)."""
 SAMPLED_TASKS = 150
 """Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
 TWIN_DATA_SEED_OFFSET = 1000
@@ -69,6 +71,7 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "feature_diff": {"limit": EVAL_TASKS},
     "crosscoder": {"limit": EVAL_TASKS},
     "probes": {"limit": EVAL_TASKS},
+    "known_answers": {"limit": EVAL_TASKS},
 }
 
 
@@ -403,6 +406,7 @@ STAGES: list[Analysis[Any]] = [
     steering.ANALYSIS,
     crosscoder_diff.ANALYSIS,
     probes.ANALYSIS,
+    known_answers.ANALYSIS,
 ]
 """The study's stages in order, without the data-order twins (`twins` off)."""
 
