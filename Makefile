@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-full-smoke test lint bench speedrun ioi-demo clean chromium release release-verify
+.PHONY: study study-full-smoke test lint bench bench-study speedrun ioi-demo clean chromium release release-verify
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ release-verify: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Each study stage's seconds and peak RSS on one fixed pair (bench/bench_study.py): the
+# release's, else one trained once in runs/bench-study. Start it on an idle machine.
+bench-study: $(STAMP)
+	$(BIN)/python bench/bench_study.py $(BENCH_STUDY_ARGS)
 
 # Idle minutes to the behaviour targets (bench/speedrun.py): the recipe levers on the
 # standard model at equal minutes, the throughput levers, then the adopted recipe's curve

@@ -222,6 +222,8 @@ def run_stages(
             ws.records[stage.name] = read_json(record_file)
             status[stage.name] = "skipped"
             continue
+        release_memory()
+        reset_peak_rss()  # a stage copied from the release gets its own peak too
         started = time.perf_counter()
         output = None
         if release is not None and stage.from_release is not None and stage.name not in force:
@@ -229,8 +231,6 @@ def run_stages(
         if output is None:
             status[stage.name] = "running"
             console.print(status_table(stages, status, seconds))
-            release_memory()
-            reset_peak_rss()
             started = time.perf_counter()
             output = stage.stage(ws, stage_config)
         seconds[stage.name] = time.perf_counter() - started
