@@ -128,8 +128,10 @@ def test_the_tiny_adhd_model_has_not_learned_the_rule_and_nothing_moves(tiny_ans
     (the study's) is where the probe and the interchange have something to find; the
     probe's and the hook's known answers on planted data are the two tests above."""
     _, answers = tiny_answers
+    # Never deciding "break", each model agrees with the rule exactly at its quiet points.
+    assert len({m.rule_agreement for m in answers.models}) == 1
     for m in answers.models:
-        assert float(m.rule_agreement) < 0.6
+        assert m.rule_agreement < 0.75
         assert all(x.probe.iia_flip == 0.0 for x in m.interchange if x.probe.n_flip_scored)
         assert all(abs(x.probe.mean_delta_up) < 0.05 for x in m.interchange)
         remaining = m.probes.get("remaining")
