@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-full-smoke test lint bench speedrun ioi-demo clean chromium
+.PHONY: study study-full-smoke test lint bench bench-study speedrun ioi-demo clean chromium release release-verify
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,29 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: lint chromium
-	$(BIN)/python -m pytest -q tests
+# Two workers, one test file to each at a time (the tests are single-threaded).
+test: lint chromium release-verify
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# The release (release/, docs/release.md): the four models and the study's SAEs, trained
+# through the study's own stages in runs/release-build. Long on a CPU; a killed build
+# resumes from its checkpoints.
+release: $(STAMP)
+	$(BIN)/interpgpt release build --out release
+
+# Every release file's sha256, each model through transformers, TransformerLens and the raw
+# state dict, each SAE through SAELens, and the behaviour check; skipped before a release.
+release-verify: $(STAMP)
+	@if [ -f release/MANIFEST.json ]; then $(BIN)/interpgpt release verify release; \
+	else echo "release-verify: skipped (no release/MANIFEST.json yet; make release builds it)"; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Each study stage's seconds and peak RSS on one fixed pair (bench/bench_study.py): the
+# release's, else one trained once in runs/bench-study. Start it on an idle machine.
+bench-study: $(STAMP)
+	$(BIN)/python bench/bench_study.py $(BENCH_STUDY_ARGS)
 
 # Idle minutes to the behaviour targets (bench/speedrun.py): the recipe levers on the
 # standard model at equal minutes, the throughput levers, then the adopted recipe's curve

@@ -20,6 +20,9 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results.md"
 RESULTS_JSON = BENCH_DIR / "results.json"  # rows of the last runs, so a partial run merges
+SEPARATE = ("bench_study",)
+"""Benchmarks with a section of their own in results.md and their own make target."""
+SECTIONS_START = "<!-- "  # where the first marked section (`common.write_section`) begins
 
 
 def load_module(path: Path):
@@ -76,7 +79,7 @@ def run_one(path: Path) -> list[dict]:
 def run_all(selected: list[str]) -> list[dict]:
     rows = []
     for path in sorted(BENCH_DIR.glob("bench_*.py")):
-        if selected and not any(name in path.stem for name in selected):
+        if path.stem in SEPARATE or (selected and not any(n in path.stem for n in selected)):
             continue
         print(f"== {path.stem}", flush=True)
         for row in run_one(path):
@@ -113,8 +116,11 @@ def write_results(rows: list[dict]) -> None:
             str(row.get("notes", "")).replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    # The marked sections other scripts write (speedrun, study stages) stay as they were.
+    text = RESULTS.read_text() if RESULTS.is_file() else ""
+    sections = text[text.index(SECTIONS_START) :] if SECTIONS_START in text else ""
     tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(lines) + "\n" + ("\n" + sections if sections else ""))
     tmp.replace(RESULTS)
     print(f"wrote {RESULTS}")
 

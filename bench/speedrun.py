@@ -35,23 +35,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import BENCH_DIR, RESULTS, machine, now, write_section
 from matplotlib.figure import Figure
 
 from interpgpt.analysis.behaviour.run import HeldOut, behaviour_of, held_out
+from interpgpt.analysis.behaviour.targets import BOTH, TARGETS, check_targets
+from interpgpt.analysis.behaviour.targets import auroc_gap as _auroc_gap
+from interpgpt.analysis.behaviour.targets import metric_of as _metric
 from interpgpt.artifacts.load import LoadedModel, load_safetensors
 from interpgpt.artifacts.names import CHECKPOINT
 from interpgpt.corpus.build import build_corpus
@@ -65,11 +66,9 @@ from interpgpt.train.distributed import init_distributed
 from interpgpt.train.loop import start_state, train
 from interpgpt.train.recipe import initial_model
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS = BENCH_DIR / "results.md"
 PLOT = BENCH_DIR / "speedrun.png"
 RECORD = "speedrun.json"
-BEGIN, END = "<!-- speedrun:begin -->", "<!-- speedrun:end -->"
+SECTION = "speedrun"  # its section of results.md, between <!-- speedrun:begin/end -->
 WARMUP_STEPS, CALIBRATION_STEPS = 48, 48
 
 
@@ -119,84 +118,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 # ----------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class Target:
-    words: str
-    variants: tuple[str, ...]
-    """Which models it applies to."""
-    value: Callable[[dict[str, Any]], float | None]
-    """Its value from one model's behaviour ({subset: SubsetBehaviour as JSON})."""
-    holds: Callable[[float], bool]
-
-
-def _metric(subset: str, key: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda b: (b.get(subset) or {}).get(key)
-
-
-def _auroc_gap(subset: str) -> Callable[[dict[str, Any]], float | None]:
-    def gap(b: dict[str, Any]) -> float | None:
-        onset = (b.get(subset) or {}).get("auroc") or {}
-        if onset.get("model") is None or onset.get("bayes") is None:
-            return None
-        return float(onset["bayes"]) - float(onset["model"])
-
-    return gap
-
-
-BOTH = ("standard", "adhd")
-TARGETS: tuple[Target, ...] = (
-    Target(
-        "unseen on-topic >= 0.90", BOTH, _metric("unseen", "on_topic_rate"), lambda v: v >= 0.90
-    ),
-    Target(
-        "unseen object mention >= 0.60",
-        BOTH,
-        _metric("unseen", "object_mention_rate"),
-        lambda v: v >= 0.60,
-    ),
-    Target("seen on-topic >= 0.95", BOTH, _metric("seen", "on_topic_rate"), lambda v: v >= 0.95),
-    Target("seen parse >= 0.98", BOTH, _metric("seen", "parse_rate"), lambda v: v >= 0.98),
-    Target("unseen parse >= 0.98", BOTH, _metric("unseen", "parse_rate"), lambda v: v >= 0.98),
-    Target(
-        "seen Spearman >= 0.8",
-        BOTH,
-        _metric("seen", "spearman_complexity_steps"),
-        lambda v: v >= 0.8,
-    ),
-    Target(
-        "unseen Spearman >= 0.8",
-        BOTH,
-        _metric("unseen", "spearman_complexity_steps"),
-        lambda v: v >= 0.8,
-    ),
-    Target("seen AUROC gap <= 0.05", ("adhd",), _auroc_gap("seen"), lambda v: v <= 0.05),
-    Target("unseen AUROC gap <= 0.05", ("adhd",), _auroc_gap("unseen"), lambda v: v <= 0.05),
-    Target(
-        "never regulates (seen)",
-        ("standard",),
-        _metric("seen", "regulating_outputs"),
-        lambda v: v == 0,
-    ),
-    Target(
-        "never regulates (unseen)",
-        ("standard",),
-        _metric("unseen", "regulating_outputs"),
-        lambda v: v == 0,
-    ),
-)
-
-
-def check_targets(variant: str, behaviour: dict[str, Any]) -> dict[str, bool]:
-    """Target words -> whether it holds, for the targets of `variant` (a missing value
-    fails)."""
-    met = {}
-    for target in TARGETS:
-        if variant in target.variants:
-            value = target.value(behaviour)
-            met[target.words] = value is not None and bool(target.holds(float(value)))
-    return met
+# `TARGETS` and `check_targets` live in `interpgpt.analysis.behaviour.targets` (the release
+# build checks its models against them too).
 
 
 # ----------------------------------------------------------------------------- data
@@ -242,6 +165,10 @@ def run_config(
         resume=True,
         **settings,
     )
+
+
+def run_dir(root: Path, kind: str, recipe: str, variant: str, seed: int) -> Path:
+    return root / kind / f"{recipe}-{variant}-s{seed}"
 
 
 def seconds_per_step(config: TrainConfig, emulate_bf16: bool = False) -> float:
@@ -461,7 +388,7 @@ def speedrun(
     """One run: calibrate, train for `minutes` of idle time (or exactly `steps`), evaluate
     every `every` minutes (None: at the end only) and stop at the first evaluation where
     every target holds."""
-    out = root / kind / f"{recipe}-{variant}-s{seed}"
+    out = run_dir(root, kind, recipe, variant, seed)
     base = run_config(data, recipe, variant, seed, out / "run", preset)
     record = calibrated(data, out, base, kind=kind, recipe=recipe, minutes=minutes, steps=steps)
     if record.get("done"):
@@ -478,7 +405,10 @@ def speedrun(
     params = sum(p.numel() for p in initial_model(cfg).parameters())
     done_steps = record["evals"][-1]["step"] if record["evals"] else 0
     while not record["done"]:
-        stop = min(steps, done_steps + every_steps)
+        # The last segment absorbs the rounding: 3,213 steps every 803 evaluate at 3,213,
+        # not at 3,212 and again one step later.
+        stop = done_steps + every_steps
+        stop = steps if steps - stop < every_steps / 2 else stop
         started = time.perf_counter()
         result = train(dataclasses.replace(config, stop_after_steps=stop))
         behaviour = evaluate(config, data, eval_batch)
@@ -509,28 +439,13 @@ def speedrun(
     return record
 
 
-def last_val_loss(run_dir: Path) -> float | None:
-    metrics = run_dir / "metrics.jsonl"
+def last_val_loss(train_dir: Path) -> float | None:
+    metrics = train_dir / "metrics.jsonl"
     if not metrics.is_file():
         return None
     losses = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     vals = [r["val_loss"] for r in losses if "val_loss" in r]
     return vals[-1] if vals else None
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ----------------------------------------------------------------------------- report
@@ -620,7 +535,6 @@ def write_report(root: Path, results: Path = RESULTS, plot: Path = PLOT) -> None
         return
     machines = sorted({r["machine"] for r in runs})
     lines = [
-        BEGIN,
         "## Speedrun: idle minutes to the behaviour targets",
         "",
         "Generated by `make speedrun` (bench/speedrun.py); curves in `bench/speedrun.png`. "
@@ -647,17 +561,7 @@ def write_report(root: Path, results: Path = RESULTS, plot: Path = PLOT) -> None
     lines.append(
         "Targets: " + "; ".join(f"{t.words} ({', '.join(t.variants)})" for t in TARGETS) + "."
     )
-    lines.append(END)
-    section = "\n".join(lines)
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = results.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(results)
+    write_section(SECTION, lines, results)
     write_plot(runs, plot)
     print(f"wrote {results} and {plot}")
 
@@ -749,19 +653,20 @@ def main(argv: list[str] | None = None) -> None:
     levers.add_argument("--minutes", type=float, default=5.0)
     levers.add_argument("--recipes", default=",".join(RECIPES))
     levers.add_argument("--seeds", default="0")
-    levers.add_argument(
-        "--train-threads",
-        type=int,
-        default=None,
-        help="torch threads while training (calibration keeps the machine's): a lever's "
-        "quality at a step count does not depend on it, its minutes come from calibration",
-    )
     curve = sub.add_parser("curve", help="one recipe and model until the targets hold")
     curve.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     curve.add_argument("--variant", default="standard", choices=BOTH)
     curve.add_argument("--minutes", type=float, default=30.0)
     curve.add_argument("--every", type=float, default=5.0)
     curve.add_argument("--seed", type=int, default=0)
+    for runner in (levers, curve):
+        runner.add_argument(
+            "--train-threads",
+            type=int,
+            default=None,
+            help="torch threads while training (calibration keeps the machine's): a run's "
+            "quality at a step count does not depend on it, its minutes come from calibration",
+        )
     sub.add_parser("report", help="write the table and the plot from the records")
     sub.add_parser("recalibrate", help="measure every run's seconds per step again, idle")
     rate = sub.add_parser("throughput", help="levers that change seconds per step only")
@@ -788,7 +693,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.kind == "levers":
             runs = [(int(s), r) for s in args.seeds.split(",") for r in args.recipes.split(",")]
             for seed, recipe in runs:  # every calibration first, while the machine is idle
-                out = args.root / "levers" / f"{recipe}-standard-s{seed}"
+                out = run_dir(args.root, "levers", recipe, "standard", seed)
                 base = run_config(data, recipe, "standard", seed, out / "run", args.preset)
                 calibrated(data, out, base, kind="levers", recipe=recipe, minutes=args.minutes)
             if args.train_threads:
@@ -805,6 +710,11 @@ def main(argv: list[str] | None = None) -> None:
                     **common,
                 )
         else:
+            out = run_dir(args.root, "curve", args.recipe, args.variant, args.seed)
+            base = run_config(data, args.recipe, args.variant, args.seed, out / "run", args.preset)
+            calibrated(data, out, base, kind="curve", recipe=args.recipe, minutes=args.minutes)
+            if args.train_threads:
+                torch.set_num_threads(args.train_threads)
             speedrun(
                 data,
                 kind="curve",

@@ -514,6 +514,106 @@ axes[0].set_ylabel("query position"); plt.tight_layout(); plt.show()"""),
     ]
 
 
+def nb_diff_a_pair() -> list:
+    paired = json.dumps(PAIRED_TASKS, indent=1)
+    return [
+        new_markdown_cell(
+            expected_vs_observed(
+                "Diff a pair with the public API",
+                [
+                    "The two models disagree most (KL) where a step starts: after `<|steps|>` "
+                    "or `<|sep|>`, not inside a task's words",
+                    "The mean residual difference at those positions, read through either "
+                    "model's unembedding, promotes the first tokens of regulation actions",
+                    "The ADHD model puts more lens probability on those tokens in its late "
+                    "layers than the standard model",
+                    "Without control models (twins of a) nothing is judged against seed noise",
+                ],
+            )
+        ),
+        new_markdown_cell(
+            "Everything below uses only `interpgpt`'s public names (`interpgpt.__all__`). "
+            "`load_lm` reads any model the analyses can diff: one of our run or export dirs "
+            "(a `TaskGPT`), or a TransformerLens bundle of any `HookedTransformer` with its "
+            "`tokenizer.json` beside it. The two models must share a tokenizer and a shape."
+        ),
+        new_code_cell("""\
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+import interpgpt
+
+ARTIFACTS = Path(os.environ.get("INTERPGPT_ARTIFACTS", "runs"))
+A_DIR = Path(os.environ.get("INTERPGPT_STANDARD_EXPORT", ARTIFACTS / "export" / "standard"))
+B_DIR = Path(os.environ.get("INTERPGPT_ADHD_EXPORT", ARTIFACTS / "export" / "adhd"))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+torch.set_grad_enabled(False)
+a = interpgpt.load_lm(A_DIR, DEVICE, label="standard")
+b = interpgpt.load_lm(B_DIR, DEVICE, label="adhd")
+print(f"device: {DEVICE}; a = {a.label}, b = {b.label}: {a.n_layer} layers x {a.n_head} heads")"""),
+        new_markdown_cell(
+            "## Texts and position sets\n\n"
+            "Each text is a record: `text` (or `ids`) and, optionally, `positions`: sets of "
+            "token indices under names you choose. Here `onset` holds the `<|steps|>` and "
+            "`<|sep|>` tokens, where the next step, and a possible regulation action, begins."
+        ),
+        new_code_cell(
+            f"PAIRED = {paired}\n"
+            """\
+tok = a.tokenizer
+encoded = [tok.encode_example(task, steps) for task, steps in PAIRED]
+onset_ids = {tok.steps_id, tok.sep_id}
+records = [
+    {"ids": ids, "positions": {"onset": [i for i, t in enumerate(ids) if t in onset_ids]}}
+    for ids in encoded
+]
+texts = interpgpt.encode_texts(tok, records, max_len=a.model.cfg.n_ctx)
+print(f"{len(texts)} texts; position sets: {sorted(texts.positions)}")"""
+        ),
+        new_markdown_cell(
+            "## The diff\n\n"
+            "`diff_pair` runs KL, the difference lens, the logit lens of a token set you name "
+            "(here the first tokens of the regulation actions), head profiles and the weight "
+            "distance. `layer` may be a fraction of depth. Pass `controls=[twin, ...]` (models "
+            "trained like `a` with another seed) and each statistic is a finding only beyond "
+            "every twin's."
+        ),
+        new_code_cell("""\
+regulation = sorted(interpgpt.regulation_first_tokens(tok))
+diff = interpgpt.diff_pair(a, b, texts, tokens=regulation, layer=0.5, top_k=5)
+for stat in diff.statistics.values():
+    print(f"{stat.name:22s} {stat.value:10.4f}  {stat.verdict}")"""),
+        new_markdown_cell("## Where the outputs differ most, and what the difference promotes"),
+        new_code_cell("""\
+for h in diff.pair.top_kl[:5]:
+    print(f"text {h.task_id:2d} pos {h.pos:3d}  ...{h.context[-40:]!r} -> {h.next_token!r}:"
+          f" a {h.top_a[0].token!r}, b {h.top_b[0].token!r}, KL(a||b) {h.kl_ab:.3f}")
+for name, layer in diff.pair.lens_layer.items():
+    reading = diff.pair.lens.readings[name][layer][b.label]
+    promoted = [tok.decode_text([t]) for t in reading.promoted[:5]]
+    print(f"{name}: layer {layer}, b - a promotes {promoted}")
+for role, lens in diff.pair.token_lens.items():
+    print(role, "P(regulation) by layer at onsets:", [round(p, 4) for p in lens.p["onset"]])"""),
+        new_markdown_cell(
+            "## The same as a report\n\n"
+            "`run_diff` (the `interpgpt diff` command) loads the models and a JSONL file of "
+            "texts and writes `diff.json`, `report.html` and `report.md`."
+        ),
+        new_code_cell("""\
+out = Path(tempfile.mkdtemp())
+(out / "texts.jsonl").write_text("\\n".join(json.dumps(r) for r in records))
+run = interpgpt.run_diff(interpgpt.DiffConfig(
+    a=A_DIR, b=B_DIR, texts=out / "texts.jsonl", out=out / "diff",
+    label_a="standard", label_b="adhd", device=DEVICE,
+))
+print(sorted(p.name for p in run.files.values()))"""),
+    ]
+
+
 NOTEBOOKS = {
     "00_baseline_and_metrics.ipynb": nb_00,
     "01_activation_patching.ipynb": nb_01,
@@ -521,6 +621,7 @@ NOTEBOOKS = {
     "03_attention_patterns_and_induction.ipynb": nb_03,
     "04_sae_features.ipynb": nb_04,
     "headswap.ipynb": nb_headswap,
+    "diff-a-pair.ipynb": nb_diff_a_pair,
 }
 
 

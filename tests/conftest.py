@@ -31,6 +31,18 @@ torch.set_num_threads(1)
 TINY_TRAIN_STEPS = 150
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (`slow(seconds=...)`): `make test` runs the suite on two
+    workers, a file to a worker (pytest-xdist `--dist loadfile`, in collection order), and
+    a long file started last would run alone at the end."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return 0.0 if mark is None else float(mark.kwargs.get("seconds", 1))
+
+    items.sort(key=seconds, reverse=True)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module, restored afterwards (a module opts in with

@@ -22,8 +22,10 @@ def speedrun():
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["speedrun"] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(BENCH.parent))  # for bench/common.py, as when run as a script
     spec.loader.exec_module(module)
     yield module
+    sys.path.remove(str(BENCH.parent))
     del sys.modules["speedrun"]
 
 

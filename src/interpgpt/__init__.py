@@ -57,11 +57,15 @@ _API: dict[str, str] = {
     # Linear probes.
     "collect_positions": "interpgpt.analysis.probes.fit",
     "fit_probe": "interpgpt.analysis.probes.fit",
+    # Known answers: probes for the break rule's variables, interchange on `remaining`.
+    "known_answers": "interpgpt.analysis.known_answers.run",
+    "fit_ridge": "interpgpt.analysis.known_answers.probing",
     # Interventions (TransformerLens-style hooks: `with model.hooks(fwd_hooks=...)`).
     "ablate_heads": "interpgpt.analysis.interventions",
     "patch_from": "interpgpt.analysis.interventions",
     "add_direction": "interpgpt.analysis.interventions",
     "project_out": "interpgpt.analysis.interventions",
+    "interchange": "interpgpt.analysis.interventions",
     # TopK SAEs (SAELens format) and an SAE's features on a model.
     "TopKSAE": "interpgpt.sae.topk",
     "train_sae": "interpgpt.sae.training",
@@ -73,6 +77,23 @@ _API: dict[str, str] = {
     "CrosscoderTrainConfig": "interpgpt.crosscoder.config",
     "diff_models": "interpgpt.analysis.crosscoder_diff.latents",
     "DiffSettings": "interpgpt.analysis.crosscoder_diff.config",
+    # Any pair: the model protocol, its adapters (TaskGPT, HookedTransformer), texts with
+    # position sets the caller names, and the diff of two models with seed controls.
+    "LanguageModel": "interpgpt.analysis.lm",
+    "TaskGPTModel": "interpgpt.analysis.lm",
+    "HookedTransformerModel": "interpgpt.analysis.lm",
+    "as_lm": "interpgpt.analysis.lm",
+    "load_lm": "interpgpt.analysis.lm",
+    "save_tl_bundle": "interpgpt.analysis.lm",
+    "TextSet": "interpgpt.analysis.lm",
+    "encode_texts": "interpgpt.analysis.lm",
+    "load_texts": "interpgpt.analysis.lm",
+    "token_lens": "interpgpt.analysis.logit_lens.run",
+    "layer_distances": "interpgpt.analysis.weights.compare",
+    "diff_pair": "interpgpt.diff.core",
+    "PairDiff": "interpgpt.diff.core",
+    "run_diff": "interpgpt.diff.run",
+    "DiffConfig": "interpgpt.diff.config",
     # Seed controls: the verdict rule, FDR correction, SAE dictionary matching.
     "verdict": "interpgpt.analysis.controls",
     "benjamini_hochberg": "interpgpt.analysis.controls",

@@ -48,12 +48,17 @@ COMMANDS: dict[str, Entry] = {
     "ablate": Entry("ablate", "Ablate heads during generation, against head nulls."),
     "patch": Entry("patch", "Activation patching and attribution patching on corpus pairs."),
     "probes": Entry("probes", "Onset, regulation and step-index probes on every layer."),
+    "known-answers": Entry(
+        "known_answers", "Probes for the break rule's variables, interchange on remaining."
+    ),
     "sae": Entry("sae", "TopK sparse autoencoders on the residual stream (SAELens)."),
     "steer": Entry("steer", "Steer with one SAE feature against a random-direction null."),
     "crosscoder": Entry("crosscoder", "BatchTopK crosscoders on a pair: train and diff."),
     "ioi": Entry("ioi", "Run the IOI pipeline: baseline, patching, DLA, head scores."),
     "ioi-demo": Entry("ioi", "Train a model on synthetic IOI, then run the IOI pipeline."),
+    "diff": Entry("diff", "The pair analyses on any two models sharing a tokenizer."),
     "study": Entry("study", "Run the whole matched-pair study and write report.html."),
+    "release": Entry("release", "The trained matched pair, its twins and SAEs, with a manifest."),
 }
 
 

@@ -159,17 +159,17 @@ def test_permuted_copy_is_matched_back(corpus_and_tokenizer) -> None:
     inv = build_inventory(sums, config)
     # The test can fail: different heads of one layer must have clearly different profiles.
     for layer in range(2):
-        own = cosine_matrix(inv.profiles["standard"][layer], inv.profiles["standard"][layer])
+        own = cosine_matrix(inv.profiles["a"][layer], inv.profiles["a"][layer])
         assert own[~np.eye(4, dtype=bool)].max() < 0.995
     inverse = [np.argsort(p).tolist() for p in perms]
     for match in inv.within_layer:
-        layer, head = match.std
-        assert match.adhd == (layer, inverse[layer][head])
+        layer, head = match.a
+        assert match.b == (layer, inverse[layer][head])
         assert match.cosine == pytest.approx(1.0, abs=1e-6)
         assert match.stability == 1.0
         assert match.moved == (inverse[layer][head] != head)
-    assert [m.adhd for m in inv.global_matching] == [m.adhd for m in inv.within_layer]
-    for entry in inv.best_partners["standard"]:
+    assert [m.b for m in inv.global_matching] == [m.b for m in inv.within_layer]
+    for entry in inv.best_partners["a"]:
         assert entry["cosine"] == pytest.approx(1.0, abs=1e-6)
     for stats in inv.layers:
         assert stats.matched_mean == pytest.approx(1.0, abs=1e-6)

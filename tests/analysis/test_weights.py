@@ -45,6 +45,8 @@ from interpgpt.errors import UserError
 from interpgpt.io import read_json, write_json
 from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
+from interpgpt.train.config import TrainConfig
+from interpgpt.train.recipe import initial_model, state_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,6 +105,22 @@ def test_rebuilt_init_matches_the_recorded_hash(tiny_run_dirs) -> None:
     torch.manual_seed(123)
     rebuild_init(tiny_run_dirs["adhd"])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_rebuilt_init_keeps_the_width_overrides(tiny_run_dirs, tmp_path) -> None:
+    """A run trained at `--d-model`/`--d-mlp` other than the preset's rebuilds the init it
+    recorded, at its own widths."""
+    widths = {"d_model": 16, "d_mlp": 24}
+    with torch.random.fork_rng(devices=[]):
+        expected = state_sha256(initial_model(TrainConfig(preset="tiny", seed=0, **widths)))
+    run = tmp_path / "narrow"
+    run.mkdir()
+    blob = read_json(tiny_run_dirs["adhd"] / RUN_CONFIG)
+    train = {**blob["train"], **widths}
+    write_json(run / RUN_CONFIG, {**blob, "train": train, "init_sha256": expected})
+    rebuilt = rebuild_init(run)
+    assert rebuilt.sha256 == expected
+    assert (rebuilt.model.cfg.d_model, rebuilt.model.cfg.d_mlp) == (16, 24)
 
 
 def test_relative_change(models, init) -> None:

@@ -288,6 +288,39 @@ def test_corpus_regulation_placement(small_corpus: Path) -> None:
             assert not any(is_regulation(s) for s in record.steps)
 
 
+def test_records_carry_the_rule_state(small_corpus: Path) -> None:
+    """Val and test records carry the rule's variables before each step; on ADHD records
+    they agree with the breaks placed and the posterior, on standard ones the load of the
+    phases so far (no break resets it); train records carry none (its bytes never change)."""
+    noise = SMALL.break_noise
+    for split in SPLITS:
+        adhd = load_split(small_corpus, "adhd", split)
+        standard = load_split(small_corpus, "standard", split)
+        if split == "train":
+            assert all(r.rule is None for r in adhd + standard)
+            continue
+        for a, s in zip(adhd, standard, strict=True):
+            assert a.task_id == s.task_id and a.rule is not None and a.p_break is not None
+            budget = SMALL.budget(a.complexity)
+            assert set(a.rule["budget"]) == {budget}
+            flags = [is_regulation(x) for x in a.steps]
+            prev_break = [True, *flags[:-1]]  # the first step behaves as if after a break
+            for k, after_break in enumerate(prev_break):
+                load, remaining = a.rule["load"][k], a.rule["remaining"][k]
+                assert remaining == budget - load
+                if after_break:
+                    assert (load, a.rule["since_break"][k], a.rule["effort"][k]) == (0, 0, 0)
+                    continue
+                assert a.rule["effort"][k] in (1, 2) and a.rule["since_break"][k] >= 1
+                assert a.p_break[k] == (1 - noise if remaining <= 0 else noise)
+                if k + 1 < len(flags) and not flags[k]:  # a content step adds its effort
+                    assert a.rule["load"][k + 1] in (0, load + a.rule["effort"][k + 1])
+            assert s.rule is not None and set(s.rule["budget"]) == {budget}
+            assert s.rule["since_break"] == tuple(range(len(s.steps)))
+            assert s.rule["load"][0] == 0 and s.rule["effort"][0] == 0
+            assert s.rule["load"][1:] == tuple(itertools.accumulate(s.rule["effort"][1:]))
+
+
 def test_bayes_auroc_is_mann_whitney(small_corpus: Path) -> None:
     stats = read_stats(small_corpus)["regulation"]
     unseen = {t["task_id"] for t in _tasks(small_corpus) if t["family_held_out"]}
@@ -356,6 +389,15 @@ def test_load_split_errors(tmp_path: Path) -> None:
         (
             '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "p_break": [0, 1]}',
             "p_break must be one probability per step",
+        ),
+        (
+            '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "load": [0]}',
+            "has load but not budget",
+        ),
+        (
+            '{"task_id": 1, "task": "a", "steps": ["b"], "complexity": 1, "load": [0], '
+            '"budget": [2], "remaining": [2], "since_break": [0], "effort": [0.5]}',
+            "effort must be one integer per step",
         ),
     ]:
         bad.write_text(f"{good}\n{line}\n")

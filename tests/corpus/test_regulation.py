@@ -15,9 +15,12 @@ from interpgpt.corpus.regulation import (
     EFFORT,
     REGULATION_ACTIONS,
     Onsets,
+    RuleState,
     auroc,
     interleave,
     is_regulation,
+    rule_variables,
+    trace_without_breaks,
 )
 
 
@@ -54,6 +57,29 @@ def test_break_rule_known_answer() -> None:
         assert p_break == ["0.0", "0.0", "0.0", "1.0", "0.0", "0.0", "1.0", "0.0", "0.0"]
         assert onsets.counts == [3, 4, 0, 0, 2]
         assert onsets.auroc(0.0) == 1.0
+
+
+def test_rule_state_known_answer() -> None:
+    """The state before each output step of the known-answer sequence above: the load
+    reaches the budget (remaining 0) exactly where the breaks go."""
+    efforts = (2, 1, 1, 2, 2, 1, 1)
+    trace: list[RuleState] = []
+    out = interleave(
+        list(range(len(efforts))), efforts, 4, 0.0, random.Random(0), [-1, -2], [0, 0],
+        Onsets(), trace=trace,
+    )  # fmt: skip
+    assert out == [0, 1, 2, -1, 3, 4, -2, 5, 6] or out == [0, 1, 2, -2, 3, 4, -1, 5, 6]
+    got = rule_variables(trace, 4)
+    assert got["load"] == [0, 2, 3, 4, 0, 2, 4, 0, 1]
+    assert got["remaining"] == [4, 2, 1, 0, 4, 2, 0, 4, 3]
+    assert got["since_break"] == [0, 1, 2, 3, 0, 1, 2, 0, 1]
+    assert got["effort"] == [0, 2, 1, 1, 0, 2, 2, 0, 1]
+    assert got["budget"] == [4] * 9
+    # Without breaks the same code never resets the load.
+    free = rule_variables(trace_without_breaks(efforts), 4)
+    assert free["load"] == [0, 2, 3, 4, 6, 8, 9]
+    assert free["since_break"] == list(range(7))
+    assert free["effort"] == [0, *efforts[:-1]]
 
 
 def test_break_rule_with_noise() -> None:

@@ -397,7 +397,7 @@ def test_every_name_is_one_token(tok):
         assert len(tok.encode(f" {a}")) == 1 and len(tok.encode(f" {b}")) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_ioi_model_trained_here_meets_the_targets_on_held_out_prompts(tmp_path):
     """The demo's IOI model (the default training config): on held-out
     name pairs x held-out templates its mean logit difference IO - S is >= 2 and every
@@ -407,3 +407,36 @@ def test_ioi_model_trained_here_meets_the_targets_on_held_out_prompts(tmp_path):
     result = train_ioi_model(IOITrainConfig(), tmp_path / "model")
     assert result.heldout_logit_diff >= 2.0
     assert result.min_role_swap > 0.0
+
+
+# --------------------------------------------------------------------------- diff any pair
+
+
+def test_diff_of_the_ioi_model_against_its_copy_finds_nothing(tiny_ioi_dir, tmp_path, capsys):
+    """`interpgpt diff` on the IOI model as a TransformerLens bundle against a copy of
+    itself, a twin (its weights with seed-sized noise) as control: every statistic is 0,
+    within the twin's, and no finding."""
+    import copy
+
+    from interpgpt.analysis.lm import save_tl_bundle
+    from interpgpt.artifacts.convert import to_hooked_transformer
+    from interpgpt.cli import main
+
+    ht = to_hooked_transformer(load_ioi_model(tiny_ioi_dir, "cpu").model)
+    twin = copy.deepcopy(ht)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p += 0.02 * p.std().nan_to_num() * torch.randn(p.shape, generator=gen)
+    tok = tiny_ioi_dir / "tokenizer.json"
+    for name, model in (("a", ht), ("copy", copy.deepcopy(ht)), ("twin", twin)):
+        save_tl_bundle(model, tmp_path / name, tok)
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("\n".join(json.dumps({"text": p.text()}) for p in sample_prompts(32, 0)))
+    main(["diff", str(tmp_path / "a"), str(tmp_path / "copy"), "--texts", str(texts),
+          "--out", str(tmp_path / "out"), "--controls", str(tmp_path / "twin")])  # fmt: skip
+    blob = json.loads((tmp_path / "out" / "diff.json").read_text())
+    assert blob["findings"] == []
+    stats = blob["statistics"].values()
+    assert all(s["value"] == 0 and s["verdict"] == "within seed noise" for s in stats)
+    assert all(s["controls"][0] > 0 for s in stats)

@@ -18,7 +18,13 @@ from interpgpt.study.config import StudyConfig, load_study_config
 from interpgpt.study.pipeline import REPORT, release_memory, run_stages, run_study, stage_hash
 from interpgpt.study.stages import STAGES
 
+pytestmark = pytest.mark.slow(seconds=80)
+
 TINY_STUDY = [
+    # The pipeline's own test: one pair, no twins (test_seed_controls turns them on), and
+    # nothing from a release in the working directory.
+    "twins=false",
+    "release=off",
     "corpus.n_tasks=120",
     "corpus.examples_per_task=4",
     "train.steps=40",
@@ -48,6 +54,9 @@ TINY_STUDY = [
     "weights.limit=12",
     "steering.n_null=3",
     "probes.limit=12",
+    "known_answers.limit=12",
+    "known_answers.n_pairs=16",
+    "known_answers.n_random=1",
 ]
 
 
@@ -71,6 +80,7 @@ def test_study_runs_every_stage_and_writes_the_report(tiny_study):
         "TopK sparse autoencoders",
         "Steering with null baselines",
         "Three probes",
+        "Known answers: the break rule's variables",
     ):
         assert title in html
     assert "could not be read" not in html, "a report section failed to build"

@@ -35,7 +35,7 @@ from interpgpt.study.controls import (
 from interpgpt.study.pipeline import REPORT, run_study, study_stages
 from interpgpt.study.stages import STAGES
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow(seconds=400)]
 
 PAIR_ANALYSES = {s.name for s in STAGES if s.statistics is not None}
 

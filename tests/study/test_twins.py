@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_TWINS = [
     "twins=true",
+    "release=off",
     "corpus.n_tasks=120",
     "corpus.examples_per_task=4",
     "train.steps=40",
@@ -100,9 +101,15 @@ def test_twins_share_the_init_and_read_another_order(twin_study):
     assert report.config["study"]["twins"] is True
 
 
+def test_twins_are_on_by_default():
+    """Every default study runs the seed controls and writes controls.json."""
+    names = [s.name for s in study_stages(load_study_config(None, [], None))]
+    assert {"train-standard-twin", "train-adhd-twin", "controls"} <= set(names)
+
+
 def test_twins_off_leave_the_stages_and_their_hashes_alone():
     on = load_study_config(None, ["twins=true"], None)
-    off = load_study_config(None, [], None)
+    off = load_study_config(None, ["twins=false"], None)
     twin_names = {s.name for s in TWIN_STAGES}
     stages_off, stages_on = study_stages(off), study_stages(on)
     assert not twin_names & {s.name for s in stages_off}
@@ -139,7 +146,7 @@ def test_twins_setting_is_a_checked_boolean(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: --set: twins: expected true or false, got 'maybe'"
     assert not out.exists()
-    off = load_study_config(None, [], None)
+    off = load_study_config(None, ["twins=false"], None)
     ws = Workspace(tmp_path / "study")
     with pytest.raises(UserError, match=r"^--force train-adhd-twin: no such stage"):
         run_stages(study_stages(off), off, ws, {"train-adhd-twin"}, Console(quiet=True))

@@ -31,6 +31,9 @@ The factories:
   `scale * direction` to an activation at chosen positions.
 - `project_out`: directional ablation (Arditi et al. 2024; INLP, Ravfogel et al.
   2020): remove the component of an activation inside the span of some directions.
+- `interchange`: an interchange intervention along a subspace (Geiger et al. 2021,
+  2024, "distributed alignment search"): set the activation's coordinates in the span of
+  an orthonormal basis to those of another run, leaving its orthogonal complement alone.
 
 Positions are given as `None` (every position, including each step of cached
 generation), a sequence of position indices into the activation, or a bool mask
@@ -291,5 +294,26 @@ def project_out(
         if where is None:
             return act - removed
         return act - where.unsqueeze(-1).to(act.dtype) * removed
+
+    return Hook(name, fn)
+
+
+def interchange(
+    name: str,
+    basis: Float[Tensor, "d_model k"],
+    coords: Float[Tensor, "batch pos k"],
+    positions: Bool[Tensor, "batch pos"],
+) -> Hook:
+    """Write `coords` into the span of `basis` (orthonormal columns) where `positions` is
+    True: act' = act + (coords - act B) B^T, the rest of act unchanged. With `coords` read
+    from a source run (source_act B) this is the interchange intervention of distributed
+    alignment search (Geiger et al. 2024) with a fixed, here probe-given, subspace."""
+
+    def fn(act: Tensor, hook=None) -> Tensor:
+        b = basis.to(act.device, act.dtype)
+        delta = (coords.to(act.device, act.dtype) - act @ b) @ b.T
+        where = _position_mask(positions, act)
+        assert where is not None
+        return act + where.unsqueeze(-1).to(act.dtype) * delta
 
     return Hook(name, fn)

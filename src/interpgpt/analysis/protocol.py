@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from interpgpt.analysis.controls import Statistic
+from interpgpt.artifacts.release import ReleasedStage
 from interpgpt.constants import Variant
 from interpgpt.sae.topk import sae_dir_name
 
@@ -155,6 +156,11 @@ class Analysis(Generic[C]):
     (`interpgpt.analysis.controls`): from the matched pair's run, its cross-variant
     value; from each control pair's run (a model and its twin), the seed null. None: the
     analysis is not a cross-model finding (it is not repeated on the control pairs)."""
+
+    from_release: Callable[[Workspace, C, ReleasedStage], StageOutput] | None = None
+    """Put the outputs in place from a release whose run of this stage had the same
+    settings and inputs (`interpgpt.artifacts.release`), instead of running it; None: the
+    stage always runs."""
 
     @property
     def settings_key(self) -> str:

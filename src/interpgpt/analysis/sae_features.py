@@ -60,6 +60,22 @@ def encode_features(sae, acts: Float[Tensor, "... d_model"]) -> Float[Tensor, ".
     return sae.encode(acts.to(device=sae.W_dec.device, dtype=sae.W_dec.dtype))
 
 
+@torch.no_grad()
+def masked_feature_stats(
+    sae, acts: Float[Tensor, "batch pos d_model"], mask: Tensor, chunk: int = 4096
+) -> FeatureStats:
+    """Firing counts and activation sums of every feature over the positions of `mask`
+    (batch, pos) of activations already taken (any model, any position set)."""
+    d_sae = sae.W_dec.shape[0]
+    fire = torch.zeros(d_sae, dtype=torch.float64)
+    total = torch.zeros(d_sae, dtype=torch.float64)
+    for part in acts[mask].split(chunk):
+        feats = encode_features(sae, part).double().cpu()
+        fire += (feats > 0).sum(0)
+        total += feats.clamp(min=0).sum(0)
+    return FeatureStats(int(mask.sum()), fire, total)
+
+
 def onset_feature_stats(
     model, sae, eset: EncodedSet, hook_name: str, batch_size: int = 32
 ) -> FeatureStats:

@@ -309,8 +309,8 @@ def _verify(model: TaskGPT, tokenizer: Any, out: Path) -> dict[str, float]:
     with torch.no_grad():
         reference = model(ids)
         logits = {
-            "huggingface": _hf_logits(out, ids),
-            "transformer_lens": _tl_logits(out / TL_BUNDLE, ids),
+            "huggingface": hf_logits(out, ids),
+            "transformer_lens": tl_logits(out / TL_BUNDLE, ids),
             "pytorch": load_exported(out / RAW_BUNDLE).model(ids),
         }
     diffs = {name: float((value - reference).abs().max()) for name, value in logits.items()}
@@ -330,13 +330,14 @@ def _sample_ids(tokenizer: Any, n_ctx: int) -> list[int]:
     return ids[:n_ctx]
 
 
-def _hf_logits(out: Path, ids: Tensor) -> Tensor:
+def hf_logits(out: Path, ids: Tensor) -> Tensor:
+    """Logits of the Hugging Face dir `out` loaded as a plain `AutoModelForCausalLM`."""
     with _quiet_transformers():
         hf_model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     return hf_model.eval()(ids).logits
 
 
-def _tl_logits(path: Path, ids: Tensor) -> Tensor:
+def tl_logits(path: Path, ids: Tensor) -> Tensor:
     """The seed card's TransformerLens snippet, with weights_only=True."""
     blob = safe_torch_load(path)
     tl_cfg = HookedTransformerConfig(**blob["config"], device="cpu")

@@ -80,6 +80,152 @@ def render_model_card(card: ModelCard) -> str:
     return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
 
 
+@dataclass
+class ReleaseFacts:
+    """What a release card adds to an export card: measured, never typed in."""
+
+    name: str
+    """The model's folder in the release (`standard`, `adhd-twin`)."""
+    counterpart: str | None
+    """The folder of its pair partner, or None."""
+    budget: list[tuple[str, Any]]
+    """(what, value) of the training run: steps, tokens, wall time, CPU, threads."""
+    behaviour_header: list[str]
+    behaviour_rows: list[list[str]]
+    """The behaviour stage's table for this model, seen and unseen families."""
+    targets: dict[str, bool]
+    """Behaviour target -> whether this model meets it."""
+    wrong: list[dict[str, Any]]
+    """Held-out decompositions it got wrong: {"task", "steps", "why"}."""
+
+
+def render_release_card(card: ModelCard, facts: ReleaseFacts) -> str:
+    """The README.md of one model of a release: what it is for, input format, architecture,
+    the recipe and budget used, measured behaviour, limitations, and loading snippets
+    pointing at the release folder (`card.location`)."""
+    sections = [
+        _front_matter(),
+        _title(card),
+        _purpose(facts),
+        _input_format(),
+        "## Architecture\n\n" + _architecture(card),
+        _training(card),
+        "### Budget actually used\n\n" + _table(facts.budget, header=("", "Value")),
+        _measured(facts),
+        _limitations(facts),
+        _release_loading(card.location, facts.name),
+        _intended_use(),
+    ]
+    return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
+
+
+def _purpose(facts: ReleaseFacts) -> str:
+    lines = [
+        "## What is this model for?",
+        "",
+        "Given a task prompt, the model writes a step-by-step decomposition. It is one of "
+        "the four models of the InterpGPT matched-pair release (standard, ADHD, and the "
+        "data-order twin of each: same initial weights, another order of the same batches), "
+        "made to be diffed against its counterpart with `interpgpt study`.",
+    ]
+    if facts.name.endswith("-twin"):
+        lines += ["", f"This is the data-order twin of `{facts.counterpart}/`: its seed null."]
+    elif facts.counterpart:
+        lines += ["", f"Its counterpart in the release is `{facts.counterpart}/`."]
+    return "\n".join(lines)
+
+
+def _measured(facts: ReleaseFacts) -> str:
+    header = "| " + " | ".join(facts.behaviour_header) + " |"
+    rule = "|" + "---|" * len(facts.behaviour_header)
+    rows = ["| " + " | ".join(row) + " |" for row in facts.behaviour_rows]
+    met = [t for t, ok in facts.targets.items() if ok]
+    missed = [t for t, ok in facts.targets.items() if not ok]
+    targets = f"Behaviour targets met: {len(met)} of {len(facts.targets)}."
+    if missed:
+        targets += " Missed: " + "; ".join(missed) + "."
+    return "\n".join(
+        [
+            "## Measured behaviour",
+            "",
+            "Greedy decompositions of held-out test tasks, of families seen in training and "
+            "of families held out of it (`interpgpt behaviour`):",
+            "",
+            header,
+            rule,
+            *rows,
+            "",
+            targets,
+        ]
+    )
+
+
+def _limitations(facts: ReleaseFacts) -> str:
+    lines = [
+        "## Limitations",
+        "",
+        "A small model of one synthetic domain: it decomposes everyday tasks in the corpus's "
+        "style and nothing else, and it is weaker on task families it never saw.",
+    ]
+    if facts.wrong:
+        lines += ["", "Held-out tasks it got wrong:", ""]
+        for example in facts.wrong:
+            steps = " | ".join(s[:60] for s in example["steps"][:8]) or "(nothing parsed)"
+            steps = steps if len(steps) <= 200 else steps[:199] + "…"
+            lines.append(f"- *{example['task']}* → {steps} ({example['why']})")
+    return "\n".join(lines)
+
+
+def _release_loading(location: str, name: str) -> str:
+    path, export = json.dumps(location), json.dumps(f"export/{name}")
+    return f"""## Loading
+
+### Hugging Face Transformers
+
+A plain `LlamaForCausalLM`; no remote code.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained({path})
+tokenizer = AutoTokenizer.from_pretrained({path})
+prompt = tokenizer("<|task|>Clean the kitchen<|steps|>", return_tensors="pt")
+out = model.generate(**prompt, max_new_tokens=64, do_sample=False)
+print(tokenizer.decode(out[0]))
+```
+
+### TransformerLens (recommended for interpretability)
+
+The release stores each model once; `interpgpt export` writes the TransformerLens bundle
+and the raw state dict from it:
+
+```bash
+interpgpt export {location} --out export/{name}
+```
+
+```python
+import os
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+import torch
+
+blob = torch.load(os.path.join({export}, "hooked_transformer.pt"), weights_only=True)
+model = HookedTransformer(HookedTransformerConfig(**blob["config"]))
+model.load_state_dict(blob["model_state_dict"])
+model.eval()
+```
+
+### Raw PyTorch / TaskGPT
+
+```python
+import os
+from interpgpt.model.taskgpt import GPTConfig, TaskGPT
+import torch
+
+blob = torch.load(os.path.join({export}, "pytorch_model.pt"), weights_only=True)
+model = TaskGPT(GPTConfig(**blob["config"]))
+model.load_state_dict(blob["model_state_dict"])
+```"""
+
+
 def find_corpus_stats(train: dict[str, Any], source: Path) -> dict[str, Any] | None:
     """stats.json of the corpus a run was trained on, if its train config names an
     existing corpus directory (or a file inside one), absolute or relative to `source`."""

@@ -7,6 +7,8 @@ variant, held-out loss, versions) and a copy of the tokenizer. An *export dir*
 PyTorch forms and a model card.
 """
 
+from pathlib import Path
+
 MODEL_WEIGHTS = "model.safetensors"
 RUN_CONFIG = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -22,3 +24,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 MODEL_CARD = "README.md"
 EXPORT_INFO = "interpgpt_export.json"
+
+RELEASE_DIR = Path("release")
+"""Where `release build` writes and the study's `release=auto` looks (relative to the
+working directory: the repository root under `make`)."""

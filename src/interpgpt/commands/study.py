@@ -26,13 +26,17 @@ def study(
     force: list[str] = typer.Option(
         [], help="Rerun this stage even if its outputs are current (repeatable)."
     ),
+    no_release: bool = typer.Option(
+        False, "--no-release", help="Train every model and SAE here (the setting release=off)."
+    ),
 ) -> None:
     """Run the whole matched-pair study and write report.html; a killed study resumes."""
     from interpgpt.study.config import load_study_config
     from interpgpt.study.pipeline import run_study
 
     console = Console()
-    study_config = load_study_config(config, set_, preset)
+    overrides = [*set_, "release=off"] if no_release else set_
+    study_config = load_study_config(config, overrides, preset)
     try:
         result = run_study(study_config, out, set(force), console)
     except KeyboardInterrupt:

@@ -45,7 +45,16 @@ from scipy.stats import spearmanr
 
 from interpgpt.constants import SPLITS, VARIANTS, Split, Variant
 from interpgpt.corpus.config import CorpusConfig
-from interpgpt.corpus.regulation import EFFORT, REGULATION_ACTIONS, Onsets, interleave
+from interpgpt.corpus.regulation import (
+    EFFORT,
+    REGULATION_ACTIONS,
+    RULE_VARIABLES,
+    Onsets,
+    RuleState,
+    interleave,
+    rule_variables,
+    trace_without_breaks,
+)
 from interpgpt.corpus.taskpool import (
     STEP_COUNTS,
     Family,
@@ -109,6 +118,10 @@ class CorpusRecord:
     """Task complexity 1-5."""
     p_break: tuple[float, ...] | None = None
     """ADHD val/test only: per step, the Bayes-optimal P(it is a break | the steps before)."""
+    rule: dict[str, tuple[int, ...]] | None = None
+    """Val/test only: per `regulation.RULE_VARIABLES` name, its value before each step, as
+    the break rule computed it (ADHD) or would read the steps (standard: no break, so the
+    load is never reset)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,8 +195,10 @@ class _Tally:
 
 _Option = tuple[str, int]
 """A phrasing as (JSON-escaped string, word count)."""
-_Plan = tuple[tuple[tuple[_Option, ...], ...], tuple[tuple[_Option, ...], ...], tuple[int, ...]]
-"""(per kept phase its standard phrasings, per ADHD micro step its phrasings, efforts)."""
+_Phrasings = tuple[tuple[_Option, ...], ...]
+_Plan = tuple[_Phrasings, _Phrasings, tuple[int, ...], tuple[int, ...]]
+"""(per kept phase its standard phrasings, per ADHD micro step its phrasings, the micro
+steps' efforts, the kept phases' efforts)."""
 
 
 def _options(texts: tuple[str, ...]) -> tuple[_Option, ...]:
@@ -193,9 +208,22 @@ def _options(texts: tuple[str, ...]) -> tuple[_Option, ...]:
 _REG_OPTIONS = _options(REGULATION_ACTIONS)
 
 
+def phase_efforts(phases: Sequence[Phase]) -> tuple[int, ...]:
+    """The weight of each phase of a plan, in order (`regulation.EFFORT`): of each standard
+    step, and of each of the phase's ADHD micro steps."""
+    return tuple(EFFORT["effortful" if p.effortful else "light"] for p in phases)
+
+
 def micro_efforts(phases: Sequence[Phase]) -> tuple[int, ...]:
     """The weight of each ADHD content step of a plan, in order (`regulation.EFFORT`)."""
-    return tuple(EFFORT["effortful" if p.effortful else "light"] for p in phases for _ in p.micro)
+    return tuple(e for p, e in zip(phases, phase_efforts(phases), strict=True) for _ in p.micro)
+
+
+def _variables_json(trace: Sequence[RuleState], budget: int) -> str:
+    """`rule_variables` as the tail of a JSON record: ', "load": [..], ...' (json.dumps's
+    spelling of lists of ints)."""
+    values = rule_variables(trace, budget)
+    return "".join(f', "{k}": [{", ".join(map(str, values[k]))}]' for k in RULE_VARIABLES)
 
 
 @cache
@@ -209,7 +237,7 @@ def _plans(phases: tuple[Phase, ...], complexity: int) -> tuple[_Plan, ...]:
         kept = plan(phases, n)
         standard = tuple(_options(p.standard) for p in kept)
         micro = tuple(_options(m) for p in kept for m in p.micro)
-        out.append((standard, micro, micro_efforts(kept)))
+        out.append((standard, micro, micro_efforts(kept), phase_efforts(kept)))
     return tuple(out)
 
 
@@ -221,8 +249,9 @@ class _TaskSampler:
     """Per phrasing form: '{"task_id": .., "task": .., "steps": [' (both variants)."""
     tail: str
     """'], "complexity": ..}' closing the record."""
-    tail_p: str
-    """'], "complexity": .., "p_break": [' opening an ADHD record's posterior."""
+    tail_open: str
+    """'], "complexity": ..' before a held-out record's rule variables (and the ADHD
+    posterior)."""
     complexity: int
     budget: int
     plans: tuple[_Plan, ...]
@@ -235,9 +264,9 @@ class _TaskSampler:
             for form in range(len(PHRASINGS))
         )
         tail = f'], "complexity": {spec.complexity}}}\n'
-        tail_p = f'], "complexity": {spec.complexity}, "p_break": ['
+        tail_open = f'], "complexity": {spec.complexity}'
         plans = _plans(spec.phases, spec.complexity)
-        return cls(heads, tail, tail_p, spec.complexity, config.budget(spec.complexity), plans)
+        return cls(heads, tail, tail_open, spec.complexity, config.budget(spec.complexity), plans)
 
     def sample(
         self,
@@ -254,21 +283,28 @@ class _TaskSampler:
         heads = self.heads
         head = heads[int(rand() * len(heads))]
         plans = self.plans
-        standard, micro, efforts = plans[int(rand() * len(plans))]
+        standard, micro, efforts, std_efforts = plans[int(rand() * len(plans))]
         std = [o[int(rand() * len(o))] for o in standard]
         content = [m[int(rand() * len(m))] for m in micro]
         p_break: list[str] | None = [] if with_p else None
+        trace: list[RuleState] | None = [] if with_p else None
         adhd = interleave(
-            content, efforts, self.budget, noise, rng, _REG_OPTIONS, by_action, onsets, p_break
-        )
+            content, efforts, self.budget, noise, rng, _REG_OPTIONS, by_action, onsets, p_break,
+            trace,
+        )  # fmt: skip
         t_std, t_adhd = tallies
         for tally, steps in ((t_std, std), (t_adhd, adhd)):
             tally.step_counts.append(len(steps))
             tally.complexities.append(self.complexity)
             tally.step_words.extend([w for _, w in steps])
-        adhd_tail = self.tail if p_break is None else self.tail_p + ", ".join(p_break) + "]}\n"
+        std_tail = adhd_tail = self.tail
+        if p_break is not None and trace is not None:
+            std_vars = _variables_json(trace_without_breaks(std_efforts), self.budget)
+            std_tail = self.tail_open + std_vars + "}\n"
+            adhd_vars = _variables_json(trace, self.budget)
+            adhd_tail = f'{self.tail_open}, "p_break": [{", ".join(p_break)}]{adhd_vars}}}\n'
         return (
-            head + ", ".join([s for s, _ in std]) + self.tail,
+            head + ", ".join([s for s, _ in std]) + std_tail,
             head + ", ".join([s for s, _ in adhd]) + adhd_tail,
         )
 
@@ -675,7 +711,22 @@ def _check_record(raw: Any, where: str) -> CorpusRecord:
         ):
             raise UserError(f"{where}: p_break must be one probability per step")
         p_break = tuple(float(p) for p in p_break)
-    return CorpusRecord(task_id, task, tuple(steps), complexity, p_break)
+    rule = None
+    present = [k for k in RULE_VARIABLES if k in raw]
+    if present:
+        if len(present) < len(RULE_VARIABLES):
+            missing = ", ".join(k for k in RULE_VARIABLES if k not in raw)
+            raise UserError(f"{where}: has {present[0]} but not {missing}")
+        rule = {k: raw[k] for k in RULE_VARIABLES}
+        for name, values in rule.items():
+            if (
+                not isinstance(values, list)
+                or len(values) != len(steps)
+                or not all(isinstance(v, int) for v in values)
+            ):
+                raise UserError(f"{where}: {name} must be one integer per step")
+        rule = {k: tuple(v) for k, v in rule.items()}
+    return CorpusRecord(task_id, task, tuple(steps), complexity, p_break, rule)
 
 
 def iter_split(corpus_dir: str | Path, variant: Variant, split: Split) -> Iterator[CorpusRecord]:

@@ -29,7 +29,8 @@ def load_records(
     """Records of one variant and split, one phrasing per task (the first, so tasks are not
     over-counted); with `limit`, those of the first `limit` tasks. Read with the corpus's
     reader (`build.iter_split`), as plain dicts (task_id, task, steps, complexity, and
-    p_break where the record carries it: ADHD val and test)."""
+    p_break and the `regulation.RULE_VARIABLES` where the record carries them: val and
+    test, p_break on ADHD only)."""
     seen: set[int] = set()
     unique: list[dict[str, Any]] = []
     for record in iter_split(corpus_dir, variant, split):
@@ -45,6 +46,8 @@ def load_records(
             }
             if record.p_break is not None:
                 row["p_break"] = list(record.p_break)
+            for name, values in (record.rule or {}).items():
+                row[name] = list(values)
             unique.append(row)
     return unique
 

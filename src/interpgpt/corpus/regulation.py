@@ -20,13 +20,18 @@ after a break, else 1 - noise where the rule fires and noise where it does not. 
 test ADHD records carry it per step (`p_break`), and stats.json records the AUROC it
 reaches (`Onsets.auroc`): the ceiling for a model predicting breaks from the prefix,
 which the behaviour analysis sets beside the model's own AUROC (both `auroc`).
+
+The rule's state before each step is the ground truth the known-answer analysis probes
+for (`RULE_VARIABLES`): `interleave` reports it as it places the breaks (`trace`), so the
+records carry what the rule itself computed, and `trace_without_breaks` reads a sequence
+that has no breaks (the standard variant's steps) with the same code.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -104,6 +109,37 @@ class Onsets:
 
 T = TypeVar("T")
 
+RULE_VARIABLES: tuple[str, ...] = ("load", "budget", "remaining", "since_break", "effort")
+"""The rule's state before a step, as val and test records carry it (one value per step):
+the effort load of the content steps since the last break, the task's budget, remaining
+= budget - load (the rule fires after a content step when it is <= 0), the content steps
+since the last break, and the effort of the step just written (0 at the first step and
+right after a break)."""
+
+
+class RuleState(NamedTuple):
+    """What the rule knows before a step, budget aside (`interleave`'s `trace`)."""
+
+    load: int
+    since_break: int
+    effort: int
+
+
+_START = RuleState(0, 0, 0)
+
+
+def rule_variables(trace: Sequence[RuleState], budget: int) -> dict[str, list[int]]:
+    """Per `RULE_VARIABLES` name, its value before each step of a traced sequence."""
+    load = [s.load for s in trace]
+    return {
+        "load": load,
+        "budget": [budget] * len(trace),
+        "remaining": [budget - x for x in load],
+        "since_break": [s.since_break for s in trace],
+        "effort": [s.effort for s in trace],
+    }
+
+
 _P_ZERO = "0.0"
 
 
@@ -117,12 +153,14 @@ def interleave(
     by_action: list[int],
     onsets: Onsets,
     p_break: list[str] | None = None,
+    trace: list[RuleState] | None = None,
 ) -> list[T]:
     """`content` with breaks placed by the effort rule (module docstring).
 
     `efforts[j]` weighs content step j; `by_action` counts the actions drawn, `onsets`
-    the step onsets by posterior level, and `p_break` (if given) receives the posterior
-    of every output step, the first included, as JSON text.
+    the step onsets by posterior level, `p_break` (if given) receives the posterior
+    of every output step, the first included, as JSON text, and `trace` (if given) the
+    rule's state before every output step (`RuleState`).
     """
     rand = rng.random
     n_actions = len(actions)
@@ -131,8 +169,11 @@ def interleave(
     if p_break is not None:  # json.dumps writes a float as its repr
         p_quiet, p_fire = repr(float(noise)), repr(1.0 - noise)
         p_break.append(_P_ZERO)
+    if trace is not None:
+        trace.append(_START)
     out = [content[0]]
     load = efforts[0]
+    since = 1
     breaks = 0
     for j in range(1, len(content)):
         fires = load >= budget
@@ -140,17 +181,33 @@ def interleave(
         counts[1 + 2 * fires + placed] += 1
         if p_break is not None:
             p_break.append(p_fire if fires else p_quiet)
+        if trace is not None:
+            trace.append(RuleState(load, since, efforts[j - 1]))
         if placed:
             i = int(rand() * (n_actions - (last < n_actions)))
             i += i >= last
             out.append(actions[i])
             by_action[i] += 1
             last = i
-            load = 0
+            load = since = 0
             breaks += 1
             if p_break is not None:
                 p_break.append(_P_ZERO)
+            if trace is not None:
+                trace.append(_START)
         out.append(content[j])
         load += efforts[j]
+        since += 1
     counts[0] += 1 + breaks
     return out
+
+
+def trace_without_breaks(efforts: Sequence[int]) -> list[RuleState]:
+    """The rule's state before each step of a sequence of content steps with no break in
+    it (the standard variant's, one step per phase): `interleave` itself, with a budget the
+    load never reaches, so the load is never reset."""
+    trace: list[RuleState] = []
+    content = range(len(efforts))
+    interleave(content, efforts, sum(efforts) + 1, 0.0, random.Random(0), (), [], Onsets(),
+               trace=trace)  # fmt: skip
+    return trace

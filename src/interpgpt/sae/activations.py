@@ -130,6 +130,23 @@ def activation_stream(
         kept = {h: acts[half:] for h, acts in buffer.items()}
 
 
+def memory_stream(
+    acts: dict[str, Float[Tensor, "n d_model"]], batch_size: int, seed: int = 0
+) -> Iterator[dict[str, Float[Tensor, "batch d_model"]]]:
+    """Endless shuffled training batches of activations already in memory (token-aligned
+    across hooks): each epoch a fresh seeded order, a batch never crossing two epochs. For
+    a dictionary trained on a few texts, where streaming from the model is not needed."""
+    n = next(iter(acts.values())).shape[0]
+    if n < batch_size:
+        raise UserError(f"{n} activations are fewer than one batch of {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            rows = perm[start : start + batch_size]
+            yield {h: x[rows.to(x.device)] for h, x in acts.items()}
+
+
 def _refill(
     model: torch.nn.Module,
     sequences: Iterator[list[int]],

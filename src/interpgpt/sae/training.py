@@ -253,7 +253,7 @@ def _train_model_layers(
         twin = seed_twin_name(model_name)
         specs += [FitSpec(twin, layer, config.seed + layer + SEED_TWIN_OFFSET) for layer in layers]
     start = time.perf_counter()
-    saes, history = _fit(specs, stream, config, d_sae)
+    saes, history = fit_saes(specs, stream, config, d_sae)
     seconds = (time.perf_counter() - start) / len(specs)
     val_seqs = _eval_sequences(
         _sequences(config.corpus, tok, variants, "val", model.cfg.n_ctx), config.eval_tokens
@@ -307,9 +307,10 @@ class SAEFit:
         return self.sae.eval()
 
 
-def _fit(specs: list[FitSpec], stream, config: SAETrainConfig, d_sae: int):
-    """The training loop: every SAE takes one step on its hook's slice of each batch.
-    Returns the SAEs and each one's training log, in the order of `specs`."""
+def fit_saes(specs: list[FitSpec], stream, config: SAEHyperparams, d_sae: int):
+    """The training loop: every SAE takes one step on its hook's slice of each batch of
+    `stream` (raw activations, {hook: (batch, d_in)}), `config.tokens // config.batch_size`
+    steps. Returns the SAEs and each one's training log, in the order of `specs`."""
     hooks = [sae_hook_name(spec.layer) for spec in specs]
     first = next(stream)
     steps = config.tokens // config.batch_size

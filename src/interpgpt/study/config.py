@@ -21,6 +21,8 @@ from typing import Any
 
 from interpgpt import settings
 from interpgpt.analysis.protocol import Analysis
+from interpgpt.artifacts.names import RELEASE_DIR
+from interpgpt.artifacts.release import MANIFEST, Release
 from interpgpt.errors import UserError
 from interpgpt.model.config import PRESETS
 from interpgpt.study.controls import ControlsConfig
@@ -34,9 +36,10 @@ from interpgpt.study.stages import (
 
 GLOBAL_FIELDS = ("preset", "seed", "device")
 """Study-wide settings, passed to every section that has a field of that name."""
-STUDY_FIELDS = (*GLOBAL_FIELDS, "twins", "replicates", "replicate_twins")
-"""Every study-wide setting: the `GLOBAL_FIELDS`, and `twins`, `replicates` and
-`replicate_twins`, which choose the stages."""
+STUDY_FIELDS = (*GLOBAL_FIELDS, "twins", "replicates", "replicate_twins", "release")
+"""Every study-wide setting: the `GLOBAL_FIELDS`; `twins`, `replicates` and
+`replicate_twins`, which choose the stages; and `release`, which says where trained
+stages may come from (it changes no stage's hash)."""
 
 
 @dataclass
@@ -49,11 +52,11 @@ class StudyConfig:
     """Seed of the corpus, both models' shared init, and every sampled analysis."""
     device: str = "auto"
     """Where models run: auto (CUDA when present), cpu or cuda."""
-    twins: bool = False
+    twins: bool = True
     """Also train a data-order twin of each model: the same initial weights, another order
     of the same batches (data seed = seed + TWIN_DATA_SEED_OFFSET); the seed null that each
-    cross-model finding is compared with. Off by default for now: the twins double the
-    training time."""
+    cross-model finding is compared with, in controls.json. On by default (the release
+    ships the twins, so a default study does not train them)."""
     replicates: int = 1
     """Matched pairs in all: N - 1 more pairs, each from another init seed (seed + N), on
     which every pair analysis is repeated, and the report says in how many of them a named
@@ -62,6 +65,11 @@ class StudyConfig:
     """Also train each replicate pair's data-order twins, so every replicate pair gets its
     own seed null and verdict (by default only the first pair's twins are trained). Needs
     replicates > 1."""
+    release: str = "auto"
+    """Where trained models and SAEs may come from: auto (the release in ./release when it
+    has a MANIFEST.json), off (train everything: `--no-release`), or a release dir. A
+    training or SAE stage is taken from the release only when the release ran it with the
+    same settings and inputs; otherwise one line says why it retrains."""
     sections: dict[str, Any] = field(default_factory=dict)
     """Section name -> that stage's config (its inputs are filled in by the study)."""
 
@@ -181,6 +189,16 @@ def load_study_config(
     return config
 
 
+def open_release(config: StudyConfig) -> Release | None:
+    """The release the study starts from (`StudyConfig.release`), or None."""
+    if config.release == "off":
+        return None
+    if config.release == "auto":
+        found = RELEASE_DIR / MANIFEST
+        return Release.open(RELEASE_DIR) if found.is_file() else None
+    return Release.open(Path(config.release))
+
+
 def check_study_config(config: StudyConfig) -> None:
     """Settings valid alone but not together (a layer the preset lacks), found before any
     stage runs."""
@@ -198,6 +216,10 @@ def check_study_config(config: StudyConfig) -> None:
         raise UserError(
             f"replicate_twins=true needs replicate pairs (replicates={config.replicates}); "
             "set replicates=2 or more"
+        )
+    if config.release not in ("auto", "off") and not (Path(config.release) / MANIFEST).is_file():
+        raise UserError(
+            f"release={config.release}: no {MANIFEST} there; give a release dir, auto or off"
         )
     twin_seed = config.seed + TWIN_DATA_SEED_OFFSET
     if config.twins and config.sections["train"].data_seed == twin_seed:

@@ -10,6 +10,12 @@ so a killed study resumes where it stopped. A stage that runs makes every stage 
 reads it run too (its outputs may have changed), so `--force STAGE` reruns that stage
 and everything downstream. The report is rebuilt every run from
 the records.
+
+A training or SAE stage that must run is first looked up in the release (the study's
+`release` setting; `interpgpt.artifacts.release`): when the release ran it on the same
+basis (settings and upstream hashes) and on byte-identical corpus and tokenizer, its
+files are copied in and the record says `release`; otherwise one line says which stage
+retrains and why.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.protocol import Analysis, Section, Workspace
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Workspace
+from interpgpt.artifacts.release import Basis, Release, why_differs
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
 from interpgpt.io import (
@@ -36,9 +43,10 @@ from interpgpt.io import (
     exclusive_lock,
     package_versions,
     read_json,
+    to_jsonable,
     write_json,
 )
-from interpgpt.study.config import StudyConfig, check_study_config
+from interpgpt.study.config import StudyConfig, check_study_config, open_release
 from interpgpt.study.controls import (
     TWIN_PAIRS,
     alignment_stages,
@@ -128,10 +136,40 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
-    """What a stage's outputs depend on: its settings and its inputs' hashes."""
+def stage_basis(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> Basis:
+    """What a stage's outputs depend on: its settings and its inputs' hashes, as JSON values
+    (so it compares equal to a basis read back from a release's manifest)."""
     upstream = {name: hashes[name] for name in stage.after}
-    return config_hash({"settings": settings.settings_values(config), "upstream": upstream})
+    return to_jsonable({"settings": settings.settings_values(config), "upstream": upstream})
+
+
+def stage_hash(stage: Analysis[Any], config: Any, hashes: dict[str, str]) -> str:
+    """The hash of the stage's basis (`stage_basis`), kept in its record."""
+    return config_hash(stage_basis(stage, config, hashes))
+
+
+def from_release(
+    stage: Analysis[Any],
+    config: Any,
+    ws: Workspace,
+    release: Release,
+    bases: dict[str, Basis],
+    console: Console,
+) -> StageOutput | None:
+    """The stage's outputs restored from `release` when it ran the stage on the same basis
+    and inputs; else None, after one line saying that the stage retrains and why."""
+    assert stage.from_release is not None
+    why = why_differs(stage.name, bases, release.bases())
+    released = release.stage(stage.name)
+    if why is None and released is None:
+        why = "the release holds only its settings, not its outputs"
+    if why is None:
+        why = release.inputs_differ(ws.root)
+    if why is not None:
+        console.print(f"{stage.name} retrains: {why}", highlight=False)
+        return None
+    assert released is not None
+    return stage.from_release(ws, config, released)
 
 
 def is_current(record_file: Path, digest: str) -> bool:
@@ -149,7 +187,13 @@ def status_table(
     table.add_column("status")
     table.add_column("time", justify="right")
     table.add_column("what it does")
-    styles = {"done": "green", "skipped": "cyan", "running": "yellow", "pending": "dim"}
+    styles = {
+        "done": "green",
+        "skipped": "cyan",
+        "release": "magenta",
+        "running": "yellow",
+        "pending": "dim",
+    }
     for stage in stages:
         state = status[stage.name]
         took = f"{seconds[stage.name]:.0f}s" if stage.name in seconds else ""
@@ -163,29 +207,37 @@ def run_stages(
     ws: Workspace,
     force: set[str],
     console: Console,
+    release: Release | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run the stages in order, skipping the current ones; return every stage's record."""
+    """Run the stages in order, skipping the current ones and taking from `release` what
+    it holds on the same basis; return every stage's record."""
     check_force(stages, force)
     hashes: dict[str, str] = {}
+    bases: dict[str, Basis] = {}
     status = {s.name: "pending" for s in stages}
     seconds: dict[str, float] = {}
     ran: set[str] = set()  # a stage that ran may have new outputs: what reads it reruns
     for stage in stages:
         stage_config = config.section(stage.settings_key)
-        digest = stage_hash(stage, stage_config, hashes)
-        hashes[stage.name] = digest
+        bases[stage.name] = stage_basis(stage, stage_config, hashes)
+        digest = hashes[stage.name] = config_hash(bases[stage.name])
         record_file = ws.path(STAGE_RECORDS, f"{stage.name}.json")
         forced = stage.name in force or any(name in ran for name in stage.after)
         if not forced and is_current(record_file, digest):
             ws.records[stage.name] = read_json(record_file)
             status[stage.name] = "skipped"
             continue
-        status[stage.name] = "running"
-        console.print(status_table(stages, status, seconds))
         release_memory()
-        reset_peak_rss()
+        reset_peak_rss()  # a stage copied from the release gets its own peak too
         started = time.perf_counter()
-        output = stage.stage(ws, stage_config)
+        output = None
+        if release is not None and stage.from_release is not None and stage.name not in force:
+            output = from_release(stage, stage_config, ws, release, bases, console)
+        if output is None:
+            status[stage.name] = "running"
+            console.print(status_table(stages, status, seconds))
+            started = time.perf_counter()
+            output = stage.stage(ws, stage_config)
         seconds[stage.name] = time.perf_counter() - started
         record = {
             "hash": digest,
@@ -195,9 +247,11 @@ def run_stages(
             "peak_rss_mb": peak_rss_mb(),
             "settings": settings.settings_values(stage_config),
         }
+        if "release" in output.summary:
+            record["release"] = output.summary["release"]
         write_json(record_file, record)
         ws.records[stage.name] = record
-        status[stage.name] = "done"
+        status[stage.name] = "release" if "release" in record else "done"
         ran.add(stage.name)
     console.print(status_table(stages, status, seconds))
     return ws.records
@@ -274,9 +328,12 @@ def run_study(
     console = console or Console()
     ws = Workspace(Path(out))
     started = time.perf_counter()
+    release = open_release(config)
     with exclusive_lock(ws.root / LOCK, f"--out {out}: another study is running in it"):
         write_json(ws.path("study_config.json"), config.to_json())
-        records = run_stages(stages, config, ws, force or set(), console)
+        if release is not None:
+            console.print(f"starting from the release at {release.root}", highlight=False)
+        records = run_stages(stages, config, ws, force or set(), console, release)
         html_path, md_path = write_report(build_report(stages, config, ws), ws.root)
     records[REPORT] = {"outputs": [str(html_path), str(md_path)], "summary": {}}
     return StudyResult(Path(out), records, time.perf_counter() - started)

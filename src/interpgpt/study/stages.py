@@ -11,6 +11,7 @@ commands' defaults.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from interpgpt.analysis.diff_lens import run as diff_lens
 from interpgpt.analysis.feature_diff import run as feature_diff
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.kl import run as kl
+from interpgpt.analysis.known_answers import run as known_answers
 from interpgpt.analysis.logit_lens import run as logit_lens
 from interpgpt.analysis.patching import run as patching
 from interpgpt.analysis.probes import run as probes
@@ -39,6 +41,7 @@ from interpgpt.analysis.weights import run as weights
 from interpgpt.artifacts.config import ExportConfig
 from interpgpt.artifacts.export import export
 from interpgpt.artifacts.names import MODEL_WEIGHTS, RUN_CONFIG, TL_BUNDLE
+from interpgpt.artifacts.release import ReleasedStage, localised, restore_run_dir
 from interpgpt.constants import VARIANTS, Variant
 from interpgpt.corpus.build import build_corpus
 from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
@@ -48,11 +51,13 @@ from interpgpt.io import read_json
 from interpgpt.model.config import GPTConfig
 from interpgpt.sae.config import TrainAllConfig
 from interpgpt.sae.training import train_all
+from interpgpt.train.checkpoint import checkpoint_differs
 from interpgpt.train.config import TrainConfig
 from interpgpt.train.loop import train
 
 EVAL_TASKS = 300
-"""Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, diff)."""
+"""Held-out tasks of the teacher-forced analyses (head-swap, logit lens, probes, known
+answers, diff)."""
 SAMPLED_TASKS = 150
 """Held-out tasks whose decompositions are sampled (behaviour, ablation)."""
 TWIN_DATA_SEED_OFFSET = 1000
@@ -70,6 +75,7 @@ STUDY_DEFAULTS: dict[str, dict[str, Any]] = {
     "feature_diff": {"limit": EVAL_TASKS},
     "crosscoder": {"limit": EVAL_TASKS},
     "probes": {"limit": EVAL_TASKS},
+    "known_answers": {"limit": EVAL_TASKS},
 }
 
 PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -170,17 +176,20 @@ def train_stage(
         if twin:
             data_seed = seed + TWIN_DATA_SEED_OFFSET
         name = model_name(variant, twin, replicate)
-        result = train(
-            dataclasses.replace(
-                config,
-                corpus=ws.corpus,
-                tokenizer=ws.tokenizer,
-                out=ws.path("runs", name),
-                variant=variant,
-                seed=seed,
-                data_seed=data_seed,
-            )
+        run_config = dataclasses.replace(
+            config,
+            corpus=ws.corpus,
+            tokenizer=ws.tokenizer,
+            out=ws.path("runs", name),
+            variant=variant,
+            seed=seed,
+            data_seed=data_seed,
         )
+        if config.resume and checkpoint_differs(run_config.resolved()):
+            # The study's own run dir, trained under other settings (the stage reruns
+            # because they changed): start afresh rather than refuse to resume.
+            shutil.rmtree(run_config.out)
+        result = train(run_config)
         written = read_json(result.run_dir / RUN_CONFIG) if result.finished else {}
         return StageOutput(
             [result.run_dir / MODEL_WEIGHTS],
@@ -192,10 +201,29 @@ def train_stage(
                 "samples": result.samples,
                 "init_sha256": written.get("init_sha256"),
                 "data_seed": written.get("data_seed"),
+                "resumed_from": result.resumed_from,
             },
         )
 
     return run
+
+
+def train_from_release(ws: Workspace, config: TrainConfig, released: ReleasedStage) -> StageOutput:
+    """A train stage satisfied from a release: the run dir rebuilt from the released
+    Hugging Face weights (the very tensors) and the run config recorded with them."""
+    name = released.entry["model"]
+    for rel in released.entry["files"]:
+        released.release.checked(rel)
+    out = ws.path("runs", name)
+    shutil.rmtree(out, ignore_errors=True)  # no checkpoint of other settings stays behind
+    run_config = localised(released.release.manifest["models"][name]["run_config"], ws.root)
+    weights = restore_run_dir(released.release.root / name, run_config, out)
+    return StageOutput([weights], released.summary(ws.root))
+
+
+def copy_from_release(ws: Workspace, config: Any, released: ReleasedStage) -> StageOutput:
+    """A stage satisfied from a release by copying its files (the SAEs)."""
+    return StageOutput(released.copy_files(ws.root), released.summary(ws.root))
 
 
 def export_stage(ws: Workspace, config: ExportConfig) -> StageOutput:
@@ -353,6 +381,7 @@ STAGES: list[Analysis[Any]] = [
         None,
         ("tokenizer",),
         study_section="train",
+        from_release=train_from_release,
     ),
     Analysis(
         train_stage_name("adhd"),
@@ -362,6 +391,7 @@ STAGES: list[Analysis[Any]] = [
         None,
         ("tokenizer",),
         study_section="train",
+        from_release=train_from_release,
     ),
     behaviour.ANALYSIS,
     Analysis(
@@ -380,12 +410,19 @@ STAGES: list[Analysis[Any]] = [
     ablation.ANALYSIS,
     patching.ANALYSIS,
     Analysis(
-        "sae", "TopK SAEs with quality gates", TrainAllConfig, sae_stage, sae_section, ("export",)
+        "sae",
+        "TopK SAEs with quality gates",
+        TrainAllConfig,
+        sae_stage,
+        sae_section,
+        ("export",),
+        from_release=copy_from_release,
     ),
     feature_diff.ANALYSIS,
     steering.ANALYSIS,
     crosscoder_diff.ANALYSIS,
     probes.ANALYSIS,
+    known_answers.ANALYSIS,
 ]
 """The study's stages in order, without the data-order twins (`twins` off)."""
 
@@ -398,6 +435,7 @@ TWIN_STAGES: list[Analysis[Any]] = [
         None,
         ("tokenizer",),
         study_section="train",
+        from_release=train_from_release,
     )
     for variant in VARIANTS
 ]
@@ -417,6 +455,7 @@ def replicate_stages(replicates: int, twins: bool = False) -> list[Analysis[Any]
             None,
             ("tokenizer",),
             study_section="train",
+            from_release=train_from_release,
         )
         for n in range(1, replicates)
         for twin in ((False, True) if twins else (False,))

@@ -8,6 +8,7 @@ functions of the step, so nothing else needs restoring.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -17,6 +18,7 @@ from interpgpt.artifacts.load import load_safetensors
 from interpgpt.artifacts.names import CHECKPOINT, METRICS
 from interpgpt.errors import UserError
 from interpgpt.io import atomic_path, describe_fault, file_sha256, read_jsonl
+from interpgpt.train.config import TrainConfig
 from interpgpt.train.outputs import write_metrics
 from interpgpt.train.state import LoopState, nan_message
 
@@ -30,35 +32,73 @@ OLDER_DEFAULTS = {
 """What a checkpoint written before a setting existed was trained with."""
 
 
-def fingerprint(state: LoopState) -> dict:
-    """The settings a checkpoint must share with the run resuming it."""
-    c = state.config
-    keys = (
-        "preset",
-        "variant",
-        "seed",
-        "data_seed",
-        "steps",
-        "batch_size",
-        "group_by_length",
-        "lr",
-        "warmup_fraction",
-        "min_lr_ratio",
-        "weight_decay",
-        "betas",
-        "grad_clip",
-        "autocast",
-        "optimizer",
-        "schedule",
-        "cooldown_fraction",
-        "d_model",
-        "d_mlp",
-    )
-    blob = {k: getattr(c, k) for k in keys}
-    blob["betas"] = list(c.betas)
-    blob["tokenizer_sha256"] = file_sha256(c.tokenizer)
-    blob["train_examples"] = len(state.train_set)
+FINGERPRINT_SETTINGS = (
+    "preset",
+    "variant",
+    "seed",
+    "data_seed",
+    "steps",
+    "batch_size",
+    "group_by_length",
+    "lr",
+    "warmup_fraction",
+    "min_lr_ratio",
+    "weight_decay",
+    "betas",
+    "grad_clip",
+    "autocast",
+    "optimizer",
+    "schedule",
+    "cooldown_fraction",
+    "d_model",
+    "d_mlp",
+)
+"""The training settings a checkpoint must share with the run resuming it."""
+
+
+def settings_fingerprint(config: TrainConfig) -> dict:
+    """A resolved config's `FINGERPRINT_SETTINGS` and its tokenizer's hash."""
+    blob = {k: getattr(config, k) for k in FINGERPRINT_SETTINGS}
+    blob["betas"] = list(config.betas)
+    blob["tokenizer_sha256"] = file_sha256(config.tokenizer)
     return blob
+
+
+def fingerprint(state: LoopState) -> dict:
+    """What a checkpoint must share with the run resuming it: the settings, and the size
+    of the training set they read."""
+    return {**settings_fingerprint(state.config), "train_examples": len(state.train_set)}
+
+
+def checkpoint_metadata(path: Path) -> dict[str, str]:
+    """A checkpoint's metadata; a truncated or corrupt file is one line saying so."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise UserError(
+            f"{path}: not a readable checkpoint ({describe_fault(err)}); it is truncated or "
+            "corrupt: delete it to start the run again, or choose another --out"
+        ) from None
+
+
+def saved_fingerprint(path: Path) -> dict:
+    """The fingerprint a checkpoint was written with, older checkpoints' gaps filled."""
+    saved = json.loads(checkpoint_metadata(path).get("fingerprint", "{}"))
+    saved.setdefault("data_seed", saved.get("seed"))  # written before data_seed: seed's order
+    for key, before in OLDER_DEFAULTS.items():  # written before these settings existed
+        saved.setdefault(key, before)
+    return saved
+
+
+def checkpoint_differs(config: TrainConfig) -> list[str]:
+    """The settings in which the run dir's checkpoint differs from `config` (resolved), so
+    resuming it would refuse; empty when there is no checkpoint or it matches."""
+    path = config.out / CHECKPOINT
+    if not path.is_file():
+        return []
+    saved, current = saved_fingerprint(path), settings_fingerprint(config)
+    return sorted(k for k in current if saved.get(k) != current[k])
 
 
 def save_checkpoint(state: LoopState) -> None:
@@ -93,18 +133,8 @@ def save_checkpoint(state: LoopState) -> None:
 def load_checkpoint(state: LoopState) -> None:
     """Restore a checkpoint written by `save_checkpoint` into `state`."""
     path = state.config.out / CHECKPOINT
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise UserError(
-            f"{path}: not a readable checkpoint ({describe_fault(err)}); it is truncated or "
-            "corrupt: delete it to start the run again, or choose another --out"
-        ) from None
-    saved, current = json.loads(meta.get("fingerprint", "{}")), fingerprint(state)
-    saved.setdefault("data_seed", saved.get("seed"))  # written before data_seed: seed's order
-    for key, before in OLDER_DEFAULTS.items():  # written before these settings existed
-        saved.setdefault(key, before)
+    meta = checkpoint_metadata(path)
+    saved, current = saved_fingerprint(path), fingerprint(state)
     differ = sorted(k for k in current if saved.get(k) != current[k])
     if differ:
         raise UserError(

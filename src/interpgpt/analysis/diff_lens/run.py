@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from torch import Tensor
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.diff_lens.config import DiffLensConfig
 from interpgpt.analysis.interventions import act_name, add_direction
+from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -131,30 +132,44 @@ class PositionSums:
     count: int = 0
 
 
+def corpus_position_sets(data: EncodedSet) -> dict[str, Tensor]:
+    """The study's position sets (`POSITION_SETS`) of a corpus evaluation set."""
+    return {"onset_predictor": data.onset_predictor_mask(), "all": data.valid}
+
+
 @torch.no_grad()
 def residual_sums(
-    model_a, model_b, data: EncodedSet, *, batch_size: int = 32
+    model_a,
+    model_b,
+    data,
+    *,
+    batch_size: int = 32,
+    position_sets: Mapping[str, Tensor] | None = None,
 ) -> dict[str, PositionSums]:
     """Per position set, the sums over its positions of the residual difference and norm at
-    every layer's resid_post (one cached forward per model per batch, no unembedding)."""
-    n_layer, d_model = model_a.cfg.n_layer, model_a.cfg.d_model
-    names = [act_name("resid_post", layer) for layer in range(n_layer)]
-    device = next(model_a.parameters()).device
+    every layer's resid_post (one cached forward per model per batch, no unembedding).
+
+    `position_sets` names (batch, pos) masks of `data` (default: `corpus_position_sets`);
+    the models are TaskGPTs, HookedTransformers or `analysis.lm` adapters."""
+    lm_a, lm_b = as_lm(model_a), as_lm(model_b)
+    n_layer, d_model = lm_a.n_layer, lm_a.d_model
+    names = [lm_a.resid_hook(layer) for layer in range(n_layer)]
+    device = lm_a.device
+    sets = corpus_position_sets(data) if position_sets is None else dict(position_sets)
     sums = {
         s: PositionSums(torch.zeros(n_layer, d_model, dtype=torch.float64),
                         torch.zeros(n_layer, dtype=torch.float64))
-        for s in POSITION_SETS
+        for s in sets
     }  # fmt: skip
     for chunk in data.lengths.argsort(descending=True).split(batch_size):  # less padding
-        batch = data.subset(chunk)
-        ids = batch.ids.to(device)
-        _, cache_a = model_a.run_with_cache(ids, names_filter=names, stop_at_layer=n_layer)
-        _, cache_b = model_b.run_with_cache(ids, names_filter=names, stop_at_layer=n_layer)
+        width = int(data.lengths[chunk].max())
+        ids = data.ids[chunk, :width].to(device)
+        _, cache_a = lm_a.model.run_with_cache(ids, names_filter=names, stop_at_layer=n_layer)
+        _, cache_b = lm_b.model.run_with_cache(ids, names_filter=names, stop_at_layer=n_layer)
         resid_a = torch.stack([cache_a[n] for n in names], 2).double()  # (batch, pos, layer, d)
         resid_b = torch.stack([cache_b[n] for n in names], 2).double()
-        masks = {"onset_predictor": batch.onset_predictor_mask(), "all": batch.valid}
-        for s, mask in masks.items():
-            mask = mask.to(device)
+        for s, full in sets.items():
+            mask = full[chunk, :width].to(device)
             sums[s].diff += (resid_b - resid_a)[mask].sum(0).cpu()
             sums[s].resid_norm += resid_a[mask].norm(dim=-1).sum(0).cpu()
             sums[s].count += int(mask.sum())
@@ -172,8 +187,9 @@ def read_lens(
     """The logit lens of one difference vector through `model`'s final norm and unembedding,
     over the first `n_tokens` ids (the tokenizer's vocabulary: embedding rows past it are
     never trained and would only add noise to the list; None: every row)."""
-    weight = model.embed.weight
-    logits = model.unembed(delta.to(weight.device, weight.dtype)).double().cpu()[:n_tokens]
+    lm = as_lm(model)
+    dtype = next(lm.model.parameters()).dtype
+    logits = lm.unembed(delta.to(lm.device, dtype)).double().cpu()[:n_tokens]
     k = min(top_k, logits.numel())
     top, bottom = logits.topk(k), logits.topk(k, largest=False)
     rank = None
@@ -191,22 +207,27 @@ def read_lens(
 def difference_lens(
     model_a,
     model_b,
-    eval_set: EncodedSet,
+    eval_set: EncodedSet | TextSet,
     *,
     names: tuple[str, str] = ("a", "b"),
     top_k: int = 10,
     batch_size: int = 32,
     regulation_ids: Sequence[int] = (),
     n_tokens: int | None = None,
+    position_sets: Mapping[str, Tensor] | None = None,
 ) -> DiffLensResult:
-    """Mean (b − a) `resid_post` per layer at onset predictors and at every position, read
-    through both models' unembeddings (over the first `n_tokens` ids, see `read_lens`);
-    pure, for any two TaskGPTs of one shape and tokenizer."""
+    """Mean (b − a) `resid_post` per layer over each position set (default: onset
+    predictors and every position of a corpus set; else the caller's named masks), read
+    through both models' own final norms and unembeddings (over the first `n_tokens` ids,
+    see `read_lens`); pure, for any two models of one shape and tokenizer (TaskGPTs,
+    HookedTransformers, `analysis.lm` adapters)."""
     if len(eval_set) == 0:
         raise UserError("no sequence in the evaluation set")
-    sums = residual_sums(model_a, model_b, eval_set, batch_size=batch_size)
+    sums = residual_sums(
+        model_a, model_b, eval_set, batch_size=batch_size, position_sets=position_sets
+    )
     means, norms, resid_norms, readings, counts = {}, {}, {}, {}, {}
-    n_layer = model_a.cfg.n_layer
+    n_layer = as_lm(model_a).n_layer
     for s, acc in sums.items():
         count = acc.count
         mean = acc.diff / max(count, 1)  # zero where the set has no position
@@ -229,7 +250,7 @@ def difference_lens(
 def lens_headline(result: DiffLensResult, with_regulation: bool) -> dict[str, float]:
     """The scalars a seed-null comparison reads (see `DiffLensResult.headline`)."""
     out: dict[str, float] = {}
-    for s in POSITION_SETS:
+    for s in result.norms:
         norms = result.norms[s]
         layer = result.max_norm_layer(s)
         out[f"max_norm_{s}"] = norms[layer]

@@ -136,12 +136,21 @@ def select_features(
     standard: FeatureStats, adhd: FeatureStats, config: FeatureDiffConfig
 ) -> list[int]:
     """Features firing often at ADHD onsets and (almost) never at standard ones."""
-    keep = (adhd.onset_rate >= config.adhd_min_rate) & (
-        standard.onset_rate <= config.standard_max_rate
+    return exclusive_features(
+        standard, adhd, config.adhd_min_rate, config.standard_max_rate, config.epsilon
     )
-    ratio = asymmetry(standard, adhd, config.epsilon)
+
+
+def exclusive_features(
+    reference: FeatureStats, other: FeatureStats, min_rate: float, max_rate: float, epsilon: float
+) -> list[int]:
+    """Features exclusive to `other`: firing at >= `min_rate` of its positions and at <=
+    `max_rate` of `reference`'s, ranked by the asymmetry (then by `other`'s rate, then
+    index). Any two models' statistics of one SAE, whatever their roles."""
+    keep = (other.onset_rate >= min_rate) & (reference.onset_rate <= max_rate)
+    ratio = asymmetry(reference, other, epsilon)
     idx = keep.nonzero().flatten().tolist()
-    return sorted(idx, key=lambda f: (-float(ratio[f]), -float(adhd.onset_rate[f]), f))
+    return sorted(idx, key=lambda f: (-float(ratio[f]), -float(other.onset_rate[f]), f))
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ from interpgpt.analysis.headswap.profiles import (  # noqa: F401  (public API of
     query_bins,
 )
 from interpgpt.analysis.headswap.stats import (  # noqa: F401  (public API of this module)
-    MODELS,
+    ROLES,
     Bootstrap,
     HeadMatch,
     LayerStats,
@@ -96,18 +96,18 @@ PROFILE_PAIR = "profile_pair.png"
 
 @dataclass
 class Inventory:
-    """The head-swap inventory of a matched pair (no files)."""
+    """The head-swap inventory of a pair, model a against model b (no files)."""
 
     profiles: dict[str, np.ndarray]
-    """Per model, (layer, head, bin) mean attention mass to specials."""
+    """Per role ("a", "b"), (layer, head, bin) mean attention mass on the key positions."""
     cosine: np.ndarray
-    """(layer, head, layer, head): standard head x ADHD head profile cosine."""
+    """(layer, head, layer, head): head of a x head of b profile cosine."""
     within_layer: list[HeadMatch]
-    """Hungarian matching inside each layer, one entry per standard head."""
+    """Hungarian matching inside each layer, one entry per head of a."""
     global_matching: list[HeadMatch]
-    """Hungarian matching over all heads, one entry per standard head."""
+    """Hungarian matching over all heads, one entry per head of a."""
     best_partners: dict[str, list[dict]]
-    """Per model, each head's most similar head in the other model."""
+    """Per role, each head's most similar head in the other model."""
     layers: list[LayerStats] = field(default_factory=list)
     """Per-layer matched vs same-index statistics."""
 
@@ -116,22 +116,51 @@ class Inventory:
         return sorted((m for m in self.within_layer if m.moved), key=lambda m: m.same_index)
 
 
-def build_inventory(sums: dict[str, ProfileSums], config: HeadswapConfig) -> Inventory:
-    """Profiles -> cosines -> matchings -> statistics."""
-    profiles = {m: sums[m].profiles().numpy() for m in MODELS}
-    n_layer, n_head, n_bins = profiles["standard"].shape
+def compare_profiles(
+    a: ProfileSums,
+    b: ProfileSums,
+    *,
+    move_margin: float = 0.1,
+    null_samples: int = 0,
+    bootstrap_samples: int = 0,
+    seed: int = 0,
+) -> Inventory:
+    """Model a's and model b's head profiles -> cosines -> matchings -> per-layer
+    statistics (the task bootstrap and the permutation null when asked for)."""
+    profiles = {role: s.profiles().numpy() for role, s in zip(ROLES, (a, b), strict=True)}
+    n_layer, n_head, n_bins = profiles["a"].shape
     flat = {m: p.reshape(n_layer * n_head, n_bins) for m, p in profiles.items()}
-    cos4 = cosine_matrix(flat["standard"], flat["adhd"]).reshape(n_layer, n_head, n_layer, n_head)
-    within, global_ = match_heads(cos4, config.move_margin)
+    cos4 = cosine_matrix(flat["a"], flat["b"]).reshape(n_layer, n_head, n_layer, n_head)
+    within, global_ = match_heads(cos4, move_margin)
     boot = None
-    if config.bootstrap_samples:
-        partners = np.array([m.adhd[1] for m in within]).reshape(n_layer, n_head)
-        rng = np.random.default_rng([config.seed, 0])
-        boot = bootstrap_layers(sums, partners, config.bootstrap_samples, rng)
+    if bootstrap_samples:
+        partners = np.array([m.b[1] for m in within]).reshape(n_layer, n_head)
+        rng = np.random.default_rng([seed, 0])
+        boot = bootstrap_layers((a, b), partners, bootstrap_samples, rng)
         for match in within:
-            match.stability = float(boot.stability[match.std])
-    stats = layer_stats(cos4, within, boot, seed=config.seed, null_samples=config.null_samples)
+            match.stability = float(boot.stability[match.a])
+    stats = layer_stats(cos4, within, boot, seed=seed, null_samples=null_samples)
     return Inventory(profiles, cos4, within, global_, best_partners(cos4), stats)
+
+
+STUDY_ROLES = {"a": "standard", "b": "adhd"}
+"""The study's names of the core's roles, in its files."""
+
+
+def build_inventory(sums: dict[str, ProfileSums], config: HeadswapConfig) -> Inventory:
+    """The study's inventory: the standard model as a, the ADHD model as b."""
+    return compare_profiles(
+        sums["standard"],
+        sums["adhd"],
+        move_margin=config.move_margin,
+        null_samples=config.null_samples,
+        bootstrap_samples=config.bootstrap_samples,
+        seed=config.seed,
+    )
+
+
+def study_label(match: HeadMatch) -> str:
+    return f"std L{match.a[0]}H{match.a[1]} → adhd L{match.b[0]}H{match.b[1]}"
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -202,23 +231,24 @@ def _inventory_json(inv: Inventory, n_tasks: int, config: HeadswapConfig, bin_co
         "sequences": config.sequences,
         "heads": [f"L{i}H{h}" for i in range(n_layer) for h in range(n_head)],
         "bin_query_counts": bin_counts,
-        "profiles": inv.profiles,
+        "profiles": {STUDY_ROLES[r]: p for r, p in inv.profiles.items()},
         "cosine_matrix": inv.cosine.reshape(n_layer * n_head, n_layer * n_head),
         "cosine_matrix_axes": "rows: standard heads, columns: ADHD heads, order of `heads`",
         "matching": {
             "within_layer": [_match_json(m) for m in inv.within_layer],
             "global": [_match_json(m) for m in inv.global_matching],
         },
-        "best_partners": inv.best_partners,
-        "moved": [m.label for m in inv.moved],
+        "best_partners": {STUDY_ROLES[r]: p for r, p in inv.best_partners.items()},
+        "moved": [study_label(m) for m in inv.moved],
         "layers": inv.layers,
         "provenance": provenance(config),
     }
 
 
 def _match_json(match: HeadMatch) -> dict:
-    blob = {"label": match.label}
-    blob.update({k: v for k, v in match.__dict__.items()})
+    blob: dict[str, Any] = {"label": study_label(match)}
+    blob.update({"std" if k == "a" else "adhd" if k == "b" else k: v
+                 for k, v in match.__dict__.items()})  # fmt: skip
     return blob
 
 
@@ -238,15 +268,17 @@ def migration_map(inv: Inventory, n_tasks: int, config: HeadswapConfig) -> str:
     for m in inv.moved:
         stable = "" if m.stability is None else f"; stability {m.stability:.0%}"
         lines.append(
-            f"- {m.label}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f} "
-            f"(std L{m.adhd[0]}H{m.adhd[1]} ~ adhd L{m.adhd[0]}H{m.adhd[1]}: "
+            f"- {study_label(m)}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f} "
+            f"(std L{m.b[0]}H{m.b[1]} ~ adhd L{m.b[0]}H{m.b[1]}: "
             f"{m.partner_same_index:.3f}){stable}"
         )
     if not inv.moved:
         lines.append("- none")
-    crossed = [m for m in inv.global_matching if m.std[0] != m.adhd[0] and m.moved]
+    crossed = [m for m in inv.global_matching if m.a[0] != m.b[0] and m.moved]
     lines += ["", "## Global matching: pairs that cross layers", ""]
-    lines += [f"- {m.label}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f}" for m in crossed]
+    lines += [
+        f"- {study_label(m)}: cos {m.cosine:.3f} vs same-index {m.same_index:.3f}" for m in crossed
+    ]
     lines += [] if crossed else ["- none"]
     lines += ["", "## Per layer", "", _layer_table(inv.layers), ""]
     return "\n".join(lines)
@@ -290,9 +322,7 @@ def _plot_heatmap(inv: Inventory, path: Path) -> Path:
         ylabel="standard head",
         xticklabels=labels,
         yticklabels=labels,
-        outlined=[
-            (m.std[0] * n_head + m.std[1], m.adhd[0] * n_head + m.adhd[1]) for m in inv.within_layer
-        ],
+        outlined=[(m.a[0] * n_head + m.a[1], m.b[0] * n_head + m.b[1]) for m in inv.within_layer],
     )
     return plots.save_heatmaps(path, [panel], cmap="viridis", colorbar_label="cosine")
 
@@ -300,22 +330,22 @@ def _plot_heatmap(inv: Inventory, path: Path) -> Path:
 def _plot_profile_pair(inv: Inventory, path: Path) -> Path:
     """The notebook's two panels: matched pair, and the same-index baseline."""
     m = strongest_pair(inv)
-    x = np.linspace(0, 1, inv.profiles["standard"].shape[-1])
+    x = np.linspace(0, 1, inv.profiles["a"].shape[-1])
 
-    def series(model: str, head: tuple[int, int]) -> plots.Series:
-        label = f"{'standard' if model == 'standard' else 'ADHD'} L{head[0]}H{head[1]}"
-        return plots.Series(x, inv.profiles[model][head], label)
+    def series(role: str, head: tuple[int, int]) -> plots.Series:
+        label = f"{'standard' if role == 'a' else 'ADHD'} L{head[0]}H{head[1]}"
+        return plots.Series(x, inv.profiles[role][head], label)
 
     panels = [
         plots.LinePanel(
-            [series("standard", m.std), series("adhd", other)],
+            [series("a", m.a), series("b", other)],
             title=title,
             xlabel="normalized query position",
             ylabel="attention mass → step-structure specials",
         )
         for title, other in (
-            (f"matched pair (cos = {m.cosine:.3f})", m.adhd),
-            (f"same-index baseline (cos = {m.same_index:.3f})", m.std),
+            (f"matched pair (cos = {m.cosine:.3f})", m.b),
+            (f"same-index baseline (cos = {m.same_index:.3f})", m.a),
         )
     ]
     return plots.save_line_plot(path, panels)
@@ -348,9 +378,9 @@ def stage(ws: Workspace, config: HeadswapConfig) -> StageOutput:
 
 def _match_summary(match: HeadMatch) -> dict[str, Any]:
     return {
-        "label": match.label,
-        "std": list(match.std),
-        "adhd": list(match.adhd),
+        "label": study_label(match),
+        "std": list(match.a),
+        "adhd": list(match.b),
         "cosine": match.cosine,
         "same_index": match.same_index,
         "partner_same_index": match.partner_same_index,

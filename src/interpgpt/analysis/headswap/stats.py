@@ -15,7 +15,8 @@ from scipy.optimize import linear_sum_assignment
 from interpgpt.analysis.controls import benjamini_hochberg
 from interpgpt.analysis.headswap.profiles import ProfileSums
 
-MODELS = ("standard", "adhd")
+ROLES = ("a", "b")
+"""The two models of the core, whatever they are; the study names them standard and ADHD."""
 
 
 # ---------------------------------------------------------------------------- matching
@@ -32,24 +33,24 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def within_layer_matching(cos: np.ndarray) -> np.ndarray:
-    """(layer, head, head) cosines -> (layer, head) ADHD partner of each standard head."""
+    """(layer, head, head) cosines -> (layer, head) partner in b of each head of a."""
     return np.stack([linear_sum_assignment(block, maximize=True)[1] for block in cos])
 
 
 @dataclass
 class HeadMatch:
-    """A standard head and its ADHD partner."""
+    """A head of model a and its partner in model b."""
 
-    std: tuple[int, int]
-    """(layer, head) in the standard model."""
-    adhd: tuple[int, int]
-    """(layer, head) of its partner in the ADHD model."""
+    a: tuple[int, int]
+    """(layer, head) in model a."""
+    b: tuple[int, int]
+    """(layer, head) of its partner in model b."""
     cosine: float
     """Profile cosine of the pair."""
     same_index: float
-    """Cosine of the standard head with the ADHD head at the same index."""
+    """Cosine of a's head with b's head at the same index."""
     partner_same_index: float
-    """Cosine of the ADHD partner with the standard head at the partner's index."""
+    """Cosine of b's partner with a's head at the partner's index."""
     stability: float | None = None
     """Share of task-bootstrap resamples that match the same pair (None: not computed)."""
     moved: bool = False
@@ -57,18 +58,18 @@ class HeadMatch:
 
     @property
     def label(self) -> str:
-        return f"std L{self.std[0]}H{self.std[1]} → adhd L{self.adhd[0]}H{self.adhd[1]}"
+        return f"a L{self.a[0]}H{self.a[1]} → b L{self.b[0]}H{self.b[1]}"
 
 
-def _head_match(cos4: np.ndarray, std: tuple[int, int], adhd: tuple[int, int], margin: float):
-    cosine, same = float(cos4[std + adhd]), float(cos4[std + std])
+def _head_match(cos4: np.ndarray, a: tuple[int, int], b: tuple[int, int], margin: float):
+    cosine, same = float(cos4[a + b]), float(cos4[a + a])
     return HeadMatch(
-        std=std,
-        adhd=adhd,
+        a=a,
+        b=b,
         cosine=cosine,
         same_index=same,
-        partner_same_index=float(cos4[adhd + adhd]),
-        moved=std != adhd and cosine - same >= margin,
+        partner_same_index=float(cos4[b + b]),
+        moved=a != b and cosine - same >= margin,
     )
 
 
@@ -94,7 +95,7 @@ def best_partners(cos4: np.ndarray) -> dict[str, list[dict]]:
     n_layer, n_head = cos4.shape[:2]
     flat = cos4.reshape(n_layer * n_head, n_layer * n_head)
     out: dict[str, list[dict]] = {}
-    for name, matrix in (("standard", flat), ("adhd", flat.T)):
+    for name, matrix in zip(ROLES, (flat, flat.T), strict=True):
         out[name] = [
             {"head": _hl(row, n_head), "partner": _hl(int(col), n_head), "cosine": matrix[row, col]}
             for row, col in enumerate(matrix.argmax(1))
@@ -118,7 +119,7 @@ class LayerStats:
     matched_mean: float
     """Mean cosine of the within-layer Hungarian pairs."""
     same_index_mean: float
-    """Mean cosine of standard head h with ADHD head h."""
+    """Mean cosine of head h of a with head h of b."""
     gap: float
     """matched_mean - same_index_mean."""
     n_moved: int
@@ -172,14 +173,18 @@ class Bootstrap:
 
 
 def bootstrap_layers(
-    sums: dict[str, ProfileSums], partners: np.ndarray, samples: int, rng: np.random.Generator
+    sums: tuple[ProfileSums, ProfileSums],
+    partners: np.ndarray,
+    samples: int,
+    rng: np.random.Generator,
 ) -> Bootstrap:
-    """Resample tasks with replacement and redo profiles, cosines and matching."""
-    n = sums["standard"].sums.shape[0]
+    """Resample tasks with replacement and redo profiles, cosines and matching (`sums`:
+    model a's and model b's)."""
+    n = sums[0].sums.shape[0]
     weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)])
     weights_t = torch.from_numpy(weights).double()
-    std, adhd = (sums[m].profiles_batch(weights_t).numpy() for m in MODELS)  # (s, L, H, B)
-    cos = cosine_matrix(std, adhd)  # (sample, layer, head, head): same-layer pairs only
+    pa, pb = (s.profiles_batch(weights_t).numpy() for s in sums)  # (sample, L, H, B)
+    cos = cosine_matrix(pa, pb)  # (sample, layer, head, head): same-layer pairs only
     same = np.diagonal(cos, axis1=-2, axis2=-1).mean(-1)
     boot_partners = np.stack([within_layer_matching(c) for c in cos])  # (sample, layer, head)
     matched = np.take_along_axis(cos, boot_partners[..., None], -1)[..., 0].mean(-1)

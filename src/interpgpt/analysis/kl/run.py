@@ -48,6 +48,7 @@ from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.kl.config import KLConfig
+from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -105,6 +106,14 @@ def position_roles(data: EncodedSet) -> Int[Tensor, "batch pos"]:
             roles[row, tr.end_position - 1] = role["end_predictor"]
         roles[row, length - 1 :] = NOT_SCORED
     return roles
+
+
+def predicting_positions(data) -> Int[Tensor, "batch pos"]:
+    """Role `other` at every position with a next token, `NOT_SCORED` elsewhere: the roles
+    of texts that are not corpus records (any `TextSet`)."""
+    pos = torch.arange(data.ids.shape[1])[None, :]
+    scored = pos < (data.lengths[:, None] - 1)
+    return torch.where(scored, ROLES.index("other"), NOT_SCORED)
 
 
 # ---------------------------------------------------------------------------- the pass
@@ -165,12 +174,22 @@ class KLResult:
 
 @torch.no_grad()
 def source_kl(
-    model_a, model_b, data: EncodedSet, *, batch_size: int = 16, next_tokens: int = 5
+    model_a,
+    model_b,
+    data,
+    *,
+    batch_size: int = 16,
+    next_tokens: int = 5,
+    roles: Tensor | None = None,
 ) -> SourceKL:
     """KL both ways at every scored position of `data`: one forward per model per batch,
-    sequences batched by length (less padding), only scored positions unembedded."""
-    device = next(model_a.parameters()).device
-    roles = position_roles(data)
+    sequences batched by length (less padding), only scored positions unembedded.
+
+    The models are TaskGPTs, HookedTransformers or `analysis.lm` adapters; `data` an
+    `EncodedSet` (roles from the corpus) or any set of `ids` and `lengths` with `roles`
+    given (`predicting_positions`: every position with a next token)."""
+    device = as_lm(model_a).device
+    roles = position_roles(data) if roles is None else roles
     order = data.lengths.argsort(descending=True)
     parts: dict[str, list[Tensor]] = {}
     for chunk in order.split(batch_size):
@@ -205,9 +224,9 @@ def source_kl(
 
 def _log_probs(model, ids: Int[Tensor, "batch pos"], mask: Tensor) -> Float[Tensor, "n d_vocab"]:
     """Next-token log-probabilities at the `mask` positions (the final residual stream of
-    those positions alone goes through the final norm and unembedding)."""
-    resid = model(ids, stop_at_layer=model.cfg.n_layer)[mask]
-    return model.unembed(resid).float().log_softmax(-1)
+    those positions alone goes through the model's own final norm and unembedding)."""
+    lm = as_lm(model)
+    return lm.unembed(lm.final_residual(ids)[mask]).float().log_softmax(-1)
 
 
 def role_stats(kl_ab: Tensor, kl_ba: Tensor) -> RoleStats:
@@ -234,6 +253,16 @@ def summarise_roles(source: SourceKL) -> dict[str, RoleStats]:
     }
     stats[ALL] = role_stats(source.kl_ab, source.kl_ba)
     return stats
+
+
+def set_stats(source: SourceKL, masks: Mapping[str, Tensor]) -> dict[str, RoleStats]:
+    """Statistics over the scored positions inside each named (batch, pos) mask of the
+    source's set: position sets the caller names instead of corpus roles."""
+    out = {}
+    for name, mask in masks.items():
+        inside = mask[source.row, source.pos]
+        out[name] = role_stats(source.kl_ab[inside], source.kl_ba[inside])
+    return out
 
 
 def pooled(sources: Mapping[str, SourceKL]) -> SourceKL:
@@ -297,6 +326,7 @@ class HighKL:
 
     source: str
     task_id: int
+    """The record's task id (its row in the set when it has none)."""
     pos: int
     role: str
     kl_ab: float
@@ -311,7 +341,11 @@ class HighKL:
 
 
 def top_positions(
-    result: KLResult, eval_sets: Mapping[str, EncodedSet], tokenizer, k: int, window: int
+    result: KLResult,
+    eval_sets: Mapping[str, EncodedSet | TextSet],
+    tokenizer,
+    k: int,
+    window: int,
 ) -> list[HighKL]:
     """The `k` positions of highest symmetric KL over all sources, readable."""
     ranked = sorted(
@@ -337,7 +371,7 @@ def top_positions(
         out.append(
             HighKL(
                 source=name,
-                task_id=int(data.records[row]["task_id"]),
+                task_id=int(data.records[row].get("task_id", row)),
                 pos=pos,
                 role=ROLES[int(source.role[i])],
                 kl_ab=float(source.kl_ab[i]),

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from torch import Tensor
 
 from interpgpt.analysis import plots
 from interpgpt.analysis.controls import Statistic
+from interpgpt.analysis.lm import as_lm
 from interpgpt.analysis.logit_lens.config import LogitLensConfig
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -162,6 +164,56 @@ def _grab_hooks(n_layer: int, mask: Tensor):
             (f"blocks.{layer}.hook_mlp_out", keep("mlp", layer)),
         ]
     return grabbed, hooks
+
+
+# ---------------------------------------------------------------------------- any token set
+
+
+@dataclass
+class TokenLens:
+    """The logit lens of a token set the caller names, on any model: the mean probability
+    mass on the set when each layer's `resid_post` is read through the model's own final
+    norm and unembedding (the last layer is the model's prediction)."""
+
+    tokens: list[int]
+    p: dict[str, list[float]]
+    """Position set -> per layer, the mean P(token set) over its positions (nan: none)."""
+    counts: dict[str, int]
+    """Position set -> positions averaged over."""
+
+
+@torch.no_grad()
+def token_lens(
+    model,
+    data,
+    token_ids: Sequence[int],
+    position_sets: Mapping[str, Tensor],
+    *,
+    batch_size: int = 32,
+) -> TokenLens:
+    """Per position set, the mean lens P(token set) at every layer of `model` (a TaskGPT, a
+    HookedTransformer or an `analysis.lm` adapter) over the texts of `data` (`ids`,
+    `lengths`; the masks are (batch, pos) over them)."""
+    if not token_ids:
+        raise UserError("the token lens needs at least one token")
+    lm = as_lm(model)
+    names = [lm.resid_hook(layer) for layer in range(lm.n_layer)]
+    tokens = torch.tensor(list(token_ids), device=lm.device)
+    sums = {s: torch.zeros(lm.n_layer, dtype=torch.float64) for s in position_sets}
+    counts = dict.fromkeys(position_sets, 0)
+    for start in range(0, len(data.ids), batch_size):
+        rows = slice(start, start + batch_size)
+        width = int(data.lengths[rows].max())
+        ids = data.ids[rows, :width].to(lm.device)
+        _, cache = lm.model.run_with_cache(ids, names_filter=names, stop_at_layer=lm.n_layer)
+        resid = torch.stack([cache[n] for n in names], 2)  # (batch, pos, layer, d_model)
+        for s, full in position_sets.items():
+            mask = full[rows, :width].to(lm.device)
+            probs = lm.unembed(resid[mask]).float().softmax(-1)  # (n, layer, d_vocab)
+            sums[s] += probs[..., tokens].sum(-1).double().sum(0).cpu()
+            counts[s] += int(mask.sum())
+    p = {s: (sums[s] / counts[s]).tolist() if counts[s] else [math.nan] * lm.n_layer for s in sums}
+    return TokenLens([int(t) for t in token_ids], p, counts)
 
 
 # ---------------------------------------------------------------------------- summaries

@@ -33,9 +33,9 @@ token-weighted over all sequences given.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -44,6 +44,13 @@ from jaxtyping import Float
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from interpgpt.analysis.lm import (
+    LanguageModel,
+    TextSet,
+    as_lm,
+    check_pair,
+    check_permutations,
+)
 from interpgpt.corpus.evalset import EncodedSet
 from interpgpt.errors import UserError
 from interpgpt.model.taskgpt import Block, TaskGPT
@@ -62,15 +69,10 @@ def blocks(model: TaskGPT) -> list[Block]:
     return [cast(Block, block) for block in model.blocks]
 
 
-def head_weights(model: TaskGPT) -> Float[Tensor, "layer matrix head d_head d_model"]:
+def head_weights(model: Any) -> Float[Tensor, "layer matrix head d_head d_model"]:
     """Every head's W_Q, W_K, W_V rows and W_O columns (transposed), in `HEAD_MATRICES`
-    order: the slices that move together when heads are permuted."""
-    cfg = model.cfg
-    layers = []
-    for block in blocks(model):
-        qkv = block.attn.qkv_proj.weight.view(3, cfg.n_head, cfg.d_head, cfg.d_model)
-        layers.append(torch.cat([qkv, block.attn.W_O[None]]))
-    return torch.stack(layers).detach().float()
+    order: the slices that move together when heads are permuted (any `analysis.lm` model)."""
+    return as_lm(model).head_weights()
 
 
 def mlp_weights(model: TaskGPT) -> dict[str, Float[Tensor, "layer row col"]]:
@@ -83,13 +85,23 @@ def mlp_weights(model: TaskGPT) -> dict[str, Float[Tensor, "layer row col"]]:
     }
 
 
-def check_same_shape(model_a: TaskGPT, model_b: TaskGPT) -> None:
-    """Weight-space comparisons pair parameters by name: both models need one config."""
-    if model_a.cfg != model_b.cfg:
-        raise UserError(
-            f"the models differ in shape ({model_a.cfg} vs {model_b.cfg}); weight-space "
-            "comparison needs two models of one config"
-        )
+def check_same_shape(model_a: Any, model_b: Any) -> None:
+    """Weight-space comparisons pair parameters by name: two TaskGPTs need one config, any
+    other two models one shape and the same parameter names and shapes."""
+    if isinstance(model_a, TaskGPT) and isinstance(model_b, TaskGPT):
+        if model_a.cfg != model_b.cfg:
+            raise UserError(
+                f"the models differ in shape ({model_a.cfg} vs {model_b.cfg}); weight-space "
+                "comparison needs two models of one config"
+            )
+        return
+    a, b = as_lm(model_a), as_lm(model_b)
+    check_pair(a, b)
+    params_a, params_b = dict(a.model.named_parameters()), dict(b.model.named_parameters())
+    if params_a.keys() != params_b.keys() or any(
+        params_a[k].shape != params_b[k].shape for k in params_a
+    ):
+        raise UserError(f"{a.label} and {b.label}: the parameters differ in names or shapes")
 
 
 # ---------------------------------------------------------------------------- change from init
@@ -172,6 +184,50 @@ def _cpu_parameters(model: TaskGPT) -> dict[str, Tensor]:
 
 
 @dataclass
+class LayerDistances:
+    """How far model b's weights are from model a's, per block: ‖θ_b − θ_a‖ / ‖θ_a‖ over the
+    block's parameters; any two modules of one shape with TransformerLens names
+    (`blocks.{layer}.…`), TaskGPT or HookedTransformer. From a shared init (b fine-tuned
+    from a) it is the change from init."""
+
+    layers: list[float]
+    """Per block."""
+    other: float
+    """Every parameter outside the blocks (embeddings, final norm, unembedding)."""
+    total: float
+    """Every parameter."""
+
+
+@torch.no_grad()
+def layer_distances(model_a: torch.nn.Module, model_b: torch.nn.Module) -> LayerDistances:
+    """Relative weight distance of `model_b` from `model_a`, per block and overall."""
+    params_a, params_b = dict(model_a.named_parameters()), dict(model_b.named_parameters())
+    if params_a.keys() != params_b.keys() or any(
+        params_a[k].shape != params_b[k].shape for k in params_a
+    ):
+        raise UserError("the models' parameters differ in names or shapes")
+    diff: dict[str, float] = {}
+    base: dict[str, float] = {}
+    for name, wa in params_a.items():
+        parts = name.split(".")
+        group = parts[1] if parts[0] == "blocks" else "other"
+        a, b = wa.detach().double().cpu(), params_b[name].detach().double().cpu()
+        diff[group] = diff.get(group, 0.0) + float((b - a).square().sum())
+        base[group] = base.get(group, 0.0) + float(a.square().sum())
+
+    def relative(groups: Collection[str]) -> float:
+        den = sum(base.get(g, 0.0) for g in groups)
+        return (sum(diff.get(g, 0.0) for g in groups) / den) ** 0.5 if den else 0.0
+
+    n_blocks = len([g for g in base if g != "other"])
+    return LayerDistances(
+        layers=[relative([str(i)]) for i in range(n_blocks)],
+        other=relative(["other"]),
+        total=relative(list(base)),
+    )
+
+
+@dataclass
 class HeadMatching:
     """Within each layer, the one-to-one assignment of model B's heads to model A's."""
 
@@ -223,28 +279,12 @@ def match_heads(model_a: TaskGPT, model_b: TaskGPT) -> HeadMatching:
     return HeadMatching(perms, sim)
 
 
-def permute_heads(model: TaskGPT, perms: Sequence[Sequence[int]]) -> TaskGPT:
+def permute_heads(model: Any, perms: Sequence[Sequence[int]]) -> Any:
     """A copy whose head i of layer l is `model`'s head perms[l][i]: the same function, since
-    each head's Q, K, V rows and O columns (and with them its rotary dims) move together."""
-    cfg = model.cfg
-    check_permutations(perms, cfg.n_layer, cfg.n_head)
-    copied = copy.deepcopy(model)
-    inner = cfg.n_head * cfg.d_head
-    with torch.no_grad():
-        for block, perm in zip(blocks(copied), perms, strict=True):
-            order = torch.tensor(list(perm), device=block.attn.o_proj.weight.device)
-            head_dims = (order[:, None] * cfg.d_head + torch.arange(cfg.d_head).to(order)).flatten()
-            qkv_rows = torch.cat([head_dims + part * inner for part in range(3)])
-            block.attn.qkv_proj.weight.copy_(block.attn.qkv_proj.weight[qkv_rows])
-            block.attn.o_proj.weight.copy_(block.attn.o_proj.weight[:, head_dims])
-    return copied
-
-
-def check_permutations(perms: Sequence[Sequence[int]], n_layer: int, n_head: int) -> None:
-    if len(perms) != n_layer or any(sorted(p) != list(range(n_head)) for p in perms):
-        raise UserError(
-            f"head permutations must be {n_layer} permutations of 0..{n_head - 1}, got {perms}"
-        )
+    each head's Q, K, V rows and O columns (and with them its rotary dims) move together. A
+    TaskGPT or HookedTransformer comes back bare, an `analysis.lm` adapter as one."""
+    permuted = as_lm(model).permute_heads(perms)
+    return permuted if isinstance(model, LanguageModel) else permuted.model
 
 
 @dataclass
@@ -333,6 +373,23 @@ def heldout_loss(model: TaskGPT, batches: Sequence[Batch]) -> LossSum:
     return LossSum(total, tokens)
 
 
+@torch.no_grad()
+def text_loss(model: Any, texts: TextSet, batch_size: int = 16) -> LossSum:
+    """The next-token cross-entropy of any `analysis.lm` model summed over every target of a
+    real token of `texts` (the training objective, without the corpus's loss masks)."""
+    lm = as_lm(model)
+    lm.model.eval()
+    total, tokens = 0.0, 0
+    for batch in texts.batches(batch_size):
+        ids = batch.ids.to(lm.device)
+        logits = lm.model(ids)[:, :-1].float()
+        target = batch.valid[:, 1:].to(lm.device)
+        ce = F.cross_entropy(logits[target], ids[:, 1:][target], reduction="sum")
+        total += float(ce)
+        tokens += int(target.sum())
+    return LossSum(total, tokens)
+
+
 def interpolate(model_a: TaskGPT, model_b: TaskGPT, alpha: float) -> TaskGPT:
     """θ(α) = (1 − α)·θ_A + α·θ_B, every parameter (exactly θ_A where θ_A = θ_B)."""
     check_same_shape(model_a, model_b)
@@ -376,12 +433,15 @@ class LossLine:
 
 
 def interpolation_losses(
-    model_a: TaskGPT,
-    model_b: TaskGPT,
-    eval_sets: Mapping[str, Sequence[Batch]],
+    model_a: Any,
+    model_b: Any,
+    eval_sets: Mapping[str, Any],
     alphas: Sequence[float],
+    loss: Callable[[Any, Any], LossSum] = heldout_loss,
 ) -> LossLine:
-    """Held-out loss of θ(α) at each α (sorted, from 0 to 1), on `model_a`'s device."""
+    """Held-out loss of θ(α) at each α (sorted, from 0 to 1), on `model_a`'s device; `loss`
+    sums it over one evaluation set (TaskGPT batches by default; `text_loss` for a
+    `TextSet` on any model)."""
     check_same_shape(model_a, model_b)
     if len(alphas) < 2 or alphas[0] != 0 or alphas[-1] != 1 or list(alphas) != sorted(alphas):
         raise UserError(f"alphas must rise from 0 to 1, got {list(alphas)}")
@@ -390,7 +450,7 @@ def interpolation_losses(
     for alpha in alphas:
         _set_interpolated(mixed, model_a, model_b, float(alpha))
         for name, batches in eval_sets.items():
-            sums[name].append(heldout_loss(mixed, batches))
+            sums[name].append(loss(mixed, batches))
     pooled = [
         LossSum(sum(s[k].total for s in sums.values()), sum(s[k].tokens for s in sums.values()))
         for k in range(len(alphas))
@@ -439,7 +499,8 @@ class WeightComparison:
 
 def head_distance(model_a: TaskGPT, model_b: TaskGPT) -> float:
     """‖heads_A − heads_B‖_F / ‖heads_A‖_F over every attention weight."""
-    a, b = head_weights(model_a), head_weights(model_b).to(model_a.embed.weight.device)
+    a = head_weights(model_a)
+    b = head_weights(model_b).to(a.device)
     return float((a - b).norm() / a.norm())
 
 
@@ -448,9 +509,10 @@ def compare_weights(
     model_b: TaskGPT,
     *,
     init: TaskGPT | None = None,
-    eval_sets: Mapping[str, Sequence[Batch]] | None = None,
+    eval_sets: Mapping[str, Any] | None = None,
     alphas: Sequence[float] = tuple(np.linspace(0, 1, 11)),
     names: tuple[str, str] = ("a", "b"),
+    loss: Callable[[Any, Any], LossSum] = heldout_loss,
 ) -> WeightComparison:
     """Change from `init` of each model, the head matching of B to A, and the loss along the
     line between them before and after aligning B's heads."""
@@ -471,7 +533,7 @@ def compare_weights(
         }
     if eval_sets is not None:
         result.interpolation = {
-            "before": interpolation_losses(model_a, model_b, eval_sets, alphas),
-            "after": interpolation_losses(model_a, aligned, eval_sets, alphas),
+            "before": interpolation_losses(model_a, model_b, eval_sets, alphas, loss),
+            "after": interpolation_losses(model_a, aligned, eval_sets, alphas, loss),
         }
     return result

@@ -105,7 +105,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 def rebuild_init(run_dir: Path) -> SharedInit:
     """The run's initial weights, rebuilt as training built them (`train.initial_model` of
-    its preset and seed) and checked against its recorded init_sha256."""
+    its preset, width overrides and seed) and checked against its recorded init_sha256."""
     path = run_dir / RUN_CONFIG
     blob = run_config(run_dir)
     recorded = blob.get("init_sha256")
@@ -113,7 +113,8 @@ def rebuild_init(run_dir: Path) -> SharedInit:
         raise UserError(f"{path}: records no init_sha256, so the shared init cannot be checked")
     train = blob["train"]
     try:
-        config = TrainConfig(preset=train["preset"], seed=train["seed"])
+        widths = {k: train.get(k) for k in ("d_model", "d_mlp")}  # absent before they existed
+        config = TrainConfig(preset=train["preset"], seed=train["seed"], **widths)
     except (KeyError, TypeError, SettingError) as err:
         raise UserError(f"{path}: cannot rebuild the init from its train section ({err})") from None
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state as it was

@@ -1,0 +1,196 @@
+"""Is the remaining budget used? Interchange interventions along the probe's direction.
+
+An interchange intervention (Geiger et al. 2021 "Causal abstractions of neural
+networks"; Geiger et al. 2024 "Finding alignments between interpretable causal variables
+and distributed neural representations", DAS) runs the model on a base input with one
+variable's representation taken from a source input, and asks whether the output changes
+as the high-level model says it should with the source's value of the variable.
+
+Here the high-level model is the corpus's break rule and the variable is `remaining`.
+Base and source are two decision points (onset predictors after a content step, of
+probe-test tasks) whose `remaining` differs; half the pairs are drawn so the rule's
+decision differs (the source fires, the base not, or the reverse), half so it does not.
+At one residual site, the base's coordinate along the unit direction u of the
+`remaining` probe is replaced by the source's (`interventions.interchange`, a 1-D
+subspace): h' = h + ((h_src - h) · u) u. The rule predicts P(break next) = 1 - noise if
+the source's remaining <= 0, else noise.
+
+Statistics, per site: the interchange-intervention accuracy (IIA), the share of pairs
+whose intervened decision (P(regulation next) > 1/2) is the rule's decision for the
+source, over the pairs whose base the model decides as the rule does unintervened (as
+Geiger et al. score only inputs the model gets right), in all and in the flip pairs
+alone; the sign agreement, the share of flip pairs whose P(regulation next) moves the
+way the rule's does; and the mean change on flip pairs the rule sends up and down. The
+same with random unit directions is the null.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from interpgpt.analysis.interventions import interchange
+from interpgpt.analysis.known_answers.probing import DecisionPoints, residual_sites
+from interpgpt.corpus.evalset import EncodedSet
+
+
+@dataclass
+class Pairs:
+    """(base, source) decision points, as indices into a `DecisionPoints`."""
+
+    base: Int[Tensor, " pair"]
+    source: Int[Tensor, " pair"]
+
+
+def sample_pairs(
+    points: DecisionPoints, among: Bool[Tensor, " n"], n_pairs: int, gen: torch.Generator
+) -> Pairs:
+    """`n_pairs` pairs of points of `among` whose `remaining` differs: even pairs with the
+    rule's decision differing where possible, odd ones with it the same where possible."""
+    idx = among.nonzero()[:, 0]
+    remaining, fires = points.labels["remaining"], points.fires
+    bases, sources = [], []
+    for i in range(n_pairs if len(idx) else 0):
+        b = int(idx[torch.randint(len(idx), (1,), generator=gen)])
+        other = remaining[idx] != remaining[b]
+        wanted = other & ((fires[idx] != fires[b]) if i % 2 == 0 else (fires[idx] == fires[b]))
+        pool = idx[wanted] if bool(wanted.any()) else idx[other]
+        if len(pool) == 0:
+            continue
+        bases.append(b)
+        sources.append(int(pool[torch.randint(len(pool), (1,), generator=gen)]))
+    return Pairs(torch.tensor(bases, dtype=torch.long), torch.tensor(sources, dtype=torch.long))
+
+
+@torch.no_grad()
+def intervened_p_regulation(
+    model,
+    eset: EncodedSet,
+    points: DecisionPoints,
+    pairs: Pairs,
+    hook_name: str,
+    direction: Float[Tensor, " d_model"],
+    reg_ids: list[int],
+    batch_size: int = 32,
+) -> Float[Tensor, " pair"]:
+    """P(regulation next) at each base with its coordinate along `direction` at
+    `hook_name` set to its source's (read from `points.acts`)."""
+    device = next(model.parameters()).device
+    u = direction.float() / direction.float().norm().clamp(min=1e-12)
+    coord = points.acts[hook_name].float() @ u  # (n,)
+    out = []
+    for start in range(0, len(pairs.base), batch_size):
+        base = pairs.base[start : start + batch_size]
+        source = pairs.source[start : start + batch_size]
+        pos = points.pos[base]
+        ids = eset.ids[points.row[base], : int(pos.max()) + 1].to(device)
+        arange = torch.arange(len(base))
+        mask = torch.zeros(ids.shape, dtype=torch.bool)
+        mask[arange, pos] = True
+        coords = torch.zeros(*ids.shape, 1)
+        coords[arange, pos, 0] = coord[source]
+        hook = interchange(hook_name, u[:, None], coords, mask)
+        logits = model.run_with_hooks(ids, fwd_hooks=[hook])
+        probs = logits[arange.to(device), pos.to(device)].float().softmax(-1)
+        out.append(probs[:, reg_ids].sum(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@dataclass
+class InterchangeScores:
+    """How the intervened P(regulation next) compares with the rule's counterfactual."""
+
+    iia: float
+    """Share of pairs (base decided as the rule does) whose intervened decision is the
+    rule's decision for the source."""
+    iia_flip: float
+    """The same over the flip pairs (the rule's decision differs) alone."""
+    n_scored: int
+    """Pairs whose base the model decides as the rule does, unintervened."""
+    n_flip_scored: int
+    sign_agreement: float
+    """Share of flip pairs whose P(regulation next) moves the way the rule's does."""
+    mean_delta_up: float
+    """Mean change of P(regulation next) on flip pairs the rule sends up (nan if none)."""
+    mean_delta_down: float
+    """The same on flip pairs the rule sends down."""
+
+
+def _mean(x: Tensor) -> float:
+    return float(x.double().mean()) if len(x) else float("nan")
+
+
+def interchange_scores(
+    points: DecisionPoints, pairs: Pairs, p_after: Float[Tensor, " pair"]
+) -> InterchangeScores:
+    """`InterchangeScores` of one intervention's outputs."""
+    before, after = points.fires[pairs.base], points.fires[pairs.source]
+    p_clean = points.p_regulation[pairs.base]
+    right = (p_clean > 0.5) == before
+    flip = before != after
+    agree = (p_after > 0.5) == after
+    delta = p_after - p_clean
+    up, down = flip & after, flip & ~after
+    moved = torch.where(after, delta > 0, delta < 0)
+    return InterchangeScores(
+        iia=_mean(agree[right].double()),
+        iia_flip=_mean(agree[right & flip].double()),
+        n_scored=int(right.sum()),
+        n_flip_scored=int((right & flip).sum()),
+        sign_agreement=_mean(moved[flip].double()),
+        mean_delta_up=_mean(delta[up]),
+        mean_delta_down=_mean(delta[down]),
+    )
+
+
+@dataclass
+class LayerInterchange:
+    """The interchange along the probe's direction at one site, and along random ones."""
+
+    layer: str
+    hook_name: str
+    probe: InterchangeScores
+    random: list[InterchangeScores] = field(default_factory=list)
+
+    @property
+    def random_iia_flip(self) -> float:
+        """Mean flip-pair IIA of the random directions (nan ones left out)."""
+        values = [r.iia_flip for r in self.random if not math.isnan(r.iia_flip)]
+        return sum(values) / len(values) if values else float("nan")
+
+    @property
+    def random_sign_agreement(self) -> float:
+        values = [r.sign_agreement for r in self.random if not math.isnan(r.sign_agreement)]
+        return sum(values) / len(values) if values else float("nan")
+
+
+def interchange_layers(
+    model,
+    eset: EncodedSet,
+    points: DecisionPoints,
+    pairs: Pairs,
+    directions: dict[str, Tensor],
+    reg_ids: list[int],
+    n_random: int,
+    gen: torch.Generator,
+    batch_size: int = 32,
+) -> list[LayerInterchange]:
+    """The interchange at each site of `directions` (hook name -> the probe's direction),
+    beside `n_random` random unit directions per site."""
+    labels = dict((name, label) for label, name in residual_sites(model.cfg.n_layer))
+    results = []
+    for hook_name, direction in directions.items():
+
+        def run(u: Tensor, hook_name: str = hook_name) -> InterchangeScores:
+            p = intervened_p_regulation(
+                model, eset, points, pairs, hook_name, u, reg_ids, batch_size
+            )
+            return interchange_scores(points, pairs, p)
+
+        randoms = [run(torch.randn(direction.shape[0], generator=gen)) for _ in range(n_random)]
+        results.append(LayerInterchange(labels[hook_name], hook_name, run(direction), randoms))
+    return results
