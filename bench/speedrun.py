@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import BENCH_DIR, RESULTS, machine, now, write_section
+from common import BENCH_DIR, RESULTS, machine, markers, now, write_section
 from matplotlib.figure import Figure
 
 from interpgpt.analysis.behaviour.run import HeldOut, behaviour_of, held_out
@@ -69,6 +69,7 @@ from interpgpt.train.recipe import initial_model
 PLOT = BENCH_DIR / "speedrun.png"
 RECORD = "speedrun.json"
 SECTION = "speedrun"  # its section of results.md, between <!-- speedrun:begin/end -->
+BEGIN, END = markers(SECTION)
 WARMUP_STEPS, CALIBRATION_STEPS = 48, 48
 
 

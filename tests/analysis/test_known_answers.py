@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from interpgpt.analysis.interventions import interchange
+from interpgpt.analysis.known_answers.config import KnownAnswersConfig
 from interpgpt.analysis.known_answers.probing import (
     VARIABLES,
     DecisionPoints,
@@ -21,7 +22,6 @@ from interpgpt.analysis.known_answers.probing import (
     score,
     split_by_task,
 )
-from interpgpt.analysis.known_answers.config import KnownAnswersConfig
 from interpgpt.analysis.known_answers.run import (
     INTERCHANGE_PLOT,
     KNOWN_ANSWERS_JSON,

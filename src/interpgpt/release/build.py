@@ -56,6 +56,7 @@ from interpgpt.corpus.evalset import load_records
 from interpgpt.corpus.regulation import is_regulation
 from interpgpt.errors import UserError
 from interpgpt.io import (
+    check_writable,
     config_hash,
     file_sha256,
     package_versions,
@@ -115,6 +116,7 @@ def build_release(
     if not config.twins:
         raise UserError("twins=false: the release ships each model's data-order twin")
     _check_out(out)
+    check_writable(work, "--work")
     started = time.perf_counter()
     stages = release_stages(study_stages(config))
     ws = Workspace(work)
@@ -166,6 +168,7 @@ def build_release(
 
 
 def _check_out(out: Path) -> None:
+    check_writable(out, "--out")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise UserError(f"--out {out}: exists and is not a release; refusing to replace it")
 
