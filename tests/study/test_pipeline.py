@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def test_study_runs_every_stage_and_writes_the_report(tiny_study):
         "Three probes",
         "Known answers: the break rule's variables",
     ):
-        assert title in html
+        assert html_escape(title) in html
     assert "could not be read" not in html, "a report section failed to build"
     assert (out / "report.md").is_file()
     assert (out / "analysis" / "ablation" / "causal_nulls_per_seed.json").is_file()
