@@ -152,13 +152,14 @@ def test_planted_contexts_end_on_boundary_tokens(world):
         assert ctx["activations"][-1] == pytest.approx(ctx["activation"], abs=1e-4)
 
 
-def test_swapped_models_find_nothing_planted(world):
-    """The diff is directional: with the roles swapped the planted feature is standard-only."""
-    result = feature_diff(FeatureDiffConfig(
-        world["sae_dir"], world["adhd_dir"], world["std_dir"], world["corpus"],
-        world["root"] / "swap", limit=8, sequences="adhd", device="cpu"))  # fmt: skip
-    assert PLANTED not in result.selected
-    assert result.standard.n_positions == result.adhd.n_positions  # same sequences
+def test_swapped_models_are_refused_naming_both(world):
+    """The diff is directional, so a pair given in the wrong roles is refused in one line
+    naming both models (their exports record their variants)."""
+    with pytest.raises(UserError, match="the standard model goes in the standard role") as err:
+        feature_diff(FeatureDiffConfig(
+            world["sae_dir"], world["adhd_dir"], world["std_dir"], world["corpus"],
+            world["root"] / "swap", limit=8, sequences="adhd", device="cpu"))  # fmt: skip
+    assert str(world["adhd_dir"]) in str(err.value) and str(world["std_dir"]) in str(err.value)
 
 
 def test_bad_config_is_an_error_naming_the_setting(world):
@@ -267,7 +268,7 @@ def test_the_study_setting_finds_nothing_between_a_model_and_itself(world):
     config = FeatureDiffStudyConfig(layer=1, limit=8, device="cpu")
     result = feature_diff(dataclasses.replace(
         config, sae_dir=world["sae_dir"], standard=world["adhd_dir"], adhd=world["adhd_dir"],
-        corpus=world["corpus"], out=world["root"] / "itself"))  # fmt: skip
+        corpus=world["corpus"], out=world["root"] / "itself", same_variant=True))  # fmt: skip
     assert result.selected == []
     assert torch.equal(result.standard.onset_rate, result.adhd.onset_rate)
 

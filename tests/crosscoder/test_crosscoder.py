@@ -341,10 +341,11 @@ def cli_run(tiny_run_dirs, tiny_corpus, tmp_path_factory) -> dict:
     out = tmp_path / "cc"
     trained = run_cli(["crosscoder", "train", std, adhd, "--layer", 1, "--corpus", tiny_corpus,
                        "--out", out, *TINY])  # fmt: skip
-    diff_args = ["crosscoder", "diff", out, "--corpus", tiny_corpus, "--out", tmp_path,
+    diffs = tmp_path / "diff"  # beside the crosscoder: an --out holding it is refused
+    diff_args = ["crosscoder", "diff", out, "--corpus", tiny_corpus, "--out", diffs,
                  "--limit", 20, "--top-n", 2, "--device", "cpu"]  # fmt: skip
     diffed = run_cli([*diff_args, "--std", std, "--adhd", adhd])
-    return {"std": std, "adhd": adhd, "out": out, "dir": tmp_path, "diff_args": diff_args,
+    return {"std": std, "adhd": adhd, "out": out, "dir": diffs, "diff_args": diff_args,
             "trained": trained, "diffed": diffed}  # fmt: skip
 
 
@@ -449,7 +450,8 @@ def test_stage_reports_a_missing_twin_and_runs_the_twin_null(tiny_run_dirs, tiny
     assert [label for label, _ in report.rows] == ["pair diff", "twin diff"]
     # In a control pair's workspace the stage does not repeat its own twin null.
     pair = ws.for_pair("standard-twin", {"standard": "standard-twin", "adhd": "standard"})
-    assert stage(pair, config).summary["twin"] is None
+    control = dataclasses.replace(config, same_variant=True)  # as the seed controls set it
+    assert stage(pair, control).summary["twin"] is None
 
 
 def test_sae_features_map_to_the_latent_whose_decoder_they_copy(planted, tmp_path):

@@ -443,9 +443,16 @@ __all__ = [
 ]
 
 
-def check_trained_on(sae: TopKSAE, sae_dir: Path, model: LoadedModel, role: str) -> None:
+def check_trained_on(
+    sae: TopKSAE, sae_dir: Path, model: LoadedModel, role: str, same_variant: bool = False
+) -> None:
     """Refuse an SAE whose recorded model (`model_name`: a variant, or a variant's twin or
-    replicate such as `adhd-seed1`) is of another variant than the `role` model it reads."""
+    replicate such as `adhd-seed1`) is of another variant than the `role` model it reads.
+    Not with `same_variant`: there the roles are not variants (a seed-control pair's SAEs
+    are named by the role they were trained in, `adhd` for the standard model read in the
+    ADHD role)."""
+    if same_variant:
+        return
     trained_on = sae.cfg.model_name.split("-")[0]
     if trained_on in VARIANTS and model.variant in VARIANTS and trained_on != model.variant:
         raise UserError(

@@ -92,6 +92,8 @@ class CrosscoderStudyConfig(DiffSettings, CrosscoderHyperparams):
 
     layer: int = 2
     """Block whose hook_resid_post the study's crosscoders read."""
+    same_variant: bool = inputs.flag()
+    """Set by the seed controls for a control pair (a model and its twin)."""
 
     def __post_init__(self) -> None:
         DiffSettings.__post_init__(self)

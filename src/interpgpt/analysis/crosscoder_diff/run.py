@@ -202,21 +202,24 @@ def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
 
 
 def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std: Path,
-                    adhd: Path, feature_diff: Path | None = None,
+                    adhd: Path, feature_diff: Path | None = None, same_variant: bool = False,
                     ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """One crosscoder on (std, adhd) under analysis/crosscoder/<name>/, and its diff (with
-    `feature_diff`'s features mapped to its latents)."""
+    `feature_diff`'s features mapped to its latents); `same_variant` for a model and its
+    twin."""
     out = ws.analysis("crosscoder") / name
     trained = train_crosscoder(
         CrosscoderTrainConfig(
             std=std, adhd=adhd, corpus=ws.corpus, out=out / "crosscoder", layer=config.layer,
-            model_names=(std.name, adhd.name), **config.hyperparams(),
+            model_names=(std.name, adhd.name), same_variant=same_variant,
+            **config.hyperparams(),
         )
     )  # fmt: skip
     result = crosscoder_diff(
         CrosscoderDiffConfig(
             crosscoder_dir=trained.path, std=std, adhd=adhd, corpus=ws.corpus, out=out,
-            device=config.device, feature_diff=feature_diff, **config.diff_settings(),
+            device=config.device, feature_diff=feature_diff, same_variant=same_variant,
+            **config.diff_settings(),
         )
     )  # fmt: skip
     quality = trained.quality
@@ -265,7 +268,9 @@ def stage(ws: Workspace, config: CrosscoderStudyConfig) -> StageOutput:
     seed controls run the stage on both control pairs too, where it is not repeated)."""
     std, adhd, twin = ws.export("standard"), ws.export("adhd"), ws.export("standard", twin=True)
     feature_diff = _study_feature_diff(ws, config.layer)
-    path, pair = _train_and_diff(ws, config, "pair", std, adhd, feature_diff)
+    path, pair = _train_and_diff(
+        ws, config, "pair", std, adhd, feature_diff, same_variant=config.same_variant
+    )
     outputs = [path, path.parent / CROSSCODER_DASHBOARD]
     summary: dict[str, Any] = {
         "layer": config.layer,
@@ -278,7 +283,7 @@ def stage(ws: Workspace, config: CrosscoderStudyConfig) -> StageOutput:
         "twin": None,
     }
     if twin.exists() and not ws.pair:
-        path, summary["twin"] = _train_and_diff(ws, config, "twin", std, twin)
+        path, summary["twin"] = _train_and_diff(ws, config, "twin", std, twin, same_variant=True)
         outputs += [path, path.parent / CROSSCODER_DASHBOARD]
     return StageOutput(outputs, summary)
 

@@ -217,7 +217,7 @@ def feature_diff(config: FeatureDiffConfig) -> FeatureDiffResult:
     device = resolve_device(config.device)
     pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
-    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd")
+    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd", config.same_variant)
     hook_name = sae.cfg.hook_name
     _check_hook(pair.standard.model, hook_name, config.sae_dir, sae.W_dec.shape[1])
     sets = {

@@ -434,7 +434,7 @@ def steer(config: SteeringConfig) -> SteeringResult:
     device = resolve_device(config.device)
     pair = load_pair(config.standard, config.adhd, device, config.same_variant)
     sae = TopKSAE.load(config.sae_dir).to(device).eval()
-    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd")
+    check_trained_on(sae, config.sae_dir, pair.adhd, "adhd", config.same_variant)
     feature = resolve_feature(config, sae.W_dec.shape[0], sae.cfg)
     sets = eval_sets(config, pair.tokenizer, pair.standard.model.cfg.n_ctx)
     magnitude = config.scale * feature_magnitude(
