@@ -5,6 +5,7 @@ report's headlines carry the verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -159,11 +160,16 @@ def test_the_report_shows_the_verdicts(controlled_study):
 # ----------------------------------------------------------------------------- known answers
 
 
+def _same_variant(config):
+    """The head-swap settings as the seed controls run them on a pair of one variant."""
+    return dataclasses.replace(config.section("headswap"), same_variant=True)
+
+
 def _pair_headswap(config, out, adhd_role: str, label: str) -> dict:
     """The head-swap stage's record with `standard` in the standard role and model
     `adhd_role` in the ADHD role (outputs kept under controls/<label>)."""
     ws = Workspace(out, roles={"standard": "standard", "adhd": adhd_role}, pair=label)
-    output = headswap.stage(ws, config.section("headswap"))
+    output = headswap.stage(ws, _same_variant(config))
     return {"summary": output.summary, "outputs": [str(p) for p in output.outputs]}
 
 
@@ -214,7 +220,7 @@ def test_a_head_permuted_copy_is_beyond_seed_noise_and_a_model_against_itself_wi
              out / "export" / "permuted")  # fmt: skip
 
     ws = Workspace(out, roles={"standard": "distinct", "adhd": "permuted"}, pair="perm")
-    output = headswap.stage(ws, config.section("headswap"))
+    output = headswap.stage(ws, _same_variant(config))
     main = {"summary": output.summary, "outputs": [str(p) for p in output.outputs]}
     permuted = _head_gap(config, out, records, main)
     swapped = {f"L{layer}H{h}" for layer in range(cfg.n_layer) for h in (sharp, flat)}
