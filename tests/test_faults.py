@@ -3,6 +3,7 @@ line naming the file, with no traceback and no partial output; Ctrl-C is exit co
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from interpgpt.artifacts.names import CHECKPOINT, MODEL_WEIGHTS
+from interpgpt.artifacts.names import CHECKPOINT, METRICS, MODEL_WEIGHTS
 from interpgpt.cli import app, main
 from interpgpt.io import atomic_dir, exclusive_lock
 from interpgpt.study.config import load_study_config
@@ -232,6 +234,44 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tiny_corpus, tiny_tokenizer_path,
     lines = stderr.strip().splitlines()
     assert lines[-1].startswith("interrupted: ") and "--resume" in lines[-1], stderr
     assert "Traceback" not in stderr
+
+
+def test_a_long_run_shows_life_from_its_first_steps(
+    tiny_corpus, tiny_tokenizer_path, tmp_path, capsys, monkeypatch
+):
+    """A run of a million steps (evaluated every 200,000) stopped after 12: metrics.jsonl
+    holds the first log record, a progress line has said how it goes, and a checkpoint
+    taken on the clock (here: every step) lets it resume."""
+    monkeypatch.setattr("interpgpt.train.loop.CHECKPOINT_SECONDS", 0.0, raising=False)
+    out = tmp_path / "run"
+    argv = ["train", "--corpus", tiny_corpus, "--tokenizer", tiny_tokenizer_path, "--out", out,
+            "--preset", "tiny", "--steps", "1000000", "--stop-after-steps", "12",
+            "--n-samples", "0", "--no-progress"]  # fmt: skip
+    code, lines = run(argv, capsys)
+    assert code == 0, lines
+    assert (out / METRICS).is_file(), f"nothing written: {sorted(os.listdir(out))}"
+    assert [json.loads(line)["step"] for line in (out / METRICS).open()] == [10]
+    assert any(line.startswith("step 10/1,000,000: loss ") for line in lines), lines
+    with safe_open(str(out / CHECKPOINT), framework="pt") as checkpoint:
+        assert checkpoint.metadata()["step"] == "12"
+
+
+def test_clock_checkpoints_and_metrics_leave_the_weights_alone(
+    tiny_corpus, tiny_tokenizer_path, tmp_path, capsys, monkeypatch
+):
+    from interpgpt.train import loop
+
+    argv = ["train", "--corpus", tiny_corpus, "--tokenizer", tiny_tokenizer_path,
+            "--preset", "tiny", "--steps", "6", "--log-every", "1", "--eval-every", "6",
+            "--n-samples", "0", "--no-progress"]  # fmt: skip
+    weights = []
+    for seconds, name in ((0.0, "clock"), (1e9, "steps")):
+        monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", seconds)
+        monkeypatch.setattr(loop, "METRICS_SECONDS", seconds)
+        code, lines = run([*argv, "--out", tmp_path / name], capsys)
+        assert code == 0, lines
+        weights.append((tmp_path / name / MODEL_WEIGHTS).read_bytes())
+    assert weights[0] == weights[1]
 
 
 def writers(with_force: bool) -> list[tuple[list[str], list[str], bool]]:
