@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from interpgpt.analysis import registry
-from interpgpt.analysis.protocol import Analysis
+from interpgpt.analysis.protocol import Analysis, StageOutput
 from interpgpt.errors import UserError
 from interpgpt.study.config import load_study_config
 from interpgpt.study.stages import PIPELINE, STAGES, interleave
@@ -67,7 +67,7 @@ def test_the_stages_are_the_pipeline_and_the_registered_analyses_in_order():
 
 def test_interleave_places_an_analysis_after_the_pipeline_stages_it_reads():
     def stage(name: str, *after: str) -> Analysis[None]:
-        return Analysis(name, "", type(None), lambda ws, c: None, None, after)  # type: ignore[arg-type,return-value]
+        return Analysis(name, "", type(None), lambda ws, c: StageOutput([]), None, after)
 
     pipeline = [stage("data"), stage("model", "data"), stage("extra", "model")]
     analyses = [stage("x", "model"), stage("y", "x"), stage("z", "extra")]
