@@ -19,7 +19,6 @@ from test_pipeline import TINY_STUDY
 from interpgpt.analysis.controls import BEYOND, RULE, WITHIN
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.headswap.inventory import head_alignment
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.weights.compare import permute_heads
 from interpgpt.artifacts.config import ExportConfig
 from interpgpt.artifacts.export import export
@@ -35,6 +34,7 @@ from interpgpt.study.controls import (
 )
 from interpgpt.study.pipeline import REPORT, run_study, study_stages
 from interpgpt.study.stages import STAGES
+from interpgpt.study.workspace import Workspace
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow(seconds=400)]
 

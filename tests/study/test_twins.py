@@ -9,7 +9,6 @@ import json
 import pytest
 from rich.console import Console
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.artifacts.names import RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.tokenizer import TaskTokenizer
@@ -19,6 +18,7 @@ from interpgpt.study.config import load_study_config
 from interpgpt.study.controls import twin_pairs
 from interpgpt.study.pipeline import build_report, run_stages, stage_hash, study_stages
 from interpgpt.study.stages import STAGES, TWIN_DATA_SEED_OFFSET, TWIN_STAGES, TWINS_TITLE
+from interpgpt.study.workspace import Workspace
 from interpgpt.train.batches import SampledBatches, load_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")

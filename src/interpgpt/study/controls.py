@@ -43,16 +43,9 @@ from interpgpt.analysis.controls import (
     write_controls,
 )
 from interpgpt.analysis.headswap.inventory import head_alignment
-from interpgpt.analysis.protocol import (
-    Analysis,
-    Section,
-    StageOutput,
-    Summary,
-    Workspace,
-    fmt,
-    model_name,
-)
-from interpgpt.constants import VARIANTS
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, fmt
+from interpgpt.constants import VARIANTS, model_name
+from interpgpt.study.workspace import Workspace
 
 STUDY_LEVEL = ("corpus", "tokenizer", "export")
 """Stages that are the study's, not a pair's: they are never repeated on a control pair

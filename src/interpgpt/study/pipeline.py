@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Workspace
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput
 from interpgpt.artifacts.release import Basis, Release, why_differs
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
@@ -65,6 +65,7 @@ from interpgpt.study.stages import (
     train_stage_name,
     twins_section,
 )
+from interpgpt.study.workspace import Workspace
 
 STAGE_RECORDS = "stages"
 REPORT = "report"

@@ -76,10 +76,10 @@ from interpgpt.analysis.headswap.stats import (  # noqa: F401  (public API of th
 )
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -354,7 +354,7 @@ def _plot_profile_pair(inv: Inventory, path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: HeadswapConfig) -> StageOutput:
+def stage(ws: Layout, config: HeadswapConfig) -> StageOutput:
     result = run_headswap(
         dataclasses.replace(
             config,
