@@ -120,20 +120,21 @@ class ZMoments:
     """Token positions the moments average over."""
 
 
-def _hook_z(lm: Any, ids: Tensor) -> Float[Tensor, "batch pos layer head d_head"]:
-    """Every layer's `blocks.{layer}.attn.hook_z` of one forward pass."""
+def _hook_z(lm: Any, ids: Tensor) -> list[Tensor]:
+    """Every layer's `blocks.{layer}.attn.hook_z` (batch, pos, head, d_head) of one forward
+    pass, where the model computed it."""
     zs: list[Tensor] = [torch.empty(0)] * lm.n_layer
 
     def keep(layer: int):
         def hook(z: Tensor, hook) -> None:
-            zs[layer] = z.detach().double().cpu()
+            zs[layer] = z.detach()
 
         return hook
 
     hooks = [(f"blocks.{layer}.attn.hook_z", keep(layer)) for layer in range(lm.n_layer)]
     with lm.model.hooks(fwd_hooks=hooks):
-        lm.model(ids.to(lm.device))
-    return torch.stack(zs, 2)
+        lm.model(ids.to(lm.device), stop_at_layer=lm.n_layer)  # the logits are not needed
+    return zs
 
 
 @torch.no_grad()
@@ -143,27 +144,34 @@ def z_moments(
     lengths: Int[Tensor, " batch"],
     batch_size: int = 32,
 ) -> ZMoments:
-    """The `ZMoments` of `models` (TaskGPTs or HookedTransformers of one shape) over every
-    real position of `ids` (right-padded to `lengths`), in float64."""
+    """The `ZMoments` of `models` (TaskGPTs or HookedTransformers of one shape, on one
+    device) over every real position of `ids` (right-padded to `lengths`), accumulated in
+    float64 one layer at a time on the models' device."""
     lms = [as_lm(m) for m in models]
-    order = torch.argsort(lengths, stable=True)
-    total: Tensor | None = None
-    second: Tensor | None = None
+    n_layer, n_head, device = lms[0].n_layer, lms[0].n_head, lms[0].device
+    total: list[Tensor] = []
+    second: list[Tensor] = []
     n = 0
+    order = torch.argsort(lengths, stable=True)
     for start in range(0, len(ids), batch_size):
         rows = order[start : start + batch_size]
         width = int(lengths[rows].max())
-        real = torch.arange(width)[None, :] < lengths[rows][:, None]
-        z = torch.stack([_hook_z(lm, ids[rows, :width]) for lm in lms], 3)[real]
-        x = z.flatten(2).transpose(0, 1)  # (layer, position, model·head·d_head)
-        total = x.sum(1) if total is None else total + x.sum(1)
-        second = x.mT @ x if second is None else second + x.mT @ x
-        n += x.shape[1]
-    assert total is not None and second is not None, "no sequences"
-    mean = total / n
-    cov = second / n - mean[:, :, None] * mean[:, None, :]
-    n_layer, _, n_head, d_head = z.shape[1:]
-    shape = (len(lms), n_head, d_head)
+        real = (torch.arange(width)[None, :] < lengths[rows][:, None]).to(device)
+        zs = [_hook_z(lm, ids[rows, :width]) for lm in lms]
+        for layer in range(n_layer):
+            # (position, model·head·d_head)
+            x = torch.cat([z[layer][real].flatten(1) for z in zs], 1).double()
+            if len(total) <= layer:
+                total.append(torch.zeros_like(x[0]))
+                second.append(x.new_zeros(x.shape[1], x.shape[1]))
+            total[layer] += x.sum(0)
+            second[layer] += x.T @ x
+        n += int(real.sum())
+    if not n:
+        raise ValueError("no token positions to take moments over")
+    mean = torch.stack(total).cpu() / n
+    cov = torch.stack(second).cpu() / n - mean[:, :, None] * mean[:, None, :]
+    shape = (len(lms), n_head, mean.shape[1] // (len(lms) * n_head))
     return ZMoments(mean.view(n_layer, *shape), cov.view(n_layer, *shape, *shape), n)
 
 
