@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary
-from interpgpt.study.workspace import Workspace
 from interpgpt.corpus.regulation import REGULATION_ACTIONS
 from interpgpt.io import write_json
 from interpgpt.study.controls import TWIN_PAIRS, pair_stage_name
+from interpgpt.study.workspace import Workspace
 
 SCORECARD_JSON = "scorecard.json"
 ONSET_ROLES = ("onset_predictor", "regulation_step")
