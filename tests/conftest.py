@@ -23,7 +23,7 @@ import pytest
 import torch
 
 if TYPE_CHECKING:
-    from interpgpt.analysis.protocol import Workspace
+    from interpgpt.study.workspace import Workspace
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)
@@ -122,7 +122,7 @@ def study_layout(tmp_path_factory) -> Callable[..., Workspace]:
     """A study layout from existing artifacts: `study_layout(links, records=None)` makes a
     fresh temp dir, symlinks each of its relative paths (`"corpus"`, `("export", "adhd")`)
     to its target in `links` (parents created), and returns `Workspace(root, records)`."""
-    from interpgpt.analysis.protocol import Workspace
+    from interpgpt.study.workspace import Workspace
 
     def build(
         links: Mapping[str | tuple[str, ...], Path],

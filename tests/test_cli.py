@@ -137,3 +137,67 @@ for argv in argvs:
         first = line.split()[0]
         assert line.endswith(" []"), f"{line}: loaded by a usage error"
         assert line.removesuffix(" []").endswith(" 0" if first.startswith("--") else " 2"), line
+
+
+def result_tables() -> dict[str, list]:
+    """The result tables of `diff`, `known-answers` and `release build`/`verify`, filled
+    with values as wide as real ones (the full preset's nine residual sites)."""
+    from types import SimpleNamespace as Fake
+
+    from interpgpt.commands.diff import statistics_table
+    from interpgpt.commands.known_answers import known_answers_tables
+    from interpgpt.commands.release import build_table, verify_table
+
+    names = ("kl/onset", "kl/regulation", "diff_lens/onset", "token_lens/onset", "heads")
+    stats = {
+        n: Fake(name=n, value=1.23456e-5, controls=[0.000123, 12.5], verdict="beyond seed noise")
+        for n in names
+    }
+    diff = Fake(diff=Fake(pair=Fake(labels=("standard", "adhd")), statistics=stats))
+    layers = ["embed", *(f"L{i}" for i in range(6))]  # the full preset's sites
+    scores = [
+        Fake(variable=v, metric=m, skipped=None, score=[0.987] * 7, selectivity=[-0.123] * 7)
+        for v, m in (("remaining", "r2"), ("since_break", "r2"), ("effort", "accuracy"))
+    ]
+    probe = Fake(iia=0.5, iia_flip=0.25, sign_agreement=0.75, mean_delta_up=-0.123,
+                 mean_delta_down=0.456)  # fmt: skip
+    inter = [Fake(layer=f"L{i}", probe=probe, random_iia_flip=0.1, random_sign_agreement=0.5)
+             for i in range(6)]  # fmt: skip
+    models = [Fake(name=n, probes=Fake(scores=scores), interchange=inter)
+              for n in ("standard", "adhd")]  # fmt: skip
+    answers = Fake(layers=layers, models=models)
+    entry = {"steps": 25_000, "val_loss": 1.23456, "targets": {"a": True, "b": False},
+             "wall_seconds": 5432.1}  # fmt: skip
+    built = Fake(out=Path("release"), manifest={"models": {
+        n: entry for n in ("standard", "adhd", "standard-twin", "adhd-twin")}})  # fmt: skip
+    checks = [Fake(name=n, logit_diff={"hf": 1.2e-5, "tl": 3.4e-6, "raw": 0.0},
+                   check={"parse_rate": 0.95, "on_topic_rate": 0.875})
+              for n in ("standard", "adhd", "standard-twin", "adhd-twin")]  # fmt: skip
+    verified = Fake(root=Path("release"), models=checks)
+    return {
+        "diff": [statistics_table(diff)],  # type: ignore[arg-type]
+        "known-answers": known_answers_tables(answers),  # type: ignore[arg-type]
+        "release build": [build_table(built)],  # type: ignore[arg-type]
+        "release verify": [verify_table(verified)],  # type: ignore[arg-type]
+    }
+
+
+@pytest.mark.parametrize("command", ["diff", "known-answers", "release build", "release verify"])
+def test_result_tables_fit_80_columns(command, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setenv("COLUMNS", "80")
+    console = Console(record=True)
+    for table in result_tables()[command]:
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text, f"a cell cut at 80 columns:\n{text}"
+    assert max(map(len, text.splitlines())) <= 80, text
+    shown = {
+        "diff": ("1.23e-05", "0.000123–12.500", "beyond seed noise"),
+        "known-answers": ("0.99", "-0.12", "+0.456", "since_break", "standard"),
+        "release build": ("25,000", "1.2346", "1 of 2", "90.5 min"),
+        "release verify": ("1.2e-05 / 3.4e-06 / 0.0e+00", "0.95 / 0.88"),
+    }
+    for value in shown[command]:
+        assert value in text, f"{value} not shown whole:\n{text}"

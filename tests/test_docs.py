@@ -4,6 +4,7 @@ exists, answers `--help` with exit code 0, and has every option the text gives i
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -144,3 +145,60 @@ def test_every_relative_link_resolves():
             if not ok:
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, broken
+
+
+# ---------------------------------------------------------------------------- the README, run
+
+README = ROOT / "README.md"
+
+README_SKIPPED = {
+    "make study": "the whole study (it trains four models unless release/ supplies them) and "
+    "`make test`, the whole suite, this test among it",
+    "interpgpt diff base/ tuned/": "needs your models; tests/test_diff_any_pair.py runs "
+    "`interpgpt diff` on two tiny HookedTransformers",
+    "interpgpt corpus --out data/corpus": "trains two models; each command runs on tiny "
+    "settings in tests/corpus/, tests/train/test_loop.py and tests/analysis/test_kl.py",
+    "import interpgpt": "the quick start: tests/test_api.py runs it on a tiny study layout",
+    "import interpgpt\na = interpgpt.load_lm": "needs your models; tests/test_api.py and "
+    "tests/test_diff_any_pair.py run the any-pair API on tiny ones",
+    "from transformers import": "needs release/ (`make release`); `interpgpt release verify` "
+    "checks the same loading path",
+}
+"""README code blocks not run here, by their first line(s), with the reason. Every other
+```bash block runs as written."""
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(language, text) of each fenced bash or python block of the README."""
+    return re.findall(r"```(bash|python)\n(.*?)```", README.read_text(), re.S)
+
+
+def skipped_reason(block: str) -> str | None:
+    keys = [k for k in README_SKIPPED if block.startswith(k)]
+    return README_SKIPPED[max(keys, key=len)] if keys else None
+
+
+def test_every_readme_block_is_run_or_skipped_with_a_reason():
+    """A block added to the README is either cheap (so the test below runs it) or listed in
+    `README_SKIPPED`; a listed block that left the README is dropped from the list."""
+    blocks = readme_blocks()
+    unlisted = [text for lang, text in blocks if lang == "python" and not skipped_reason(text)]
+    assert not unlisted, f"python blocks of the README with no test: {unlisted}"
+    stale = [k for k in README_SKIPPED if not any(text.startswith(k) for _, text in blocks)]
+    assert not stale, f"README_SKIPPED names blocks the README no longer has: {stale}"
+
+
+CHEAP = [text for lang, text in readme_blocks() if lang == "bash" and not skipped_reason(text)]
+
+
+@pytest.mark.parametrize("block", CHEAP, ids=[b.splitlines()[0] for b in CHEAP])
+def test_a_cheap_readme_block_runs_as_written(block, tmp_path):
+    """The block through bash in an empty directory, `interpgpt` being this checkout's."""
+    script = f'set -euo pipefail\ninterpgpt() {{ "{sys.executable}" -m interpgpt "$@"; }}\n{block}'
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()

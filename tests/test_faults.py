@@ -3,6 +3,7 @@ line naming the file, with no traceback and no partial output; Ctrl-C is exit co
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from interpgpt.artifacts.names import CHECKPOINT, MODEL_WEIGHTS
+from interpgpt.artifacts.names import CHECKPOINT, METRICS, MODEL_WEIGHTS
 from interpgpt.cli import app, main
-from interpgpt.io import exclusive_lock
+from interpgpt.io import atomic_dir, exclusive_lock
 from interpgpt.study.config import load_study_config
 from interpgpt.study.pipeline import LOCK
 from tests.test_cli import leaf_commands
@@ -234,6 +236,44 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tiny_corpus, tiny_tokenizer_path,
     assert "Traceback" not in stderr
 
 
+def test_a_long_run_shows_life_from_its_first_steps(
+    tiny_corpus, tiny_tokenizer_path, tmp_path, capsys, monkeypatch
+):
+    """A run of a million steps (evaluated every 200,000) stopped after 12: metrics.jsonl
+    holds the first log record, a progress line has said how it goes, and a checkpoint
+    taken on the clock (here: every step) lets it resume."""
+    monkeypatch.setattr("interpgpt.train.loop.CHECKPOINT_SECONDS", 0.0, raising=False)
+    out = tmp_path / "run"
+    argv = ["train", "--corpus", tiny_corpus, "--tokenizer", tiny_tokenizer_path, "--out", out,
+            "--preset", "tiny", "--steps", "1000000", "--stop-after-steps", "12",
+            "--n-samples", "0", "--no-progress"]  # fmt: skip
+    code, lines = run(argv, capsys)
+    assert code == 0, lines
+    assert (out / METRICS).is_file(), f"nothing written: {sorted(os.listdir(out))}"
+    assert [json.loads(line)["step"] for line in (out / METRICS).open()] == [10]
+    assert any(line.startswith("step 10/1,000,000: loss ") for line in lines), lines
+    with safe_open(str(out / CHECKPOINT), framework="pt") as checkpoint:
+        assert checkpoint.metadata()["step"] == "12"
+
+
+def test_clock_checkpoints_and_metrics_leave_the_weights_alone(
+    tiny_corpus, tiny_tokenizer_path, tmp_path, capsys, monkeypatch
+):
+    from interpgpt.train import loop
+
+    argv = ["train", "--corpus", tiny_corpus, "--tokenizer", tiny_tokenizer_path,
+            "--preset", "tiny", "--steps", "6", "--log-every", "1", "--eval-every", "6",
+            "--n-samples", "0", "--no-progress"]  # fmt: skip
+    weights = []
+    for seconds, name in ((0.0, "clock"), (1e9, "steps")):
+        monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", seconds)
+        monkeypatch.setattr(loop, "METRICS_SECONDS", seconds)
+        code, lines = run([*argv, "--out", tmp_path / name], capsys)
+        assert code == 0, lines
+        weights.append((tmp_path / name / MODEL_WEIGHTS).read_bytes())
+    assert weights[0] == weights[1]
+
+
 def writers(with_force: bool) -> list[tuple[list[str], list[str], bool]]:
     """(command path, required arguments but --out, whether --out is a file) of every
     command with --out (and --force, if asked): its required inputs need not exist, since
@@ -256,6 +296,8 @@ def writers(with_force: bool) -> list[tuple[list[str], list[str], bool]]:
             elif p.required and "--out" not in p.opts:
                 args += [p.opts[0], "1"]  # a number parses as any type
         help_out = next(p.help or "" for p in command.params if "--out" in p.opts)
+        if with_force and help_out.startswith("Parent directory"):
+            continue  # `sae train`: --out holds other SAEs too (tested below)
         found.append((path, args, "tokenizer.json" in help_out))
     return found
 
@@ -292,6 +334,76 @@ def test_force_replaces_and_a_rerun_removes_its_stale_temps(
     code, lines = run([*argv, "--force"], capsys)
     assert code == 0, lines
     assert (out / "kl.json").is_file() and not stale.exists()
+
+
+SAE_SMALL = ["--k", "4", "--d-sae", "64", "--tokens", "2048", "--batch-size", "1024",
+             "--eval-tokens", "500", "--buffer-tokens", "2048"]  # fmt: skip
+
+
+def test_sae_train_refuses_to_replace_an_sae_without_force(
+    tiny_run_dirs, tiny_corpus, tmp_path, capsys
+):
+    """`sae train` adds an SAE to --out (a parent dir), refuses to replace one there
+    without --force, and with it replaces it whole, removing a killed run's temps."""
+    out = tmp_path / "saes"
+    (out / "other_L0_hook_resid_post").mkdir(parents=True)  # another SAE is no obstacle
+    argv = ["sae", "train", tiny_run_dirs["adhd"], "--layer", "1", "--corpus", tiny_corpus,
+            "--out", out, *SAE_SMALL]  # fmt: skip
+    code, lines = run(argv, capsys)
+    assert code == 0, lines
+    sae = out / "adhd_L1_hook_resid_post"
+    weights = (sae / "sae_weights.safetensors").read_bytes()
+    code, lines = run(argv, capsys)
+    one_line_error(code, lines, str(out), sae.name, "--force")
+    assert (sae / "sae_weights.safetensors").read_bytes() == weights
+    stale = [out / f".{sae.name}.killed", sae / ".quality.json.killed.tmp"]
+    stale[0].mkdir()
+    stale[1].write_text("half")
+    code, lines = run([*argv, "--force"], capsys)
+    assert code == 0, lines
+    assert {p.name for p in sae.iterdir()} == {"cfg.json", "quality.json",
+                                               "sae_weights.safetensors"}  # fmt: skip
+    assert not any(p.exists() for p in stale)
+    assert sorted(p.name for p in out.iterdir()) == [sae.name, "other_L0_hook_resid_post"]
+
+
+def test_sae_train_all_refuses_before_training_and_writes_whole_dirs(
+    tiny_run_dirs, tiny_corpus, tmp_path, capsys
+):
+    out = tmp_path / "saes"
+    earlier = out / "adhd_L1_hook_resid_post"
+    earlier.mkdir(parents=True)
+    (earlier / "cfg.json").write_text("earlier")
+    argv = ["sae", "train-all", "--adhd", tiny_run_dirs["adhd"], "--adhd-layers", "1",
+            "--corpus", tiny_corpus, "--out", out, *SAE_SMALL]  # fmt: skip
+    code, lines = run(argv, capsys)
+    one_line_error(code, lines, str(out), earlier.name, "--force")
+    assert (earlier / "cfg.json").read_text() == "earlier"
+    assert sorted(p.name for p in out.iterdir()) == [earlier.name], "written before refusing"
+    stale = out / ".sae_summary.json.killed.tmp"
+    stale.write_text("half")
+    code, lines = run([*argv, "--force"], capsys)
+    assert code == 0, lines
+    assert (earlier / "cfg.json").read_text() != "earlier" and not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == [earlier.name, "sae_summary.json"]
+    (out / earlier.name).rename(out / "moved")  # the summary alone is an output too
+    code, lines = run(argv, capsys)
+    one_line_error(code, lines, "sae_summary.json", "--force")
+
+
+def test_atomic_dir_replaces_whole_or_leaves_nothing(tmp_path):
+    target = tmp_path / "dir"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["dir"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["dir"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
 
 
 # ------------------------------------------------------------------ the fault matrix

@@ -369,17 +369,26 @@ def interrupted_message(config: Any) -> str:
 
 
 def command(
-    app: typer.Typer, name: str, cls: type[C]
+    app: typer.Typer, name: str, cls: type[C], switches: dict[str, str] | None = None
 ) -> Callable[[Callable[[C], None]], Callable[[C], None]]:
     """Register `fn(config)` as the command `name`, its options generated from `cls`.
 
     The command's help is `fn`'s docstring; each option's help is its field's docstring.
+    `switches` (name: help) are `--name` switches of the command line only, passed to
+    `fn` as keyword arguments: not fields of `cls`, so in no provenance and no stage's hash.
     """
+    switches = switches or {}
 
     def register(fn: Callable[[C], None]) -> Callable[[C], None]:
         params = cli_parameters(cls)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        for switch, doc in switches.items():
+            option = typer.Option(False, option_name(switch), help=doc, show_default=False)
+            params.append(inspect.Parameter(switch, keyword, default=option, annotation=bool))
+        run: Callable[..., None] = fn
 
         def invoke(**values: Any) -> None:
+            chosen = {switch: values.pop(switch) for switch in switches}
             config = from_cli(cls, values)
             check_output(config)
             if getattr(config, "same_variant", False):
@@ -392,7 +401,7 @@ def command(
                 guard = output_of_one_run(getattr(config, out.name))
             try:
                 with guard:
-                    fn(config)
+                    run(config, **chosen)
             except KeyboardInterrupt:
                 raise Interrupted(interrupted_message(config)) from None
 

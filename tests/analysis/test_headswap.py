@@ -20,6 +20,7 @@ from interpgpt.analysis.headswap.inventory import (
     attention_profile_sums,
     build_inventory,
     cosine_matrix,
+    head_alignment,
     permutation_null,
     query_bins,
     run_headswap,
@@ -219,6 +220,19 @@ def test_run_headswap_and_cli(corpus_and_tokenizer, tiny_run_dirs, tmp_path: Pat
     )
     direct = run_headswap(config)
     np.testing.assert_allclose(direct.inventory.cosine.reshape(8, 8), blob["cosine_matrix"])
+    # Every head signature's matching, and the planted permutation each one undoes.
+    signatures = blob["signatures"]
+    assert signatures["planted"] == dict.fromkeys(signatures["signatures"], 1.0)
+    assert np.array(signatures["within_layer"]["cka"]).shape == (2, 4)
+    outputs = [str(out / "headswap.json")]
+    assert head_alignment(outputs) == {
+        f"L{m['adhd'][0]}H{m['adhd'][1]}": f"L{m['std'][0]}H{m['std'][1]}"
+        for m in blob["matching"]["within_layer"]
+    }
+    by_cka = head_alignment(outputs, "cka")
+    assert (
+        sorted(by_cka) == sorted(by_cka.values()) == [f"L{i}H{h}" for i in (0, 1) for h in range(4)]
+    )
 
 
 def test_bad_inputs(corpus_and_tokenizer, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.analysis.sae_features import encode_features, onset_feature_stats
 from interpgpt.analysis.steering.config import SteeringConfig
 from interpgpt.analysis.steering.run import (
@@ -41,6 +40,7 @@ from interpgpt.errors import UserError
 from interpgpt.io import write_json
 from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
 from interpgpt.settings import SettingError
+from interpgpt.study.workspace import Workspace
 
 HAS_GENERATE = importlib.util.find_spec("interpgpt.model.generate") is not None
 LAST = "blocks.1.hook_resid_post"

@@ -14,7 +14,6 @@ from seed_notebook import PAIRED, SeedNotebook
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.cli import app
 from interpgpt.corpus.build import build_corpus
 from interpgpt.corpus.config import DEFAULT_VOCAB_SIZE, CorpusConfig, TokenizerConfig
@@ -31,6 +30,7 @@ from interpgpt.corpus.tokenizer import (
 from interpgpt.errors import UserError
 from interpgpt.settings import SettingError
 from interpgpt.study.stages import tokenizer_section, tokenizer_stage
+from interpgpt.study.workspace import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from interpgpt.analysis.crosscoder_diff.run import (
     section,
     stage,
 )
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.artifacts.load import load_model
 from interpgpt.crosscoder.config import CrosscoderHyperparams
 from interpgpt.crosscoder.diff import classify, latent_table
@@ -50,6 +49,7 @@ from interpgpt.crosscoder.training import fit
 from interpgpt.errors import UserError
 from interpgpt.sae.topk import TopKSAE, TopKSAEConfig
 from interpgpt.sae.training import QUALITY_FILE
+from interpgpt.study.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

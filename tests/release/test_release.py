@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.artifacts.names import CHECKPOINT, MODEL_CARD, MODEL_WEIGHTS
 from interpgpt.artifacts.release import MANIFEST, Release, why_differs
 from interpgpt.cli import main
@@ -23,6 +22,7 @@ from interpgpt.release.build import MODEL_FILES, build_release, release_stages
 from interpgpt.release.verify import verify_release
 from interpgpt.study.config import load_study_config, open_release
 from interpgpt.study.pipeline import run_stages, study_stages
+from interpgpt.study.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.errors import UserError
 from interpgpt.study.config import StudyConfig, load_study_config
 from interpgpt.study.pipeline import REPORT, release_memory, run_stages, run_study, stage_hash
 from interpgpt.study.stages import STAGES
+from interpgpt.study.workspace import Workspace
 
 pytestmark = pytest.mark.slow(seconds=80)
 

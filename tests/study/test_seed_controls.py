@@ -19,7 +19,7 @@ from test_pipeline import TINY_STUDY
 from interpgpt.analysis.controls import BEYOND, RULE, WITHIN
 from interpgpt.analysis.headswap import inventory as headswap
 from interpgpt.analysis.headswap.inventory import head_alignment
-from interpgpt.analysis.protocol import Workspace
+from interpgpt.analysis.headswap.signatures import SIGNATURES
 from interpgpt.analysis.weights.compare import permute_heads
 from interpgpt.artifacts.config import ExportConfig
 from interpgpt.artifacts.export import export
@@ -28,6 +28,7 @@ from interpgpt.artifacts.names import MODEL_WEIGHTS
 from interpgpt.study.config import load_study_config
 from interpgpt.study.controls import (
     TWIN_PAIRS,
+    alignment_choice,
     alignment_pairs,
     findings,
     pair_stage_name,
@@ -35,6 +36,7 @@ from interpgpt.study.controls import (
 )
 from interpgpt.study.pipeline import REPORT, run_study, study_stages
 from interpgpt.study.stages import STAGES
+from interpgpt.study.workspace import Workspace
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow(seconds=400)]
 
@@ -110,11 +112,16 @@ def test_recurrence_maps_replicate_heads_through_the_alignment_pairs(controlled_
     _, out, result = controlled_study
     assert set(alignment_pairs(2)) == {"align-standard-r1", "align-adhd-r1"}
     align = {}
+    # the signature the twin pairs' known answers chose, recorded in controls.json
+    choice = alignment_choice(result.records)
+    assert choice is not None
     for variant in ("standard", "adhd"):
         record = result.records[pair_stage_name("headswap", f"align-{variant}-r1")]
-        align[variant] = head_alignment(record["outputs"])
+        align[variant] = head_alignment(record["outputs"], choice.adopted)
         assert sorted(align[variant].values()) == sorted(align[variant])  # one-to-one
     blob = json.loads((out / "analysis" / "controls" / "controls.json").read_text())
+    assert blob["head_alignment"]["adopted"] == choice.adopted
+    assert set(blob["head_alignment"]["identity"]) == set(SIGNATURES)
     by_statistic = {f["statistic"]: f for f in blob["findings"]}
     moved = [
         f"L{m['std'][0]}H{m['std'][1]}" for m in result.records["headswap@r1"]["summary"]["moved"]
@@ -128,7 +135,7 @@ def test_recurrence_maps_replicate_heads_through_the_alignment_pairs(controlled_
     main_target = result.records["ablation"]["summary"]["target_label"]
     assert ablation["recurrence"] == {main_target: [int(align["adhd"][target] == main_target), 1]}
     # beside it, the alignment's hit rate where the answer is known: a same-init twin
-    twin = head_alignment(result.records["headswap@adhd-twin"]["outputs"])
+    twin = head_alignment(result.records["headswap@adhd-twin"]["outputs"], choice.adopted)
     kept = sum(k == v for k, v in twin.items())
     assert ablation["recurrence_check"]["twin_heads_at_own_index"] == [kept, len(twin)]
 

@@ -9,7 +9,6 @@ import json
 import pytest
 from rich.console import Console
 
-from interpgpt.analysis.protocol import Workspace
 from interpgpt.artifacts.names import RUN_CONFIG, TL_BUNDLE
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.tokenizer import TaskTokenizer
@@ -19,6 +18,7 @@ from interpgpt.study.config import load_study_config
 from interpgpt.study.controls import twin_pairs
 from interpgpt.study.pipeline import build_report, run_stages, stage_hash, study_stages
 from interpgpt.study.stages import STAGES, TWIN_DATA_SEED_OFFSET, TWIN_STAGES, TWINS_TITLE
+from interpgpt.study.workspace import Workspace
 from interpgpt.train.batches import SampledBatches, load_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,7 +104,7 @@ def test_twins_share_the_init_and_read_another_order(twin_study):
 def test_twins_are_on_by_default():
     """Every default study runs the seed controls and writes controls.json."""
     names = [s.name for s in study_stages(load_study_config(None, [], None))]
-    assert {"train-standard-twin", "train-adhd-twin", "controls"} <= set(names)
+    assert {"train-standard-twin", "train-adhd-twin", "controls", "scorecard"} <= set(names)
 
 
 def test_twins_off_leave_the_stages_and_their_hashes_alone():
@@ -115,9 +115,9 @@ def test_twins_off_leave_the_stages_and_their_hashes_alone():
     assert not twin_names & {s.name for s in stages_off}
     assert [s.name for s in stages_off] == [s.name for s in STAGES]
     # With twins on: the twins' training, then every pair analysis again on each control
-    # pair (`<stage>@<pair>`) and the controls stage, after the study's own stages.
+    # pair (`<stage>@<pair>`), the controls and the scorecard stages, after the study's own stages.
     own = [s.name for s in stages_on if s.name not in twin_names and "@" not in s.name]
-    assert own == [s.name for s in STAGES] + ["controls"]
+    assert own == [s.name for s in STAGES] + ["controls", "scorecard"]
     off_hashes, on_hashes = hashes(stages_off, off), hashes(stages_on, on)
     assert off_hashes == hashes(STAGES, off)
     # The export reads the twins, so it and whatever reads it (transitively) rerun when

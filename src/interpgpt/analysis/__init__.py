@@ -1,6 +1,8 @@
 """Analyses of one model or a matched pair.
 
-Each method is one module or subpackage following `protocol.Analysis` (config, run,
-result with provenance, report section); the methods share only `protocol`, `plots` and
-`interventions` (TransformerLens-style hooks for ablation, patching and steering).
+Each method is one subpackage following `protocol.Analysis`: a core on models and
+tensors, and beside it the study adapter (config, stage, report section, statistics),
+which sees the study's files only through `protocol.Layout`. Each is registered once in
+`registry`. The methods share only the common modules (`protocol`, `lm`, `controls`,
+`plots`, `interventions`, `sae_features`, `dashboard`), never each other.
 """

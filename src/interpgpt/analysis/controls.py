@@ -380,15 +380,19 @@ def _replicate_record(pair: str, finding: Finding) -> dict[str, Any]:
     return {"pair": pair} | {k: record[k] for k in keys if k in record}
 
 
-def write_controls(path: str | Path, findings: Sequence[Finding], config: Any = None) -> Path:
+def write_controls(
+    path: str | Path, findings: Sequence[Finding], config: Any = None, **extra: Any
+) -> Path:
     """Write `controls.json` (atomically): every finding with its seed null and verdict,
-    the rule, and the provenance of `config` (the analysis that produced them). Strict
-    JSON: a value that could not be computed (NaN) is null, as its verdict is."""
+    the rule, any `extra` blocks, and the provenance of `config` (the analysis that
+    produced them). Strict JSON: a value that could not be computed (NaN) is null, as
+    its verdict is."""
     return write_json(
         path,
         {
             "rule": RULE,
             "findings": [f.to_json() for f in findings],
+            **extra,
             "provenance": provenance(config),
         },
         strict=True,

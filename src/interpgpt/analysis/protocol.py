@@ -1,12 +1,12 @@
 """The one protocol every analysis follows: config -> run -> result with provenance -> section.
 
-Like the diffing-toolkit's `methods/<method>/method.py`, an analysis module declares
+Like the diffing-toolkit's `methods/<method>/method.py`, an analysis package declares
 one `Analysis`: its config dataclass (which is also its CLI options and its study
-section, see `interpgpt.settings`), a `stage` function that runs it on a study's
-files and returns a `StageOutput` (the files it wrote and a small summary of headline
-numbers), and a `section` function that turns that summary into a report `Section`.
-The study lists analyses as data; adding one is a module, its test and a line in
-`interpgpt.study.stages`.
+section, see `interpgpt.settings`), a `stage` function that runs its core on the files a
+`Layout` names and returns a `StageOutput` (the files it wrote and a small summary of
+headline numbers), and a `section` function that turns that summary into a report
+`Section`. The study lists analyses as data (`interpgpt.analysis.registry`); adding one
+is a package and one line there (docs/adding-an-analysis.md).
 """
 
 from __future__ import annotations
@@ -15,96 +15,61 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from interpgpt.analysis.controls import Statistic
 from interpgpt.artifacts.release import ReleasedStage
 from interpgpt.constants import Variant
-from interpgpt.sae.topk import sae_dir_name
+from interpgpt.errors import UserError
 
 C = TypeVar("C")
 Summary = dict[str, Any]
 
 
-def model_name(variant: Variant, twin: bool = False, replicate: int = 0) -> str:
-    """A study model's name: its variant, `<variant>-twin` for its data-order twin (the
-    same initial weights, another order of the same batches), `<variant>-r<N>` for the
-    model of replicate pair N (another init seed), `<variant>-r<N>-twin` for that model's
-    data-order twin. It names the model's run and export folders and its entries in stage
-    summaries."""
-    name = f"{variant}-r{replicate}" if replicate else variant
-    return f"{name}-twin" if twin else name
+class Layout(Protocol):
+    """The files a stage reads and the folder it writes, named by what they are.
 
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where a study keeps each artifact, and what its earlier stages recorded.
-
-    An analysis reads "the standard model" and "the ADHD model" through `export`, `run`
-    and `sae`. The workspace of a control pair (`for_pair`) gives those roles to other
-    models (a model and its data-order twin) and keeps the pair's outputs apart, so the
-    very same stage code computes the seed null."""
-
-    root: Path
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Stage name -> its record (hash, outputs, summary), as far as the study has run."""
-    roles: Mapping[str, str] | None = None
-    """Variant role -> the model that plays it (None: each variant's own model)."""
-    pair: str = ""
-    """The control pair's name (its stages are `<stage>@<pair>`); "" for the matched pair."""
-
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+    A stage asks for "the corpus", "the model playing the ADHD role", "my output folder";
+    the study decides where those live (`interpgpt.study.workspace.Workspace`) and, for a
+    control pair, which model plays which role, so the analysis layer never learns the
+    study's folders."""
 
     @property
-    def corpus(self) -> Path:
-        return self.path("corpus")
+    def corpus(self) -> Path: ...
 
     @property
-    def tokenizer(self) -> Path:
-        return self.path("tokenizer.json")
-
-    def model(self, variant: Variant) -> str:
-        """The name of the model playing `variant` here (`model_name`)."""
-        return self.roles[variant] if self.roles else variant
-
-    def run(self, variant: Variant, twin: bool = False) -> Path:
-        """A model's run dir (`runs/<model_name>`); `twin` names the variant's twin."""
-        return self.path("runs", model_name(variant, True) if twin else self.model(variant))
-
-    def export(self, variant: Variant, twin: bool = False) -> Path:
-        """A model's export dir (`export/<model_name>`); `twin` names the variant's twin."""
-        return self.path("export", model_name(variant, True) if twin else self.model(variant))
-
-    @property
-    def outputs(self) -> Path:
-        """Where this pair's analyses and SAEs go: the study root, or `controls/<pair>`."""
-        return self.path("controls", self.pair) if self.pair else self.root
-
-    def analysis(self, name: str) -> Path:
-        return self.outputs / "analysis" / name
+    def pair(self) -> str:
+        """The control pair the stage runs on; "" for the matched pair."""
+        ...
 
     @property
     def saes(self) -> Path:
         """The folder of this pair's SAEs."""
-        return self.outputs / "sae"
+        ...
+
+    def model(self, variant: Variant) -> str:
+        """The name of the model playing `variant` (`interpgpt.constants.model_name`)."""
+        ...
+
+    def run(self, variant: Variant, twin: bool = False) -> Path:
+        """The run dir of the model playing `variant` (`twin`: the variant's twin)."""
+        ...
+
+    def export(self, variant: Variant, twin: bool = False) -> Path:
+        """The export dir of the model playing `variant` (`twin`: the variant's twin)."""
+        ...
+
+    def analysis(self, name: str) -> Path:
+        """The output folder of analysis `name`."""
+        ...
 
     def sae(self, variant: Variant, layer: int) -> Path:
-        return self.saes / sae_dir_name(variant, layer)
+        """The SAE of `variant`'s model at `layer`."""
+        ...
 
     def summary(self, stage: str) -> Summary:
-        return self.records.get(stage, {}).get("summary", {})
-
-    def for_pair(self, pair: str, roles: Mapping[str, str]) -> Workspace:
-        """The workspace of control pair `pair`, whose roles the `roles` models play: a
-        stage reads the pair's own records of earlier stages (`<stage>@<pair>`) where
-        they exist, the study's otherwise (the corpus, the trained models)."""
-        suffix = f"@{pair}"
-        records = {k: v for k, v in self.records.items() if "@" not in k}
-        records |= {
-            k.removesuffix(suffix): v for k, v in self.records.items() if k.endswith(suffix)
-        }
-        return Workspace(self.root, records, dict(roles), pair)
+        """The summary an earlier stage recorded ({} if it has not run)."""
+        ...
 
 
 @dataclass
@@ -142,8 +107,9 @@ class Analysis(Generic[C]):
     description: str
     config: type[C]
     """The config dataclass: CLI options, study section and validation in one."""
-    stage: Callable[[Workspace, C], StageOutput]
-    """Run on the study's files (the config's inputs are filled from the workspace)."""
+    stage: Callable[[Any, C], StageOutput]
+    """Run on the study's files (the config's inputs are filled from them). An analysis's
+    stage takes a `Layout`; the study's own stages (training, export) its `Workspace`."""
     section: Callable[[Summary, list[str]], Section] | None
     """The report section from the stage's summary and outputs (None: not reported)."""
     after: tuple[str, ...] = ()
@@ -157,7 +123,11 @@ class Analysis(Generic[C]):
     value; from each control pair's run (a model and its twin), the seed null. None: the
     analysis is not a cross-model finding (it is not repeated on the control pairs)."""
 
-    from_release: Callable[[Workspace, C, ReleasedStage], StageOutput] | None = None
+    check: Callable[[C, Mapping[str, Any], int], None] | None = None
+    """Checks of its settings against the other study sections and the number of layers of
+    the study's preset, before any stage runs (raise `UserError`); None: nothing to check."""
+
+    from_release: Callable[[Any, C, ReleasedStage], StageOutput] | None = None
     """Put the outputs in place from a release whose run of this stage had the same
     settings and inputs (`interpgpt.artifacts.release`), instead of running it; None: the
     stage always runs."""
@@ -165,6 +135,17 @@ class Analysis(Generic[C]):
     @property
     def settings_key(self) -> str:
         return self.study_section or self.name.replace("-", "_")
+
+
+def layer_in_preset(key: str) -> Callable[[Any, Mapping[str, Any], int], None]:
+    """An `Analysis.check` that section `key`'s `layer`, when set, is a layer of the preset."""
+
+    def check(config: Any, sections: Mapping[str, Any], n_layer: int) -> None:
+        layer = getattr(config, "layer", None)
+        if layer is not None and not 0 <= layer < n_layer:
+            raise UserError(f"{key}.layer={layer}: the preset has layers 0..{n_layer - 1}")
+
+    return check
 
 
 def fmt(value: Any, digits: int = 3) -> str:

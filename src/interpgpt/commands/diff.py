@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
+from interpgpt.commands.tables import fitted_table
 from interpgpt.diff.config import DiffConfig
 
 if TYPE_CHECKING:
@@ -31,9 +32,8 @@ def statistics_table(run: DiffRun) -> Table:
     from interpgpt.analysis.protocol import fmt
 
     a, b = run.diff.pair.labels
-    table = Table(title=f"{b} against {a}")
-    for column in ("statistic", f"{a} vs {b}", "controls", "verdict"):
-        table.add_column(column)
+    value = f"{a} vs {b}"
+    table = fitted_table(f"{b} against {a}", ("statistic", value, "controls", "verdict"), (value,))
     for s in run.diff.statistics.values():
         span = f"{fmt(min(s.controls))}–{fmt(max(s.controls))}" if s.controls else "—"
         table.add_row(s.name, fmt(s.value), span, s.verdict)

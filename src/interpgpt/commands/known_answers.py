@@ -11,6 +11,7 @@ from rich.table import Table
 
 from interpgpt import settings
 from interpgpt.analysis.known_answers.config import KnownAnswersConfig
+from interpgpt.commands.tables import fitted_table
 
 if TYPE_CHECKING:
     from interpgpt.analysis.known_answers.run import KnownAnswers
@@ -27,23 +28,32 @@ def known_answers(config: KnownAnswersConfig) -> None:
     console.print(f"wrote {result.json_path}, {result.probes_plot}, {result.interchange_plot}")
 
 
+SHORT_METRIC = {"r2": "R²", "accuracy": "acc"}
+"""A probe's metric as its table shows it (one column narrower)."""
+
+
 def known_answers_tables(answers: KnownAnswers) -> list[Table]:
     """Probe score (selectivity) per model, variable and layer; then the interchanges."""
-    probes = Table(title="probe-test score (selectivity) at the rule's decision points")
-    for column in ("model", "variable", "metric", *answers.layers):
-        probes.add_column(column, justify="right")
-    inter = Table(title="interchange on remaining along the probe direction (random: mean)")
-    columns = ("model", "layer", "IIA", "IIA flip", "random", "sign", "random", "Δ up", "Δ down")
-    for column in columns:
-        inter.add_column(column, justify="right")
+    probes = fitted_table(
+        "probe-test score (selectivity below it) at the rule's decision points",
+        ("model", "variable", "metric", *answers.layers),
+        answers.layers,
+        caption="metric: R² (r2) or acc (accuracy)",
+    )
+    numbers = ("IIA", "IIA flip", "random", "sign", "random", "Δ up", "Δ down")
+    inter = fitted_table(
+        "interchange on remaining along the probe direction (random: mean)",
+        ("model", "layer", *numbers),
+        numbers,
+    )
     for m in answers.models:
         for v in m.probes.scores:
             cells = (
                 ["skipped"] * len(answers.layers)
                 if v.skipped
-                else [f"{s:.2f} ({d:+.2f})" for s, d in zip(v.score, v.selectivity, strict=True)]
+                else [f"{s:.2f}\n{d:+.2f}" for s, d in zip(v.score, v.selectivity, strict=True)]
             )
-            probes.add_row(m.name, v.variable, v.metric, *cells)
+            probes.add_row(m.name, v.variable, SHORT_METRIC.get(v.metric, v.metric), *cells)
         for x in m.interchange:
             p = x.probe
             inter.add_row(

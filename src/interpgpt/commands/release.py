@@ -14,9 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt.artifacts.names import RELEASE_DIR
+from interpgpt.commands.tables import fitted_table
 from interpgpt.release.config import CHECK_TASKS, WORK_DIR
 
 if TYPE_CHECKING:
+    from interpgpt.release.build import BuildResult
     from interpgpt.release.verify import VerifyResult
 
 release_app = typer.Typer(
@@ -48,14 +50,7 @@ def build(
     console = Console()
     study_config = load_study_config(config, set_, preset)
     result = build_release(study_config, out, work, console, check_tasks)
-    table = Table(title=f"release → {result.out}")
-    for column in ("model", "steps", "val loss", "targets met", "wall time"):
-        table.add_column(column)
-    for name, m in result.manifest["models"].items():
-        met = f"{sum(m['targets'].values())} of {len(m['targets'])}"
-        wall = f"{m['wall_seconds'] / 60:.1f} min"
-        table.add_row(name, f"{m['steps']:,}", f"{m['val_loss']:.4f}", met, wall)
-    console.print(table)
+    console.print(build_table(result))
     console.print(f"{len(result.manifest['files'])} files; built in {result.seconds / 60:.1f} min")
 
 
@@ -77,10 +72,19 @@ def verify(
     )
 
 
+def build_table(result: BuildResult) -> Table:
+    numbers = ("steps", "val loss", "targets met", "wall time")
+    table = fitted_table(f"release → {result.out}", ("model", *numbers), numbers)
+    for name, m in result.manifest["models"].items():
+        met = f"{sum(m['targets'].values())} of {len(m['targets'])}"
+        wall = f"{m['wall_seconds'] / 60:.1f} min"
+        table.add_row(name, f"{m['steps']:,}", f"{m['val_loss']:.4f}", met, wall)
+    return table
+
+
 def verify_table(result: VerifyResult) -> Table:
-    table = Table(title=f"release {result.root}")
-    for column in ("model", "max |Δlogit| HF / TL / raw", "check parse / on-topic"):
-        table.add_column(column)
+    numbers = ("max |Δlogit| HF / TL / raw", "check parse / on-topic")
+    table = fitted_table(f"release {result.root}", ("model", *numbers), numbers)
     for m in result.models:
         diffs = " / ".join(f"{m.logit_diff[k]:.1e}" for k in m.logit_diff)
         rates = [m.check.get(k) for k in ("parse_rate", "on_topic_rate")]

@@ -30,24 +30,31 @@ sae_app = typer.Typer(
 )
 
 
-def train(config: SAETrainConfig) -> None:
+FORCE = {
+    "force": "Replace SAE directories (and sae_summary.json) already in --out; without it "
+    "they are refused before any training."
+}
+"""`--force`: a switch of the command line only, so it is in no SAE's provenance."""
+
+
+def train(config: SAETrainConfig, force: bool = False) -> None:
     """Train one TopK SAE on one layer of one model, and judge it on held-out tokens."""
     from interpgpt.sae.training import train_sae
 
     console = Console()
     with console.status(f"training SAE on {config.model} layer {config.layer}"):
-        result = train_sae(config)
+        result = train_sae(config, force=force)
     console.print(quality_table([result]))
     console.print(f"wrote {result.path}")
 
 
-def train_all_command(config: TrainAllConfig) -> None:
+def train_all_command(config: TrainAllConfig, force: bool = False) -> None:
     """Train the seed card's SAE set (standard L0-L3, ADHD L1-L3) or the given layers."""
     from interpgpt.sae.training import train_all
 
     console = Console()
     with console.status("training SAEs"):
-        result = train_all(config)
+        result = train_all(config, force=force)
     console.print(quality_table(result.results))
     console.print(f"wrote {result.summary_path}")
 
@@ -92,8 +99,8 @@ def diff_table(result: FeatureDiffResult, config: FeatureDiffConfig, rows: int =
     return table
 
 
-settings.command(sae_app, "train", SAETrainConfig)(train)
-settings.command(sae_app, "train-all", TrainAllConfig)(train_all_command)
+settings.command(sae_app, "train", SAETrainConfig, FORCE)(train)
+settings.command(sae_app, "train-all", TrainAllConfig, FORCE)(train_all_command)
 settings.command(sae_app, "diff", FeatureDiffConfig)(diff)
 
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from interpgpt.analysis.behaviour.metrics import content_words, names_content, summarise
 from interpgpt.analysis.behaviour.run import TABLE_HEADER, behaviour_of, held_out, table_rows
 from interpgpt.analysis.behaviour.targets import check_targets
-from interpgpt.analysis.protocol import Analysis, Workspace, model_name
+from interpgpt.analysis.protocol import Analysis
 from interpgpt.artifacts import convert
 from interpgpt.artifacts.load import LoadedModel, load_model
 from interpgpt.artifacts.modelcard import ModelCard, ReleaseFacts, render_release_card
@@ -50,7 +50,7 @@ from interpgpt.artifacts.release import (
     tree_files,
     tree_sha256,
 )
-from interpgpt.constants import VARIANTS
+from interpgpt.constants import VARIANTS, model_name
 from interpgpt.corpus.build import STATS_FILE, read_tasks
 from interpgpt.corpus.evalset import load_records
 from interpgpt.corpus.regulation import is_regulation
@@ -69,6 +69,7 @@ from interpgpt.model.generate import GenerationConfig, sample_decompositions
 from interpgpt.release.config import CHECK_TASKS, WORK_DIR
 from interpgpt.study.config import StudyConfig, check_study_config
 from interpgpt.study.pipeline import run_stages, stage_basis, study_stages
+from interpgpt.study.workspace import Workspace
 
 MODEL_FILES = (
     HF_CONFIG,

@@ -16,7 +16,9 @@ all of its layers. Per SAE the recipe is (Gao et al. 2024 unless noted):
 6. Quality gates from the seed SAE card: FVE >= 0.87 and dead latents < 2%.
 
 Each SAE is written in SAELens's layout, `OUT/{model}_L{layer}_hook_resid_post/` with
-`cfg.json`, `sae_weights.safetensors` and our `quality.json`.
+`cfg.json`, `sae_weights.safetensors` and our `quality.json`, built in a temp dir beside it
+and renamed into place. Without `force` an SAE dir (or the summary) that already holds
+files is refused before any training; a rerun removes the temps a killed run left.
 
 `SAETrainConfig` is `sae train`'s options and `TrainAllConfig` both `sae train-all`'s
 and the study's `[sae]` section (`interpgpt.settings`): the shared hyperparameters
@@ -44,7 +46,7 @@ from interpgpt.corpus.build import CorpusRecord, load_split
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
-from interpgpt.io import provenance, write_json
+from interpgpt.io import atomic_dir, provenance, remove_stale_temps, write_json
 from interpgpt.sae.activations import (
     activation_stream,
     collect_activations,
@@ -103,18 +105,21 @@ class TrainAllResult:
         return all(r.quality.passed for r in self.results)
 
 
-def train_sae(config: SAETrainConfig) -> SAETrainResult:
-    """Train, evaluate and save one SAE; with `strict`, raise if it misses a gate."""
+def train_sae(config: SAETrainConfig, force: bool = True) -> SAETrainResult:
+    """Train, evaluate and save one SAE; with `strict`, raise if it misses a gate. Without
+    `force`, an SAE dir of that name already in `config.out` is refused before training."""
     loaded = load_model(config.model)
     name = config.model_name or loaded.name
+    claim_outputs(config.out, [sae_dir_name(name, config.layer)], force)
     result = _train_model_layers(loaded, name, (config.layer,), config)[0]
     if config.strict:
         _raise_on_failures([result])
     return result
 
 
-def train_all(config: TrainAllConfig) -> TrainAllResult:
-    """Train the SAEs of both models; write OUT/sae_summary.json; strict raises on a fail."""
+def train_all(config: TrainAllConfig, force: bool = True) -> TrainAllResult:
+    """Train the SAEs of both models; write OUT/sae_summary.json; strict raises on a fail.
+    Without `force`, any of those outputs already in `config.out` is refused first."""
     # SAEs are named by the role a model plays (`--standard`, `--adhd`), which is what an
     # analysis asks for; a control pair can give the ADHD role to a standard model.
     wanted = [
@@ -125,6 +130,13 @@ def train_all(config: TrainAllConfig) -> TrainAllResult:
     twins = {"adhd": config.seed_twins}
     if not plan:
         raise UserError("sae train-all: pass --standard and/or --adhd with at least one layer each")
+    names = [
+        sae_dir_name(name, layer)
+        for _, layers, _, role in plan
+        for name in (role, *([seed_twin_name(role)] if twins.get(role) else []))
+        for layer in layers
+    ]
+    claim_outputs(config.out, [*names, SUMMARY_FILE], force)
     results: list[SAETrainResult] = []
     for path, layers, setting, role in plan:
         loaded = load_model(path)
@@ -147,6 +159,26 @@ def train_all(config: TrainAllConfig) -> TrainAllResult:
     if config.strict:
         _raise_on_failures(results)
     return TrainAllResult(results, summary_path)
+
+
+def claim_outputs(out: Path, names: list[str], force: bool) -> None:
+    """Before any training: without `force`, refuse the outputs `names` (SAE dirs, the
+    summary) that already hold something in `out`; then remove the temps a killed earlier
+    run left for them."""
+    paths = [Path(out) / name for name in names]
+    taken = [
+        p.name
+        for p in paths
+        if p.is_file() or (p.is_dir() and any(not c.name.startswith(".") for c in p.iterdir()))
+    ]
+    if taken and not force:
+        shown = ", ".join(taken[:3]) + (", ..." if len(taken) > 3 else "")
+        raise UserError(
+            f"--out {out}: already holds {shown}; pass --force to replace "
+            f"{'them' if len(taken) > 1 else 'it'}, or choose another --out"
+        )
+    for path in paths:
+        remove_stale_temps(path)
 
 
 def _raise_on_failures(results: list[SAETrainResult]) -> None:
@@ -358,7 +390,13 @@ def init_from_data(sae: TopKSAE, x: Float[Tensor, "n d_in"], generator: torch.Ge
 
 
 def _write_sae(sae, quality, history, seconds, config: SAETrainConfig, variants) -> Path:
-    directory = Path(config.out) / sae_dir_name(sae.cfg.model_name, sae.cfg.layer)
+    final = Path(config.out) / sae_dir_name(sae.cfg.model_name, sae.cfg.layer)
+    with atomic_dir(final) as directory:
+        _write_sae_files(directory, sae, quality, history, seconds, config, variants)
+    return final
+
+
+def _write_sae_files(directory: Path, sae, quality, history, seconds, config, variants) -> None:
     sae.save(
         directory,
         {
@@ -388,4 +426,3 @@ def _write_sae(sae, quality, history, seconds, config: SAETrainConfig, variants)
             "provenance": provenance(config),
         },
     )
-    return directory

@@ -26,6 +26,7 @@ from interpgpt.artifacts.release import MANIFEST, Release
 from interpgpt.errors import UserError
 from interpgpt.model.config import PRESETS
 from interpgpt.study.controls import ControlsConfig
+from interpgpt.study.scorecard import ScorecardConfig
 from interpgpt.study.stages import (
     PRESET_DEFAULTS,
     STAGES,
@@ -79,6 +80,7 @@ class StudyConfig:
         self.sections = {
             **default_sections(STAGES, self.preset),
             "controls": ControlsConfig(),
+            "scorecard": ScorecardConfig(),
             **self.sections,
         }
 

@@ -12,10 +12,13 @@ ADHD model (matched pair), its twin and the standard model. Replicate pair N
 A head's index means nothing across inits: the same job sits at other indices in a
 model from another init seed. So for each replicate pair the head-swap inventory also
 runs between each variant's model and its replicate (alignment pair `align-<variant>-rN`:
-the same sequences through both, heads paired one-to-one within a layer by attention
-profile), and a named head of a replicate pair (a moved head, a target head) counts as
-recurring only when it is the partner of the matched pair's head
-(`Statistic.named_in`, `translate_named`).
+the same sequences through both, heads paired one-to-one within a layer), and a named
+head of a replicate pair (a moved head, a target head) counts as recurring only when it
+is the partner of the matched pair's head (`Statistic.named_in`, `translate_named`).
+Heads are paired by attention profile unless another basis-free head signature pairs
+more of a same-init twin's heads with their own index and undoes a planted permutation
+(`alignment_choice`, `analysis.headswap.signatures`); the choice and every signature's
+hit rates go into controls.json and the report.
 
 An analysis is repeated on a pair by running its very stage code in the pair's
 workspace (`Workspace.for_pair`, the stage named `<stage>@<pair>`), together with the
@@ -43,16 +46,10 @@ from interpgpt.analysis.controls import (
     write_controls,
 )
 from interpgpt.analysis.headswap.inventory import head_alignment
-from interpgpt.analysis.protocol import (
-    Analysis,
-    Section,
-    StageOutput,
-    Summary,
-    Workspace,
-    fmt,
-    model_name,
-)
-from interpgpt.constants import VARIANTS
+from interpgpt.analysis.headswap.signatures import BASELINE, Adoption, adopt
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, fmt
+from interpgpt.constants import VARIANTS, model_name
+from interpgpt.study.workspace import Workspace
 
 STUDY_LEVEL = ("corpus", "tokenizer", "export")
 """Stages that are the study's, not a pair's: they are never repeated on a control pair
@@ -114,7 +111,34 @@ def alignment_stages(stages: Sequence[Analysis[Any]], replicates: int) -> list[A
     return [_on_pair(headswap, pair, roles) for pair, roles in alignment_pairs(replicates).items()]
 
 
-ALIGNED_BY = "attention profile (head-swap inventory, Hungarian within each layer)"
+ALIGNED_BY = {
+    "profile": "attention profile (head-swap inventory, Hungarian within each layer)",
+    "cka": "linear CKA of the heads' hook_z (head-swap inventory, Hungarian within each layer)",
+}
+"""What each basis-free head signature (`headswap.signatures.BASIS_FREE`) aligns by."""
+
+
+def alignment_choice(records: dict[str, dict[str, Any]]) -> Adoption | None:
+    """The head signature the alignment pairs heads by, chosen on the known answers the
+    head-swap runs recorded (`headswap.signatures.adopt`): the identity hit rate on the
+    twin pairs (same init, so head h's partner is head h), pooled over both, and the worst
+    planted-permutation hit rate of any run. None when a twin pair's run is missing."""
+    runs = [records.get(pair_stage_name(ALIGNMENT_STAGE, pair)) for pair in TWIN_PAIRS]
+    scores = [(r or {}).get("summary", {}).get("signatures") for r in runs]
+    if not all(scores):
+        return None
+    every = [records.get(ALIGNMENT_STAGE, {}).get("summary", {}).get("signatures"), *scores]
+    planted = [s["planted"] for s in every if s]
+    names = scores[0]["same_index"]
+    return adopt(
+        {n: sum(s["same_index"][n] for s in scores) / len(scores) for n in names},
+        {n: min(p[n] for p in planted) for n in names},
+    )
+
+
+def _aligned_by(records: dict[str, dict[str, Any]]) -> str:
+    choice = alignment_choice(records)
+    return BASELINE if choice is None else choice.adopted
 
 
 def _twin_identity(records: dict[str, dict[str, Any]], variant: str) -> list[int] | None:
@@ -129,12 +153,13 @@ def _twin_identity(records: dict[str, dict[str, Any]], variant: str) -> list[int
 
 def _pair_alignment(records: dict[str, dict[str, Any]], pair: str) -> dict[str, str] | None:
     """The head-swap inventory's alignment of pair `pair` (its ADHD-role heads -> its
-    standard-role heads), or None when that run is missing or unreadable."""
+    standard-role heads) by the adopted signature, or None when that run is missing or
+    unreadable."""
     record = records.get(pair_stage_name(ALIGNMENT_STAGE, pair))
     if not record:
         return None
     try:
-        return head_alignment(record["outputs"])
+        return head_alignment(record["outputs"], _aligned_by(records))
     except (KeyError, TypeError, ValueError, OSError):
         return None
 
@@ -273,7 +298,7 @@ def findings(
                     )
             found = _finding(analysis.name, stat, twin, rep, named)
             if found.recurrence and stat.named_in is not None:
-                check = {"aligned_by": ALIGNED_BY,
+                check = {"aligned_by": ALIGNED_BY[_aligned_by(records)],
                          "twin_heads_at_own_index": checks[stat.named_in]}  # fmt: skip
                 found = dataclasses.replace(found, recurrence_check=check)
             controls = {}
@@ -354,13 +379,17 @@ def controls_stage(
         pairs = dict(TWIN_PAIRS)
         for r in replicates if replicate_twins else ():
             pairs |= twin_pairs(r)
+        choice = alignment_choice(ws.records)
+        alignment = None if choice is None else dataclasses.asdict(choice)
         path = write_controls(
             ws.analysis("controls") / CONTROLS_JSON,
             found,
             {"replicate_pairs": list(replicates), "twin_pairs": pairs, "missing": missing},
+            head_alignment=alignment,
         )
         rows = [_summary_row(f, config.shown) for f in found]
-        return StageOutput([path], {"findings": rows, "missing": missing, "rule": RULE})
+        summary = {"findings": rows, "missing": missing, "rule": RULE, "head_alignment": alignment}
+        return StageOutput([path], summary)
 
     return run
 
@@ -463,8 +492,22 @@ def controls_section(summary: Summary, outputs: list[str]) -> Section:
     )
     if summary.get("missing"):
         finding += f" Not compared: {'; '.join(summary['missing'])}."
+    if summary.get("head_alignment"):
+        finding += " " + alignment_text(summary["head_alignment"])
     status = "warn" if summary.get("missing") else "ok"
     return Section("Seed controls", finding, table=table, status=status)
+
+
+def alignment_text(choice: dict[str, Any]) -> str:
+    """The alignment's signature and the known answers that chose it, in one sentence."""
+    rates = ", ".join(
+        f"{name} {fmt(rate)} (planted {fmt(choice['planted'][name])})"
+        for name, rate in choice["identity"].items()
+    )
+    return (
+        f"Heads are aligned across inits by {choice['adopted']}: {choice['reason']}. Share of "
+        f"a same-init twin's heads paired with their own index, per head signature: {rates}."
+    )
 
 
 def headline_verdicts(summary: Summary) -> dict[str, str]:

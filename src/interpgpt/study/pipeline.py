@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interpgpt import settings
-from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Workspace
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput
 from interpgpt.artifacts.release import Basis, Release, why_differs
 from interpgpt.constants import VARIANTS
 from interpgpt.errors import UserError
@@ -57,6 +57,7 @@ from interpgpt.study.controls import (
     twin_pairs,
 )
 from interpgpt.study.report import Report, write_report
+from interpgpt.study.scorecard import scorecard_analysis
 from interpgpt.study.stages import (
     STAGES,
     TWIN_STAGES,
@@ -65,6 +66,7 @@ from interpgpt.study.stages import (
     train_stage_name,
     twins_section,
 )
+from interpgpt.study.workspace import Workspace
 
 STAGE_RECORDS = "stages"
 REPORT = "report"
@@ -85,8 +87,9 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
     the two models', an export that reads (and exports) them too, every pair-dependent
     analysis again on each control pair (`interpgpt.study.controls`; with
     `replicate_twins`, each replicate pair's twins and control pairs too), the head-swap
-    inventory between each model and its replicate (heads aligned across inits), and
-    the `controls` stage that puts each statistic beside its seed null."""
+    inventory between each model and its replicate (heads aligned across inits), the
+    `controls` stage that puts each statistic beside its seed null, and the `scorecard`
+    of the diffing methods on the known difference (`interpgpt.study.scorecard`)."""
     if not config.twins:
         return list(STAGES)
     extra = [*TWIN_STAGES, *replicate_stages(config.replicates, config.replicate_twins)]
@@ -107,6 +110,7 @@ def study_stages(config: StudyConfig) -> list[Analysis[Any]]:
         *stages,
         *controls,
         controls_analysis(stages, after, replicates, config.replicate_twins),
+        scorecard_analysis(after),
     ]
 
 

@@ -1,5 +1,6 @@
-"""The study's stages, in order, as data: the pipeline stages defined here, then one line
-per analysis (each analysis module declares its own `ANALYSIS`).
+"""The study's stages, in order, as data: its own stages (the corpus, the tokenizer, the
+two models, their exports and SAEs) defined here, and the registered analyses
+(`interpgpt.analysis.registry`) among them, each after the stages it reads.
 
 A stage reads earlier stages' files through the `Workspace`, runs one module's entry
 point with its config section, and returns the files it wrote plus a small summary of
@@ -12,37 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from interpgpt.analysis.ablation import run as ablation
-from interpgpt.analysis.behaviour import run as behaviour
-from interpgpt.analysis.crosscoder_diff import run as crosscoder_diff
-from interpgpt.analysis.diff_lens import run as diff_lens
-from interpgpt.analysis.feature_diff import run as feature_diff
-from interpgpt.analysis.headswap import inventory as headswap
-from interpgpt.analysis.kl import run as kl
-from interpgpt.analysis.known_answers import run as known_answers
-from interpgpt.analysis.logit_lens import run as logit_lens
-from interpgpt.analysis.patching import run as patching
-from interpgpt.analysis.probes import run as probes
-from interpgpt.analysis.protocol import (
-    Analysis,
-    Section,
-    StageOutput,
-    Summary,
-    Workspace,
-    fmt,
-    model_name,
-)
-from interpgpt.analysis.steering import run as steering
-from interpgpt.analysis.weights import run as weights
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, fmt
+from interpgpt.analysis.registry import analyses
 from interpgpt.artifacts.config import ExportConfig
 from interpgpt.artifacts.export import export
 from interpgpt.artifacts.names import MODEL_WEIGHTS, RUN_CONFIG, TL_BUNDLE
 from interpgpt.artifacts.release import ReleasedStage, localised, restore_run_dir
-from interpgpt.constants import VARIANTS, Variant
+from interpgpt.constants import VARIANTS, Variant, model_name
 from interpgpt.corpus.build import build_corpus
 from interpgpt.corpus.config import CorpusConfig, TokenizerConfig
 from interpgpt.corpus.tokenizer import TaskTokenizer, VocabBudget, train_tokenizer
@@ -51,6 +32,7 @@ from interpgpt.io import read_json
 from interpgpt.model.config import GPTConfig
 from interpgpt.sae.config import TrainAllConfig
 from interpgpt.sae.training import train_all
+from interpgpt.study.workspace import Workspace
 from interpgpt.train.checkpoint import checkpoint_differs
 from interpgpt.train.config import TrainConfig
 from interpgpt.train.loop import train
@@ -361,9 +343,17 @@ def sae_section(summary: Summary, outputs: list[str]) -> Section:
     )
 
 
+def check_sae(sae: TrainAllConfig, sections: Mapping[str, Any], n_layer: int) -> None:
+    """The SAE layers exist in the preset."""
+    for name in ("std_layers", "adhd_layers"):
+        bad = [layer for layer in getattr(sae, name) if not 0 <= layer < n_layer]
+        if bad:
+            raise UserError(f"sae.{name}={bad}: the preset has layers 0..{n_layer - 1}")
+
+
 # ----------------------------------------------------------------------------- the list
 
-STAGES: list[Analysis[Any]] = [
+PIPELINE: list[Analysis[Any]] = [
     Analysis("corpus", "paired standard/ADHD corpus", CorpusConfig, corpus_stage, corpus_section),
     Analysis(
         "tokenizer",
@@ -393,7 +383,6 @@ STAGES: list[Analysis[Any]] = [
         study_section="train",
         from_release=train_from_release,
     ),
-    behaviour.ANALYSIS,
     Analysis(
         "export",
         "HF / TransformerLens / raw exports",
@@ -402,13 +391,6 @@ STAGES: list[Analysis[Any]] = [
         None,
         tuple(train_stage_name(v) for v in VARIANTS),
     ),
-    kl.ANALYSIS,
-    diff_lens.ANALYSIS,
-    headswap.ANALYSIS,
-    weights.ANALYSIS,
-    logit_lens.ANALYSIS,
-    ablation.ANALYSIS,
-    patching.ANALYSIS,
     Analysis(
         "sae",
         "TopK SAEs with quality gates",
@@ -416,15 +398,35 @@ STAGES: list[Analysis[Any]] = [
         sae_stage,
         sae_section,
         ("export",),
+        check=check_sae,
         from_release=copy_from_release,
     ),
-    feature_diff.ANALYSIS,
-    steering.ANALYSIS,
-    crosscoder_diff.ANALYSIS,
-    probes.ANALYSIS,
-    known_answers.ANALYSIS,
 ]
-"""The study's stages in order, without the data-order twins (`twins` off)."""
+"""The study's own stages, in order: the data, the two models, their exports and SAEs."""
+
+
+def interleave(pipeline: list[Analysis[Any]], analyses: list[Analysis[Any]]) -> list[Analysis[Any]]:
+    """The analyses in their registered order, each preceded by the pipeline stages it reads
+    (directly or through an earlier analysis) and those before them; the pipeline stages
+    no analysis reads come last."""
+    order = {stage.name: i for i, stage in enumerate(pipeline)}
+    needs: dict[str, int] = {}
+    """Stage -> the index of the last pipeline stage it reads."""
+    stages: list[Analysis[Any]] = []
+    done = 0
+    for analysis in analyses:
+        needs[analysis.name] = max(
+            (order.get(name, needs.get(name, -1)) for name in analysis.after), default=-1
+        )
+        stages += pipeline[done : needs[analysis.name] + 1]
+        done = max(done, needs[analysis.name] + 1)
+        stages.append(analysis)
+    return stages + pipeline[done:]
+
+
+STAGES: list[Analysis[Any]] = interleave(PIPELINE, analyses())
+"""The study's stages in order, without the data-order twins (`twins` off): the registered
+analyses (`interpgpt.analysis.registry`) among the pipeline's own stages."""
 
 TWIN_STAGES: list[Analysis[Any]] = [
     Analysis(
@@ -464,20 +466,11 @@ def replicate_stages(replicates: int, twins: bool = False) -> list[Analysis[Any]
 
 
 def check_sections(sections: dict[str, Any], model: GPTConfig) -> None:
-    """Cross-section checks against the preset's shape, before any stage runs."""
-    n_layer = model.n_layer
-    sae = sections["sae"]
-    for name in ("std_layers", "adhd_layers"):
-        bad = [layer for layer in getattr(sae, name) if not 0 <= layer < n_layer]
-        if bad:
-            raise UserError(f"sae.{name}={bad}: the preset has layers 0..{n_layer - 1}")
-    for name in ("crosscoder", "diff_lens"):
-        layer = getattr(sections.get(name), "layer", None)
-        if layer is not None and not 0 <= layer < n_layer:
-            raise UserError(f"{name}.layer={layer}: the preset has layers 0..{n_layer - 1}")
-    layer = sections["feature_diff"].layer
-    if layer not in sae.adhd_layers:
-        raise UserError(
-            f"feature_diff.layer={layer} must be one of sae.adhd_layers "
-            f"{list(sae.adhd_layers)} (the diff reads the ADHD SAE at that layer)"
-        )
+    """Cross-section checks against the preset's shape, before any stage runs: each stage's
+    own `check`, in the order of the stages."""
+    checked: set[str] = set()
+    for stage in STAGES:
+        key = stage.settings_key
+        if stage.check is not None and key in sections and key not in checked:
+            checked.add(key)
+            stage.check(sections[key], sections, model.n_layer)

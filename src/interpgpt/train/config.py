@@ -46,8 +46,7 @@ TRAIN_DEFAULTS: dict[str, PresetBudget] = {
 
 
 MAX_STEPS = 1_000_000
-"""Bound on --steps, far past the full preset's budget: a typo's 1e23 would run forever,
-writing nothing until its first evaluation."""
+"""Bound on --steps, far past the full preset's budget: a typo's 1e23 would run forever."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,13 @@
 """The matched-pair training loop: steps (`step.Stepper`) with periodic validation, samples
-and checkpoints; the run dir at the end."""
+and checkpoints; the run dir at the end.
+
+A long run shows life from its first steps, whatever its `eval_every`: metrics.jsonl is
+written at the first training-loss record and then at least every `METRICS_SECONDS`,
+each time with a progress line where no progress bar is shown, and a checkpoint is
+saved at least every `CHECKPOINT_SECONDS`. None of this touches the weights, the
+optimizer or an RNG (a checkpoint only reads them, and resuming from any step is
+bit-identical), so the trained model is the same bytes; nor is it a setting.
+"""
 
 from __future__ import annotations
 
@@ -125,11 +133,20 @@ def start_state(
     return state
 
 
+METRICS_SECONDS = 60.0
+"""Longest wall time between writes of metrics.jsonl (and progress lines) of a run."""
+CHECKPOINT_SECONDS = 600.0
+"""Longest wall time between checkpoints of a run, whatever its `checkpoint_every`."""
+
+
 def run_loop(state: LoopState, console: Console) -> float:
     """Train until `config.steps` (or `stop_after_steps`); returns seconds spent stepping."""
     config = state.config
     assert config.steps is not None and config.eval_every and config.checkpoint_every
     seconds, window_tokens, window_seconds = 0.0, 0, 0.0
+    shown = config.progress and console.is_terminal  # else progress lines say how it goes
+    last_metrics: float | None = None  # none written yet by this invocation
+    last_checkpoint = time.monotonic()
     with training_progress(console, config, state.step) as advance:
         while state.step < config.steps:
             before = state.tokens_this_run
@@ -152,10 +169,24 @@ def run_loop(state: LoopState, console: Console) -> float:
                     }
                 )
                 window_tokens, window_seconds = 0, 0.0
+                now = time.monotonic()
+                if last_metrics is None or now - last_metrics >= METRICS_SECONDS:
+                    last_metrics = now
+                    write_metrics(state)
+                    if not shown:
+                        console.print(
+                            f"step {step:,}/{config.steps:,}: loss {loss:.4f}, {rate:,.0f} tok/s",
+                            highlight=False,
+                        )
             if step % config.eval_every == 0 or step == config.steps:
                 evaluate_and_log(state, console)
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if (
+                step % config.checkpoint_every == 0
+                or step == config.steps
+                or time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS
+            ):
                 save_checkpoint(state)
+                last_checkpoint = time.monotonic()
             if config.stop_after_steps is not None and step >= config.stop_after_steps:
                 break
     return seconds

@@ -63,10 +63,10 @@ from interpgpt.analysis.interventions import (
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -315,7 +315,7 @@ def study_heads(heads: str, headswap: Summary) -> str:
     return f"L{layer}H{head}"
 
 
-def stage(ws: Workspace, config: AblationConfig) -> StageOutput:
+def stage(ws: Layout, config: AblationConfig) -> StageOutput:
     heads = study_heads(config.heads, ws.summary("headswap"))
     result = run_ablation(
         dataclasses.replace(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from interpgpt.analysis.behaviour.config import BehaviourConfig
 from interpgpt.analysis.behaviour.metrics import SubsetBehaviour, onset_auroc, summarise
 from interpgpt.analysis.controls import Statistic
-from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
+from interpgpt.analysis.protocol import Analysis, Layout, Section, StageOutput, Summary, fmt
 from interpgpt.artifacts.load import LoadedModel, load_model
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.build import TaskInfo, read_tasks
@@ -189,7 +189,7 @@ def table_rows(models: dict[str, Any]) -> list[list[str]]:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: BehaviourConfig) -> StageOutput:
+def stage(ws: Layout, config: BehaviourConfig) -> StageOutput:
     """Both trained models (run dirs) on the corpus's test tasks; the summary also carries
     each training run's headline numbers, which the section shows."""
     result = measure_behaviour(

@@ -24,7 +24,15 @@ from interpgpt.analysis.crosscoder_diff.latents import (
     latent_rows,
     shown_latents,
 )
-from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
+from interpgpt.analysis.protocol import (
+    Analysis,
+    Layout,
+    Section,
+    StageOutput,
+    Summary,
+    fmt,
+    layer_in_preset,
+)
 from interpgpt.artifacts.load import load_pair
 from interpgpt.constants import VARIANTS
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
@@ -190,7 +198,7 @@ def result_json(
 # ---------------------------------------------------------------------------- in the study
 
 
-def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
+def _study_feature_diff(ws: Layout, layer: int) -> Path | None:
     """The study's feature diff (this pair's) when it read an SAE at the crosscoder's layer."""
     path = ws.analysis("feature_diff") / "feature_diff.json"
     if not path.is_file():
@@ -201,7 +209,7 @@ def _study_feature_diff(ws: Workspace, layer: int) -> Path | None:
         return None
 
 
-def _train_and_diff(ws: Workspace, config: CrosscoderStudyConfig, name: str, std: Path,
+def _train_and_diff(ws: Layout, config: CrosscoderStudyConfig, name: str, std: Path,
                     adhd: Path, feature_diff: Path | None = None, same_variant: bool = False,
                     ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """One crosscoder on (std, adhd) under analysis/crosscoder/<name>/, and its diff (with
@@ -262,7 +270,7 @@ def top_adhd_latent(result: CrosscoderDiffResult) -> dict[str, Any] | None:
     }
 
 
-def stage(ws: Workspace, config: CrosscoderStudyConfig) -> StageOutput:
+def stage(ws: Layout, config: CrosscoderStudyConfig) -> StageOutput:
     """Crosscoder diff of the exported pair and, when the standard model's data-order twin
     was exported, of the standard model and its twin (the null shown in the section; the
     seed controls run the stage on both control pairs too, where it is not repeated)."""
@@ -377,4 +385,5 @@ ANALYSIS = Analysis(
     section=section,
     after=("export", "feature-diff"),
     statistics=statistics,
+    check=layer_in_preset("crosscoder"),
 )

@@ -55,12 +55,13 @@ from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
+    layer_in_preset,
 )
 from interpgpt.artifacts.load import load_pair
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set, load_records
@@ -510,7 +511,7 @@ def plot_diff_lens(run: DiffLensRun, path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: DiffLensConfig) -> StageOutput:
+def stage(ws: Layout, config: DiffLensConfig) -> StageOutput:
     run = run_diff_lens(
         dataclasses.replace(
             config,
@@ -598,4 +599,5 @@ ANALYSIS = Analysis(
     section=section,
     after=("export",),
     statistics=statistics,
+    check=layer_in_preset("diff_lens"),
 )

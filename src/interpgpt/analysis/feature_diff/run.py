@@ -38,6 +38,7 @@ inputs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,7 @@ from torch import Tensor
 from interpgpt.analysis import dashboard
 from interpgpt.analysis.controls import MATCH_THRESHOLD, Statistic, match_dictionaries
 from interpgpt.analysis.feature_diff.config import FeatureDiffConfig
-from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary, Workspace, fmt
+from interpgpt.analysis.protocol import Analysis, Layout, Section, StageOutput, Summary, fmt
 from interpgpt.analysis.sae_features import (
     FeatureStats,
     encode_features,
@@ -467,7 +468,7 @@ def dashboard_intro(blob: dict) -> str:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: FeatureDiffStudyConfig) -> StageOutput:
+def stage(ws: Layout, config: FeatureDiffStudyConfig) -> StageOutput:
     sae_dir = ws.sae("adhd", config.layer)
     twin = ws.saes / sae_dir_name(seed_twin_name("adhd"), config.layer)
     result = feature_diff(
@@ -545,6 +546,16 @@ def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
     return {"exclusive": Statistic("ADHD-only SAE features (count)", summary["n_selected"])}
 
 
+def check(config: FeatureDiffStudyConfig, sections: Mapping[str, Any], n_layer: int) -> None:
+    """The diff's layer is one the study trains an ADHD SAE at."""
+    adhd_layers = sections["sae"].adhd_layers
+    if config.layer not in adhd_layers:
+        raise UserError(
+            f"feature_diff.layer={config.layer} must be one of sae.adhd_layers "
+            f"{list(adhd_layers)} (the diff reads the ADHD SAE at that layer)"
+        )
+
+
 ANALYSIS = Analysis(
     name="feature-diff",
     description="cross-model SAE feature diff",
@@ -553,4 +564,5 @@ ANALYSIS = Analysis(
     section=section,
     after=("sae",),
     statistics=statistics,
+    check=check,
 )

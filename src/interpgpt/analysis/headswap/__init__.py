@@ -1,2 +1,3 @@
 """The head-swap inventory: attention profiles of every head (`profiles`), their matching
-and statistics across the pair (`stats`), the config, run and report (`inventory`)."""
+and statistics across the pair (`stats`), head signatures checked against known answers
+(`signatures`), the config, run and report (`inventory`)."""

@@ -40,6 +40,12 @@ Statistics, per layer:
 
 A standard head "moved" when its within-layer partner has another index and the
 matched cosine beats the same-index cosine by at least `move_margin`.
+
+Beside the profile, the pair's heads are matched by every head signature of
+`headswap.signatures` (OV and QK circuits, output correlation, z CKA), each with its hit
+rate on a head-permuted copy of the standard model (headswap.json `signatures`); the
+study picks the signature its cross-init alignment uses from these runs on the twin
+pairs (`study.controls.alignment_choice`).
 """
 
 from __future__ import annotations
@@ -61,6 +67,13 @@ from interpgpt.analysis.headswap.profiles import (  # noqa: F401  (public API of
     attention_profile_sums,
     query_bins,
 )
+from interpgpt.analysis.headswap.signatures import (
+    BASELINE,
+    BASIS_FREE,
+    SIGNATURES,
+    SignatureComparison,
+    compare_signatures,
+)
 from interpgpt.analysis.headswap.stats import (  # noqa: F401  (public API of this module)
     ROLES,
     Bootstrap,
@@ -76,10 +89,10 @@ from interpgpt.analysis.headswap.stats import (  # noqa: F401  (public API of th
 )
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -176,6 +189,8 @@ class HeadswapResult:
     """Held-out sequences the profiles average over."""
     files: dict[str, Path]
     """Artifact name -> path written."""
+    signatures: SignatureComparison
+    """Every head signature's matching of the pair, and its planted-permutation hit rate."""
 
 
 def run_headswap(config: HeadswapConfig) -> HeadswapResult:
@@ -205,18 +220,30 @@ def run_headswap(config: HeadswapConfig) -> HeadswapResult:
         for name, model in pair.models.items()
     }
     inventory = build_inventory(sums, config)
-    files = write_outputs(inventory, len(data), config, sums["standard"].counts.sum(0))
-    return HeadswapResult(inventory, len(data), files)
+    signatures = compare_signatures(
+        pair.standard.model,
+        pair.adhd.model,
+        data.ids,
+        data.lengths,
+        special,
+        profiles=[sums["standard"], sums["adhd"]],
+        n_bins=config.bins,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    blob = _inventory_json(inventory, len(data), config, sums["standard"].counts.sum(0))
+    blob["signatures"] = _signatures_json(signatures)
+    files = write_outputs(inventory, blob, len(data), config)
+    return HeadswapResult(inventory, len(data), files, signatures)
 
 
 def write_outputs(
-    inv: Inventory, n_tasks: int, config: HeadswapConfig, bin_counts: Tensor
+    inv: Inventory, blob: dict, n_tasks: int, config: HeadswapConfig
 ) -> dict[str, Path]:
+    """headswap.json (`blob`), the migration map and the two figures."""
     out = config.out
     files = {
-        "headswap": write_json(
-            out / HEADSWAP_JSON, _inventory_json(inv, n_tasks, config, bin_counts)
-        ),
+        "headswap": write_json(out / HEADSWAP_JSON, blob),
         "migration_map": write_text(out / MIGRATION_MAP, migration_map(inv, n_tasks, config)),
         "swap_heatmap": _plot_heatmap(inv, out / SWAP_HEATMAP),
         "profile_pair": _plot_profile_pair(inv, out / PROFILE_PAIR),
@@ -242,6 +269,22 @@ def _inventory_json(inv: Inventory, n_tasks: int, config: HeadswapConfig, bin_co
         "moved": [study_label(m) for m in inv.moved],
         "layers": inv.layers,
         "provenance": provenance(config),
+    }
+
+
+def _signatures_json(sig: SignatureComparison) -> dict[str, Any]:
+    return {
+        "signatures": list(SIGNATURES),
+        "basis_free": list(BASIS_FREE),
+        "positions": sig.positions,
+        "planted_permutation": sig.permutation,
+        "planted_permutation_axes": "layer, head of the copy: the standard model's head it holds",
+        "planted": sig.planted,
+        "same_index": sig.same_index,
+        "within_layer": {name: p.tolist() for name, p in sig.partners.items()},
+        "within_layer_axes": "layer, standard head: its ADHD partner's index in that layer",
+        "similarity": sig.similarity,
+        "similarity_axes": "layer, standard head, ADHD head",
     }
 
 
@@ -354,7 +397,7 @@ def _plot_profile_pair(inv: Inventory, path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: HeadswapConfig) -> StageOutput:
+def stage(ws: Layout, config: HeadswapConfig) -> StageOutput:
     result = run_headswap(
         dataclasses.replace(
             config,
@@ -372,6 +415,10 @@ def stage(ws: Workspace, config: HeadswapConfig) -> StageOutput:
         "moved": [_match_summary(m) for m in moved],
         "strongest": _match_summary(moved[0] if moved else matches[0]),
         "layers": [dataclasses.asdict(s) for s in inv.layers],
+        "signatures": {
+            "same_index": result.signatures.same_index,
+            "planted": result.signatures.planted,
+        },
     }
     return StageOutput(list(result.files.values()), summary)
 
@@ -418,7 +465,22 @@ def section(summary: Summary, outputs: list[str]) -> Section:
         (m["label"], f"cos {fmt(m['cosine'])} vs same-index {fmt(m['same_index'])}")
         for m in moved[:8]
     ]
+    if "signatures" in summary:
+        finding += " " + signatures_text(summary["signatures"])
     return Section("Head-swap inventory", finding, rows=rows, table=table, figures=figures(outputs))
+
+
+def signatures_text(scores: dict[str, dict[str, float]]) -> str:
+    """Each head signature's share of heads paired with their own index, and its hit rate
+    on a head-permuted copy of the standard model, in one sentence."""
+    listed = ", ".join(
+        f"{name} {fmt(scores['same_index'][name])} / {fmt(scores['planted'][name])}"
+        for name in scores["same_index"]
+    )
+    return (
+        "Head signatures, share of heads paired with their own index / hit rate on a "
+        f"head-permuted copy of the standard model: {listed}."
+    )
 
 
 def statistics(summary: Summary, outputs: list[str]) -> dict[str, Statistic]:
@@ -458,17 +520,26 @@ def _inventory_file(outputs: list[str]) -> str | None:
     return next((p for p in outputs if Path(p).name == HEADSWAP_JSON), None)
 
 
-def head_alignment(outputs: list[str]) -> dict[str, str]:
+def head_alignment(outputs: list[str], signature: str = BASELINE) -> dict[str, str]:
     """From an inventory's files: each ADHD-role head ("L{layer}H{head}") -> its
-    within-layer partner in the standard-role model (one-to-one, by attention profile).
-    Between two models of one variant from different inits this names, for each head of
-    the second, the head of the first that does its job (the study's alignment pairs)."""
+    within-layer partner in the standard-role model (one-to-one, by `signature`: the
+    attention profile unless another is named). Between two models of one variant from
+    different inits this names, for each head of the second, the head of the first that
+    does its job (the study's alignment pairs)."""
     inventory = _inventory_file(outputs)
     if inventory is None:
         raise ValueError(f"no {HEADSWAP_JSON} among the outputs {outputs}")
+    blob = read_json(inventory)
+    if signature == BASELINE:
+        return {
+            f"L{m['adhd'][0]}H{m['adhd'][1]}": f"L{m['std'][0]}H{m['std'][1]}"
+            for m in blob["matching"]["within_layer"]
+        }
+    partners = blob["signatures"]["within_layer"][signature]
     return {
-        f"L{m['adhd'][0]}H{m['adhd'][1]}": f"L{m['std'][0]}H{m['std'][1]}"
-        for m in read_json(inventory)["matching"]["within_layer"]
+        f"L{layer}H{adhd}": f"L{layer}H{std}"
+        for layer, row in enumerate(partners)
+        for std, adhd in enumerate(row)
     }
 
 

@@ -52,10 +52,10 @@ from interpgpt.analysis.lm import TextSet, as_lm
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -461,7 +461,7 @@ def plot_roles(result: KLResult, path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: KLConfig) -> StageOutput:
+def stage(ws: Layout, config: KLConfig) -> StageOutput:
     run = run_kl(
         dataclasses.replace(
             config,

@@ -45,16 +45,15 @@ from interpgpt.analysis.known_answers.probing import (
 from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
-    model_name,
 )
 from interpgpt.artifacts.load import check_roles, load_model
-from interpgpt.constants import Variant
+from interpgpt.constants import Variant, model_name
 from interpgpt.corpus.evalset import EncodedSet, load_eval_set
 from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.device import resolve_device
@@ -264,7 +263,7 @@ def plot_interchange(path: Path, answers: KnownAnswers) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: KnownAnswersConfig) -> StageOutput:
+def stage(ws: Layout, config: KnownAnswersConfig) -> StageOutput:
     """The study's two models and, when the study trained it, the ADHD model's twin."""
     twin = ws.export("adhd", twin=True)
     result = run_known_answers(

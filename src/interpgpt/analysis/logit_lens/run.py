@@ -54,10 +54,10 @@ from interpgpt.analysis.lm import as_lm
 from interpgpt.analysis.logit_lens.config import LogitLensConfig
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -476,7 +476,7 @@ def _plot_dla(result: LogitLensResult, path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: LogitLensConfig) -> StageOutput:
+def stage(ws: Layout, config: LogitLensConfig) -> StageOutput:
     result = run_logit_lens(
         dataclasses.replace(
             config,

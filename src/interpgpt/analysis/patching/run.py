@@ -69,10 +69,10 @@ from interpgpt.analysis.patching.suffix import (
 from interpgpt.analysis.plots import HeatmapPanel, save_heatmaps
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -384,7 +384,7 @@ def _report(config, name, pairs: PatchPairs, result: PatchingResult, timings) ->
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: PatchingConfig) -> StageOutput:
+def stage(ws: Layout, config: PatchingConfig) -> StageOutput:
     result = run_patching(
         dataclasses.replace(
             config, model=ws.export("adhd"), corpus=ws.corpus, out=ws.analysis("patching")

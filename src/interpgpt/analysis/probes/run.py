@@ -69,10 +69,10 @@ from interpgpt.analysis.probes.fit import (
 )
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -447,7 +447,7 @@ STUDY_SEQUENCES: Variant = "adhd"
 docstring): the one variant where all three probes are defined."""
 
 
-def stage(ws: Workspace, config: ProbesConfig) -> StageOutput:
+def stage(ws: Layout, config: ProbesConfig) -> StageOutput:
     """Both exported models on the same held-out sequences, `STUDY_SEQUENCES`."""
     outputs: list[Path] = []
     summary: Summary = {}

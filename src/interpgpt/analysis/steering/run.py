@@ -61,10 +61,10 @@ from interpgpt.analysis.interventions import add_direction
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -525,7 +525,7 @@ def plot_steering(path: Path, variants: list[VariantResult], feature: int) -> Pa
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: SteeringConfig) -> StageOutput:
+def stage(ws: Layout, config: SteeringConfig) -> StageOutput:
     diff = ws.summary("feature-diff")
     if "sae_dir" not in diff or "diff_file" not in diff:
         raise UserError(

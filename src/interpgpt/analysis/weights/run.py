@@ -34,10 +34,10 @@ from interpgpt.analysis import plots
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.protocol import (
     Analysis,
+    Layout,
     Section,
     StageOutput,
     Summary,
-    Workspace,
     figures,
     fmt,
 )
@@ -365,7 +365,7 @@ def _plot_interpolation(lines: dict[str, LossLine], path: Path) -> Path:
 # ---------------------------------------------------------------------------- in the study
 
 
-def stage(ws: Workspace, config: WeightsConfig) -> StageOutput:
+def stage(ws: Layout, config: WeightsConfig) -> StageOutput:
     inventory = ws.analysis("headswap") / HEADSWAP_JSON
     result = run_weights(
         dataclasses.replace(

@@ -1,0 +1,228 @@
+"""A scorecard of the diffing methods on the pair whose difference is known (issue 29's
+item 4): the ADHD corpus adds regulation steps at step onsets when the remaining effort
+budget runs out, so a method's top finding should point at regulation tokens, step-onset
+positions or that variable; and between a model and its data-order twin, where there is
+nothing to find, it should report nothing.
+
+Per method, from the stage records the study already holds (its own run and its runs on
+the twin pairs, `<stage>@standard-twin` / `<stage>@adhd-twin`): (a) whether its top finding
+on the matched pair meets the method's criterion (`Method.criterion`, one sentence each);
+(b) how many findings it reports on each twin pair (false positives), where the method
+counts findings, else whether its top finding there meets the criterion too. Written as
+`scorecard.json` and one report table. Methods not listed have no criterion here yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from interpgpt.analysis.protocol import Analysis, Section, StageOutput, Summary
+from interpgpt.corpus.regulation import REGULATION_ACTIONS
+from interpgpt.io import write_json
+from interpgpt.study.controls import TWIN_PAIRS, pair_stage_name
+from interpgpt.study.workspace import Workspace
+
+SCORECARD_JSON = "scorecard.json"
+ONSET_ROLES = ("onset_predictor", "regulation_step")
+"""The KL analysis's position roles where the known difference lies."""
+
+
+def is_regulation_token(token: str) -> bool:
+    """A token that begins a regulation action's wording: at least three of its first
+    letters (shorter pieces begin too many other words)."""
+    piece = token.strip().lower()
+    return len(piece) >= 3 and any(action.startswith(piece) for action in REGULATION_ACTIONS)
+
+
+def _kl_top(summary: Summary) -> tuple[str, bool] | None:
+    roles = {
+        r: s
+        for r, s in summary.get("roles", {}).items()
+        if r not in ("all", "other") and s["count"]
+    }
+    if not roles:
+        return None
+    top = max(roles, key=lambda r: roles[r]["mean_symmetric"])
+    return f"largest KL at {top} positions", top in ONSET_ROLES
+
+
+def _diff_lens_top(summary: Summary) -> tuple[str, bool] | None:
+    promoted = summary.get("promoted") or []
+    if not promoted:
+        return None
+    return f"promotes {promoted[0]!r} most", is_regulation_token(promoted[0])
+
+
+def _feature_diff_top(summary: Summary) -> tuple[str, bool] | None:
+    top = summary.get("top") or []
+    if not top:
+        return "no ADHD-only feature", False
+    f = top[0]
+    return (
+        f"feature {f['feature']} fires at {f['adhd_rate']:.0%} of ADHD step onsets "
+        f"({f['std_rate']:.0%} standard)",
+        f["adhd_rate"] > f["std_rate"],
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the scorecard reads one diffing method's stage summary."""
+
+    stage: str
+    label: str
+    criterion: str
+    """One sentence: when its top finding points at the known difference."""
+    top: Callable[[Summary], tuple[str, bool] | None] | None = None
+    """Its top finding in words and whether it meets the criterion (None: no finding)."""
+    count: Callable[[Summary], int] | None = None
+    """How many findings it reports on a pair (None: it reports one reading, not a list)."""
+
+
+METHODS: tuple[Method, ...] = (
+    Method(
+        "kl",
+        "KL",
+        "the position role with the largest mean symmetric KL is a step onset or a regulation step",
+        top=_kl_top,
+    ),
+    Method(
+        "diff_lens",
+        "difference lens",
+        "the token the difference direction promotes most begins a regulation action",
+        top=_diff_lens_top,
+    ),
+    Method(
+        "feature_diff",
+        "SAE feature diff",
+        "its top ADHD-only feature fires at more ADHD step onsets than standard ones; "
+        "findings: ADHD-only features",
+        top=_feature_diff_top,
+        count=lambda s: int(s["n_selected"]),
+    ),
+    Method(
+        "crosscoder",
+        "crosscoder",
+        "no criterion for the top latent yet; findings: confirmed model-exclusive latents",
+        count=lambda s: (
+            int(s["pair"]["n_std_only_confirmed"]) + int(s["pair"]["n_adhd_only_confirmed"])
+        ),
+    ),
+    Method(
+        "headswap",
+        "head-swap",
+        "no criterion (a head is not a token, position or variable); findings: moved heads",
+        count=lambda s: len(s["moved"]),
+    ),
+    Method(
+        "weights",
+        "weights",
+        "no criterion; findings: heads weight matching puts off their own index",
+        count=lambda s: sum(i != j for layer in s["layers"] for i, j in enumerate(layer["perm"])),
+    ),
+)
+"""The methods scored. Not scored yet: the logit lens, patching and ablation (their
+summaries hold one curve or effect, not a ranked finding)."""
+
+
+def _read(method: Method, summary: Summary | None) -> dict[str, Any] | None:
+    """A method's reading of one pair's summary: its top finding, whether it points at the
+    known difference, and its finding count; None when the run is missing or unreadable."""
+    if not summary:
+        return None
+    try:
+        top = method.top(summary) if method.top else None
+        count = method.count(summary) if method.count else None
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return {
+        "top": None if top is None else top[0],
+        "points": None if top is None else top[1],
+        "findings": count,
+    }
+
+
+def false_positives(reading: dict[str, Any] | None) -> int | None:
+    """On a twin pair: its findings where the method counts them, else 1 when its top
+    finding meets the criterion (where there is nothing to find) and 0 when not."""
+    if reading is None:
+        return None
+    if reading["findings"] is not None:
+        return int(reading["findings"])
+    return None if reading["points"] is None else int(reading["points"])
+
+
+def scorecard(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method in `METHODS` whose stage ran on the matched pair."""
+    rows = []
+    for method in METHODS:
+        pair = _read(method, records.get(method.stage, {}).get("summary"))
+        if pair is None:
+            continue
+        twins = {
+            name: false_positives(
+                _read(method, records.get(pair_stage_name(method.stage, name), {}).get("summary"))
+            )
+            for name in TWIN_PAIRS
+        }
+        rows.append(
+            {"method": method.label, "criterion": method.criterion, **pair, "twin_pairs": twins}
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class ScorecardConfig:
+    """The diffing methods scored on the known difference (study `[scorecard]`)."""
+
+
+def _stage(ws: Workspace, config: ScorecardConfig) -> StageOutput:
+    rows = scorecard(ws.records)
+    path = write_json(ws.analysis("scorecard") / SCORECARD_JSON, {"methods": rows})
+    return StageOutput([path], {"methods": rows})
+
+
+def section(summary: Summary, outputs: list[str]) -> Section:
+    def cell(value: Any) -> str:
+        return (
+            "—"
+            if value is None
+            else "yes"
+            if value is True
+            else "no"
+            if value is False
+            else str(value)
+        )
+
+    table = [["method", "criterion", "top finding", "points at the known difference",
+              "findings", *(f"false positives ({p})" for p in TWIN_PAIRS)]]  # fmt: skip
+    for row in summary["methods"]:
+        twins = [cell(row["twin_pairs"].get(p)) for p in TWIN_PAIRS]
+        table.append(
+            [
+                row["method"],
+                row["criterion"],
+                cell(row["top"]),
+                cell(row["points"]),
+                cell(row["findings"]),
+                *twins,
+            ]
+        )
+    hits = sum(r["points"] is True for r in summary["methods"])
+    judged = sum(r["points"] is not None for r in summary["methods"])
+    finding = (
+        f"{hits} of {judged} methods with a criterion point at the known difference; a twin "
+        "pair's false positives are its findings, or 1 where only the top finding is read and "
+        "it meets the criterion there too."
+    )
+    return Section("Scorecard of the diffing methods", finding, table=table)
+
+
+def scorecard_analysis(after: list[str]) -> Analysis[ScorecardConfig]:
+    """The `scorecard` stage, after every stage it reads."""
+    return Analysis(
+        "scorecard", "the diffing methods scored on the known difference", ScorecardConfig,
+        _stage, section, tuple(after),
+    )  # fmt: skip
