@@ -31,8 +31,8 @@ sae_app = typer.Typer(
 
 
 FORCE = {
-    "force": "Replace SAE directories (and sae_summary.json) already in --out; without it "
-    "they are refused before any training."
+    "force": "Replace the SAE directories this writes (and train-all's sae_summary.json) "
+    "where --out already holds them; without it they are refused before any training."
 }
 """`--force`: a switch of the command line only, so it is in no SAE's provenance."""
 
