@@ -410,11 +410,17 @@ def test_resume_checks_the_data_seed(tiny_corpus, tiny_tokenizer_path, tmp_path)
 # ----------------------------------------------------------------------------- DDP
 
 
-def test_ddp_two_ranks_match_single_process(tiny_corpus, tiny_tokenizer_path, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_two_ranks_match_single_process(tiny_corpus, tiny_tokenizer_path, tmp_path, optimizer):
+    """Two ranks' averaged gradients give the single process's weights. AdamW matches to
+    float rounding. Muon's Newton-Schulz runs in bf16 where the CPU has native bf16
+    (`step.Muon`), which turns the ranks' different summation order into differences of
+    about 1% of the update (measured 1.2% after 3 steps on an AVX-512 BF16 EPYC); ranks
+    that did not average their gradients differ by the order of the update itself."""
     args = [
         "train", "--corpus", str(tiny_corpus), "--tokenizer", str(tiny_tokenizer_path),
         "--variant", "adhd", "--preset", "tiny", "--steps", "3", "--batch-size", "6",
-        "--device", "cpu", "--no-autocast", "--no-progress",
+        "--device", "cpu", "--no-autocast", "--no-progress", "--optimizer", optimizer,
     ]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -425,13 +431,18 @@ def test_ddp_two_ranks_match_single_process(tiny_corpus, tiny_tokenizer_path, tm
     assert done.returncode == 0, done.stderr[-3000:]
     single = dataclasses.replace(
         _config(tiny_corpus, tiny_tokenizer_path, tmp_path / "one", variant="adhd"),
-        steps=3, batch_size=6, autocast=False, device="cpu",
+        steps=3, batch_size=6, autocast=False, device="cpu", optimizer=optimizer,
     )  # fmt: skip
     train(single)
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    init = initial_model(single).state_dict()
+    assert any(not torch.equal(a[k], init[k]) for k in a)
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
-    assert any(not torch.equal(a[k], initial_model(single).state_dict()[k]) for k in a)
+        if optimizer == "adamw":
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+        else:
+            update = (b[name] - init[name]).norm()
+            assert (a[name] - b[name]).norm() <= 0.05 * update + 1e-6, name
 
 
 # ----------------------------------------------------------------------------- bad input
