@@ -511,3 +511,39 @@ def test_a_file_in_the_way_of_the_output_is_found_first(path, args, is_file, tmp
         code, lines = run([*path, *args, "--out", out], capsys)
         one_line_error(code, lines, str(out), "is a file")
     assert blocker.read_text() == "x"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: a real file system that runs out of space (ENOSPC) on the first
+    model-sized write. Mounting needs root (the sandbox and CI run as root)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("command", ["export", "train"])
+def test_a_full_disk_is_one_line_and_no_output(
+    command, full_disk, tiny_run_dirs, tiny_corpus, tiny_tokenizer_path, capsys
+):
+    argv = {
+        "export": ["export", tiny_run_dirs["standard"]],
+        "train": ["train", "--corpus", tiny_corpus, "--tokenizer", tiny_tokenizer_path, *TINY_RUN],
+    }[command]
+    out = full_disk / command
+    code, lines = run([*argv, "--out", out], capsys)
+    if command == "train":  # the run's progress lines come first, then the one error line
+        assert not any("Traceback" in line for line in lines), lines
+        lines = [line for line in lines if line.startswith("error: ")]
+    one_line_error(code, lines, "no space left on the device")
+    if command == "export":  # written beside --out and renamed: nothing is left
+        assert not out.exists() and not list(full_disk.glob(f".{out.name}*"))
+    else:  # a run dir resumes: what is there is whole, never a half-written file
+        assert not list(out.rglob("*.tmp*")), list(out.rglob("*"))

@@ -17,11 +17,14 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from interpgpt.errors import UserError
 
@@ -59,6 +62,12 @@ def faults(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(describe_fault(err, path)) from None
+    except SafetensorError as err:  # safetensors reports a failed write as its own error
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise UserError(describe_fault(OSError(number, os.strerror(number)), path)) from None
 
 
 def check_writable(path: str | os.PathLike[str], flag: str, directory: bool = True) -> None:
