@@ -132,13 +132,19 @@ def refuse_existing(path: str | os.PathLike[str], flag: str, directory: bool = T
     if directory and path.is_dir():
         held = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
         if held:
-            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-            raise UserError(
-                f"{flag} {path}: already holds {shown}; pass --force to replace it, or "
-                f"choose another {flag}"
-            )
+            raise already_holds(flag, path, held)
     elif not directory and path.exists():
         raise UserError(f"{flag} {path}: already exists; pass --force to replace it")
+
+
+def already_holds(flag: str, path: Path, held: list[str], it: str = "it") -> UserError:
+    """The refusal of an output `path` (given as `flag`) that holds `held` (the first three
+    named); `it`: what --force would replace."""
+    shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    return UserError(
+        f"{flag} {path}: already holds {shown}; pass --force to replace {it}, or "
+        f"choose another {flag}"
+    )
 
 
 @contextlib.contextmanager
@@ -192,15 +198,21 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         with faults(path):
             yield tmp
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-                os.replace(path, old / path.name)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished directory `tmp` onto `path`; what `path` held is moved aside
+    first (a `.{name}.old.*` temp beside it), then removed."""
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 def _umask() -> int:

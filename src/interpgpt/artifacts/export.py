@@ -29,7 +29,6 @@ Loading never unpickles code (safetensors or `torch.load(weights_only=True)`).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -70,6 +69,7 @@ from interpgpt.io import (
     provenance,
     read_json,
     remove_stale_temps,
+    replace_dir,
     write_json,
     write_text,
 )
@@ -133,7 +133,7 @@ def export(config: ExportConfig) -> ExportResult:
         }
         _write_card(info, loaded, out_dir, tmp)
         write_json(tmp / EXPORT_INFO, info)
-        _publish(tmp, out_dir)
+        replace_dir(tmp, out_dir)  # replaces an earlier export
     except OSError as err:
         raise UserError(f"--out {describe_fault(err, out_dir)}") from None
     except RuntimeError as err:  # torch.save reports a failed write (a full disk) this way
@@ -159,17 +159,6 @@ def _check_target(out_dir: Path, force: bool) -> None:
         raise UserError(
             f"--out {out_dir}: not an earlier export (no {EXPORT_INFO}); refusing to replace it"
         )
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temp dir onto `out_dir`, replacing an earlier export."""
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def _source_metadata(path: Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from interpgpt.corpus.build import CorpusRecord, load_split
 from interpgpt.corpus.tokenizer import TaskTokenizer
 from interpgpt.device import resolve_device
 from interpgpt.errors import UserError
-from interpgpt.io import atomic_dir, provenance, remove_stale_temps, write_json
+from interpgpt.io import already_holds, atomic_dir, provenance, remove_stale_temps, write_json
 from interpgpt.sae.activations import (
     activation_stream,
     collect_activations,
@@ -172,11 +172,7 @@ def claim_outputs(out: Path, names: list[str], force: bool) -> None:
         if p.is_file() or (p.is_dir() and any(not c.name.startswith(".") for c in p.iterdir()))
     ]
     if taken and not force:
-        shown = ", ".join(taken[:3]) + (", ..." if len(taken) > 3 else "")
-        raise UserError(
-            f"--out {out}: already holds {shown}; pass --force to replace "
-            f"{'them' if len(taken) > 1 else 'it'}, or choose another --out"
-        )
+        raise already_holds("--out", Path(out), taken, "them" if len(taken) > 1 else "it")
     for path in paths:
         remove_stale_temps(path)
 
