@@ -15,6 +15,13 @@ and end is printed with the table.
 
     python bench/bench_study.py                                  # small preset, twins on
     python bench/bench_study.py --preset tiny --set train.steps=40 --replicates 2
+
+`--from-study DIR` records a study that already ran (e.g. `make study` into runs/study on a
+fresh clone, timed with /usr/bin/time -v) instead of running one: its stage records, the
+wall seconds and load averages given on the command line, and the commit it ran at.
+
+    python bench/bench_study.py --from-study runs/study --commit c59233b --wall 4200 \
+        --load-start 0.04,0.67,1.20 --load-end 2.0,2.0,2.0
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from rich.console import Console
 
 from interpgpt.artifacts.names import RELEASE_DIR
 from interpgpt.artifacts.release import MANIFEST
-from interpgpt.study.config import StudyConfig, load_study_config
+from interpgpt.study.config import STUDY_FIELDS, StudyConfig, load_study_config
 from interpgpt.study.pipeline import STAGE_RECORDS, run_study, study_stages
 
 REPO = BENCH_DIR.parent
@@ -54,6 +61,11 @@ class Options:
     stages: list[str] | None
     results: Path
     record: Path
+    from_study: Path | None = None
+    commit: str | None = None
+    wall: float | None = None
+    load_start: list[float] | None = None
+    load_end: list[float] | None = None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -144,6 +156,45 @@ def measure(options: Options) -> dict[str, Any]:
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in load_end],
         "total_seconds": round(result.seconds, 1),
+        "peak_rss_mb": max(peaks, default=None),
+        "stages": stages,
+    }
+
+
+def recorded(options: Options) -> dict[str, Any]:
+    """A study that already ran (`--from-study`): every stage it ran or copied from the
+    release, as `measure` would have recorded it."""
+    folder = options.from_study
+    assert folder is not None
+    if not (folder / STAGE_RECORDS).is_dir():
+        raise SystemExit(f"error: --from-study {folder}: no {STAGE_RECORDS}/ in it; is it a study?")
+    saved = json.loads((folder / "study_config.json").read_text())
+    study_wide = [f"{k}={saved[k]}" for k in STUDY_FIELDS if k in saved and k != "preset"]
+    config = load_study_config(None, [s.lower() for s in study_wide], saved.get("preset"))
+    records = stage_records(folder)
+    stages: dict[str, dict[str, Any]] = {}
+    for stage in study_stages(config):
+        record = records.get(stage.name)
+        if record is None:
+            stages[stage.name] = {"how": "missing"}
+            continue
+        stages[stage.name] = {
+            "how": "release" if "release" in record else "ran",
+            "seconds": round(record["seconds"], 2),
+            "peak_rss_mb": record.get("peak_rss_mb"),
+        }
+    peaks = [s["peak_rss_mb"] for s in stages.values() if s.get("peak_rss_mb") is not None]
+    total = sum(s.get("seconds", 0.0) for s in stages.values())
+    return {
+        "commit": options.commit or git_commit(),
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "settings": f"preset {config.preset}, replicates {config.replicates}",
+        "pair": describe_pair(config, folder),
+        "date": now(),
+        "load_start": options.load_start or [float("nan")] * 3,
+        "load_end": options.load_end or [float("nan")] * 3,
+        "total_seconds": round(options.wall if options.wall is not None else total, 1),
         "peak_rss_mb": max(peaks, default=None),
         "stages": stages,
     }
@@ -293,7 +344,22 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="the markdown to update")
     parser.add_argument("--record", type=Path, default=RECORD, help="the runs' JSON record")
+    parser.add_argument(
+        "--from-study", type=Path, default=None, help="record this finished study dir instead"
+    )
+    parser.add_argument("--commit", default=None, help="with --from-study: the commit it ran")
+    parser.add_argument(
+        "--wall", type=float, default=None, help="with --from-study: its wall seconds"
+    )
+    parser.add_argument(
+        "--load-start", default=None, help="with --from-study: load averages at start, a,b,c"
+    )
+    parser.add_argument("--load-end", default=None, help="with --from-study: at the end, a,b,c")
     args = parser.parse_args(argv)
+
+    def loads(text: str | None) -> list[float] | None:
+        return [float(x) for x in text.split(",")] if text else None
+
     return Options(
         preset=args.preset,
         sets=args.sets,
@@ -302,12 +368,17 @@ def parse_args(argv: list[str] | None) -> Options:
         stages=args.stages.split(",") if args.stages else None,
         results=args.results,
         record=args.record,
+        from_study=args.from_study,
+        commit=args.commit,
+        wall=args.wall,
+        load_start=loads(args.load_start),
+        load_end=loads(args.load_end),
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
-    run = measure(options)
+    run = recorded(options) if options.from_study else measure(options)
     runs = read_runs(options.record)
     lines = table(run, previous_run(runs, run))
     write_section(SECTION, lines, options.results)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from interpgpt.study.scorecard import is_regulation_token, scorecard, section
+from interpgpt.study.config import StudyConfig
+from interpgpt.study.pipeline import study_stages
+from interpgpt.study.scorecard import METHODS, is_regulation_token, scorecard, section
 
 
 def role(mean: float) -> dict[str, float]:
@@ -23,8 +25,8 @@ def summaries(found: bool) -> dict[str, dict[str, Any]]:
                 "other": role(9.0),
             }
         },
-        "diff_lens": {"promoted": [" sip", " the"] if found else [" the", " sip"]},
-        "feature_diff": {
+        "diff-lens": {"promoted": [" sip", " the"] if found else [" the", " sip"]},
+        "feature-diff": {
             "n_selected": 3 if found else 0,
             "top": [{"feature": 7, "adhd_rate": 0.8, "std_rate": 0.0}] if found else [],
         },
@@ -76,3 +78,13 @@ def test_regulation_tokens() -> None:
     assert is_regulation_token(" sip") and is_regulation_token("Deep")
     assert is_regulation_token(" pause")
     assert not is_regulation_token(" the") and not is_regulation_token(" p")
+
+
+def test_every_method_reads_a_stage_the_study_runs() -> None:
+    """A method whose stage name is not a study stage would never get a row: the report
+    would drop it without a word (as the difference lens and the feature diff once were)."""
+    names = {stage.name for stage in study_stages(StudyConfig())}
+    assert {m.stage for m in METHODS} <= names
+    assert {
+        f"{m.stage}@{twin}" for m in METHODS for twin in ("standard-twin", "adhd-twin")
+    } <= names

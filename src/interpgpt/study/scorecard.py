@@ -72,6 +72,7 @@ class Method:
     """How the scorecard reads one diffing method's stage summary."""
 
     stage: str
+    """The stage whose summary it reads: a study stage's name (`Analysis.name`)."""
     label: str
     criterion: str
     """One sentence: when its top finding points at the known difference."""
@@ -89,13 +90,13 @@ METHODS: tuple[Method, ...] = (
         top=_kl_top,
     ),
     Method(
-        "diff_lens",
+        "diff-lens",
         "difference lens",
         "the token the difference direction promotes most begins a regulation action",
         top=_diff_lens_top,
     ),
     Method(
-        "feature_diff",
+        "feature-diff",
         "SAE feature diff",
         "its top ADHD-only feature fires at more ADHD step onsets than standard ones; "
         "findings: ADHD-only features",
