@@ -18,7 +18,9 @@ and end is printed with the table.
 
 `--from-study DIR` records a study that already ran (e.g. `make study` into runs/study on a
 fresh clone, timed with /usr/bin/time -v) instead of running one: its stage records, the
-wall seconds and load averages given on the command line, and the commit it ran at.
+wall seconds and load averages given on the command line, and the commit it ran at. It is
+labelled by its preset and replicates alone, as a run without `--set` is: record studies
+that ran with the default settings.
 
     python bench/bench_study.py --from-study runs/study --commit c59233b --wall 4200 \
         --load-start 0.04,0.67,1.20 --load-end 2.0,2.0,2.0

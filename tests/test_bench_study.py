@@ -56,3 +56,18 @@ def test_two_runs_write_the_table_and_the_second_shows_the_first(bench_study, tm
     weights = next(line for line in text.splitlines() if line.startswith("| weights |"))
     assert weights.split(" | ")[2] == f"{first['stages']['weights']['seconds']:,.1f}"
     assert len(json.loads(record.read_text())) == 1  # one entry per commit, machine, settings
+
+    # a study that already ran is recorded as it ran, with the wall time given
+    third = bench_study.main(
+        ["--from-study", str(tmp_path / "work"), "--commit", "abc1234", "--wall", "12.5",
+         "--load-start", "0.1,0.2,0.3", "--load-end", "1,2,3",
+         "--results", str(results), "--record", str(record)]
+    )  # fmt: skip
+    assert third["commit"] == "abc1234" and third["total_seconds"] == 12.5
+    assert third["stages"]["weights"]["seconds"] == second["stages"]["weights"]["seconds"]
+    # labelled by preset and replicates alone, as a default `make bench-study` run is
+    assert third["settings"] == "preset tiny, replicates 1"
+    text = results.read_text()
+    assert "Now: abc1234" in text and "0.10 / 0.20 / 0.30 → 1.00 / 2.00 / 3.00" in text
+    with pytest.raises(SystemExit, match="no stages/"):
+        bench_study.main(["--from-study", str(tmp_path), "--record", str(record)])
