@@ -8,7 +8,9 @@ Per method, from the stage records the study already holds (its own run and its 
 the twin pairs, `<stage>@standard-twin` / `<stage>@adhd-twin`): (a) whether its top finding
 on the matched pair meets the method's criterion (`Method.criterion`, one sentence each);
 (b) how many findings it reports on each twin pair (false positives), where the method
-counts findings, else whether its top finding there meets the criterion too. Written as
+counts findings, else whether its top finding there meets the criterion too. A pair with
+no difference at all (KL 0 everywhere, a zero residual difference) names no role or token
+and points at nothing, so a model against itself yields no finding. Written as
 `scorecard.json` and one report table. Methods not listed have no criterion here yet.
 """
 
@@ -45,6 +47,8 @@ def _kl_top(summary: Summary) -> tuple[str, bool] | None:
     if not roles:
         return None
     top = max(roles, key=lambda r: roles[r]["mean_symmetric"])
+    if not roles[top]["mean_symmetric"] > 0:  # every role ties at 0: no largest to name
+        return "no KL at any position", False
     return f"largest KL at {top} positions", top in ONSET_ROLES
 
 
@@ -52,6 +56,9 @@ def _diff_lens_top(summary: Summary) -> tuple[str, bool] | None:
     promoted = summary.get("promoted") or []
     if not promoted:
         return None
+    if not summary["norms"]["onset_predictor"][summary["layer"]] > 0:
+        # A zero difference has no direction: its "promoted" tokens are a tie broken by id.
+        return "no residual difference", False
     return f"promotes {promoted[0]!r} most", is_regulation_token(promoted[0])
 
 

@@ -209,6 +209,14 @@ def _study_feature_diff(ws: Layout, layer: int) -> Path | None:
         return None
 
 
+def _model_names(std: Path, adhd: Path) -> tuple[str, str]:
+    """The two models' names in the crosscoder's files: their export names, each with its
+    role where one model plays both (the files need two names)."""
+    if std.name != adhd.name:
+        return std.name, adhd.name
+    return f"{std.name} (standard role)", f"{adhd.name} (adhd role)"
+
+
 def _train_and_diff(ws: Layout, config: CrosscoderStudyConfig, name: str, std: Path,
                     adhd: Path, feature_diff: Path | None = None, same_variant: bool = False,
                     ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
@@ -219,7 +227,7 @@ def _train_and_diff(ws: Layout, config: CrosscoderStudyConfig, name: str, std: P
     trained = train_crosscoder(
         CrosscoderTrainConfig(
             std=std, adhd=adhd, corpus=ws.corpus, out=out / "crosscoder", layer=config.layer,
-            model_names=(std.name, adhd.name), same_variant=same_variant,
+            model_names=_model_names(std, adhd), same_variant=same_variant,
             **config.hyperparams(),
         )
     )  # fmt: skip
