@@ -111,6 +111,26 @@ def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[st
 
 
 @pytest.fixture(scope="session")
+def tiny_ioi_config():
+    """The tiny IOI model's training settings (a few seconds on one thread)."""
+    from interpgpt.ioi.config import IOITrainConfig
+
+    return IOITrainConfig(
+        n_layer=2, d_model=32, d_head=8, d_mlp=64, steps=200, batch_size=32, threads=1
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_ioi_dir(tiny_ioi_config, tmp_path_factory) -> Path:
+    """A tiny IOI model, trained once per session for tests/ioi and the notebooks."""
+    from interpgpt.ioi.train import train_ioi_model
+
+    out = tmp_path_factory.mktemp("ioi") / "model"
+    train_ioi_model(tiny_ioi_config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_pair(tiny_run_dirs) -> dict:
     from interpgpt.artifacts.load import load_model
 

@@ -1,6 +1,8 @@
 """The commands the README and docs/ show are real: every `interpgpt` command named there
 exists, answers `--help` with exit code 0, and has every option the text gives it; every
-`make` target named there is in the Makefile. Nothing is run beyond `--help`."""
+`make` target named there is in the Makefile. The README's cheap blocks run as written
+(its shell blocks in an empty directory, its release snippet in the repository root);
+every other block names the test that covers it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import click
 import pytest
 import typer
 
+from interpgpt.artifacts.names import RELEASE_DIR
+from interpgpt.artifacts.release import MANIFEST
 from interpgpt.cli import app, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,11 +165,13 @@ README_SKIPPED = {
     "import interpgpt": "the quick start: tests/test_api.py runs it on a tiny study layout",
     "import interpgpt\na = interpgpt.load_lm": "needs your models; tests/test_api.py and "
     "tests/test_diff_any_pair.py run the any-pair API on tiny ones",
-    "from transformers import": "needs release/ (`make release`); `interpgpt release verify` "
-    "checks the same loading path",
 }
 """README code blocks not run here, by their first line(s), with the reason. Every other
 ```bash block runs as written."""
+
+README_ON_RELEASE = ("from transformers import",)
+"""README python blocks, by their first line, that read the release shipped in the
+repository (`release/`, paths relative to its root): run there as written."""
 
 
 def readme_blocks() -> list[tuple[str, str]]:
@@ -179,12 +185,17 @@ def skipped_reason(block: str) -> str | None:
 
 
 def test_every_readme_block_is_run_or_skipped_with_a_reason():
-    """A block added to the README is either cheap (so the test below runs it) or listed in
+    """A block added to the README is either cheap (so a test below runs it) or listed in
     `README_SKIPPED`; a listed block that left the README is dropped from the list."""
     blocks = readme_blocks()
-    unlisted = [text for lang, text in blocks if lang == "python" and not skipped_reason(text)]
+    unlisted = [
+        text
+        for lang, text in blocks
+        if lang == "python" and not skipped_reason(text) and not text.startswith(README_ON_RELEASE)
+    ]
     assert not unlisted, f"python blocks of the README with no test: {unlisted}"
-    stale = [k for k in README_SKIPPED if not any(text.startswith(k) for _, text in blocks)]
+    listed = [*README_SKIPPED, *README_ON_RELEASE]
+    stale = [k for k in listed if not any(text.startswith(k) for _, text in blocks)]
     assert not stale, f"README_SKIPPED names blocks the README no longer has: {stale}"
 
 
@@ -202,3 +213,31 @@ def test_a_cheap_readme_block_runs_as_written(block, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+ON_RELEASE = [
+    text
+    for lang, text in readme_blocks()
+    if lang == "python" and text.startswith(README_ON_RELEASE)
+]
+
+
+@pytest.mark.skipif(
+    not (ROOT / RELEASE_DIR / MANIFEST).is_file(), reason="no release/ (`make release` builds it)"
+)
+@pytest.mark.parametrize("block", ON_RELEASE, ids=[b.splitlines()[0] for b in ON_RELEASE])
+def test_a_readme_block_on_the_release_runs_as_written(block):
+    """The block as a python process in the repository root, where release/ is; it prints
+    the decomposition of the task it gives."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", block],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    task = re.search(r'tokenizer\("([^"]+)"', block)
+    assert task and done.stdout.startswith(task.group(1)), done.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,16 +33,13 @@ NAMES = sorted(BUILDER.NOTEBOOKS)
 
 
 @pytest.fixture(scope="session")
-def notebook_artifacts(tmp_path_factory, tiny_run_dirs) -> Path:
+def notebook_artifacts(tmp_path_factory, tiny_ioi_dir, tiny_run_dirs) -> Path:
     """INTERPGPT_ARTIFACTS layout: ioi-demo/model and export/{standard,adhd}."""
-    from test_ioi import TINY_IOI
-
     from interpgpt.artifacts.config import ExportConfig
     from interpgpt.artifacts.export import export
-    from interpgpt.ioi.train import train_ioi_model
 
     root = tmp_path_factory.mktemp("artifacts")
-    train_ioi_model(TINY_IOI, root / "ioi-demo" / "model")
+    shutil.copytree(tiny_ioi_dir, root / "ioi-demo" / "model")
     for variant, run_dir in tiny_run_dirs.items():
         export(ExportConfig(model=run_dir, out=root / "export" / variant))
     return root

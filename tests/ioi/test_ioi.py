@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,20 +47,7 @@ from interpgpt.ioi.subjects import GPT2_HELP, subject_from_ioi_model
 from interpgpt.ioi.train import train_ioi_model
 from interpgpt.settings import SettingError
 
-TINY_IOI = IOITrainConfig(
-    n_layer=2, d_model=32, d_head=8, d_mlp=64, steps=200, batch_size=32, threads=1
-)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="session")
-def tiny_ioi_dir(tmp_path_factory) -> Path:
-    """A tiny IOI model trained for a few seconds (shared with test_notebooks)."""
-    out = tmp_path_factory.mktemp("ioi") / "model"
-    train_ioi_model(TINY_IOI, out)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -217,9 +203,9 @@ def test_induction_score_known_answer():
 # --------------------------------------------------------------------------- tiny model
 
 
-def test_tiny_model_round_trip_and_metadata(tiny_ioi_dir, tiny_subject):
+def test_tiny_model_round_trip_and_metadata(tiny_ioi_config, tiny_ioi_dir, tiny_subject):
     info = json.loads((tiny_ioi_dir / IOI_CONFIG).read_text())
-    assert info["provenance"]["config"]["steps"] == TINY_IOI.steps
+    assert info["provenance"]["config"]["steps"] == tiny_ioi_config.steps
     assert info["heldout"]["n_prompts"] == len(tiny_subject.eval_prompts(10**6, 0))
     losses = [json.loads(line)["loss"] for line in (tiny_ioi_dir / "metrics.jsonl").open()]
     assert losses[-1] < losses[0] - 1.0  # it learned the template language at least
