@@ -5,8 +5,9 @@ batches (less padding); each batch is left-padded, with `attention_mask` False a
 pads, so every row's rotary positions start at its first real token and a padded row
 computes what it would alone. The prompt fills a preallocated `KVCache` in one forward;
 each later step feeds only the newest token (incremental decoding, as in GPT-2's
-`past_key_values`). A row that samples `<|end|>` is finished and dropped from the batch
-(`KVCache.select`), so long generations do not pay for rows that are done.
+`past_key_values`). A row that samples `<|end|>` is finished: it draws nothing more, and
+the batch drops its finished rows (`KVCache.select`) once a few have gathered, so long
+generations do not pay for rows that are done.
 
 The prompt forward is the model's own. With a hook attached to the model (e.g. `with
 model.hooks(fwd_hooks=...)` around the call), every later step calls the model too, so
@@ -48,6 +49,11 @@ from interpgpt.model.config import GenerationConfig
 from interpgpt.model.fast import decode
 from interpgpt.model.fast.decode import HeadMask
 from interpgpt.model.taskgpt import KVCache, TaskGPT
+
+DROP_FRACTION = 0.125
+"""A batch drops its finished rows once this fraction of them has finished. Dropping
+copies every remaining row's KV cache (`KVCache.select`), so dropping at each finish
+costs more than decoding a few finished rows, whose outputs are ignored, for a while."""
 
 Draw = Callable[[Tensor, list[int]], Tensor]
 """Next tokens from the alive rows' logits (batch d_vocab) and their rows' indices in the
@@ -163,25 +169,30 @@ def _generate_batch(
         mask[row, width - len(prompt) :] = True
     dtype = torch.bfloat16 if config.autocast else model.embed.weight.dtype
     cache = KVCache.empty(model.cfg, len(prompts), width + budget, device, dtype)
-    alive = list(range(len(prompts)))
+    alive = list(range(len(prompts)))  # the prompt of each row of the cache
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # finished, not dropped
+    token = torch.empty(0, dtype=torch.long, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.autocast):
         logits = _prompt_logits(model, ids.to(device), mask.to(device), cache, decoder, heads)
         for t in range(budget):
-            token = draw(logits.float(), alive)
-            for row, tok in zip(alive, token.tolist(), strict=True):
+            running = (~done).nonzero().squeeze(1) if bool(done.any()) else None
+            rows = alive if running is None else [alive[i] for i in running.tolist()]
+            sampled = draw((logits if running is None else logits[running]).float(), rows)
+            for row, tok in zip(rows, sampled.tolist(), strict=True):
                 out[row].append(tok)
             if t == budget - 1:
                 break
+            token = sampled if running is None else token.index_put((running,), sampled)
             if end_id is not None:
-                running = token != end_id
-                if not bool(running.all()):
-                    keep = running.nonzero().squeeze(1)
-                    if keep.numel() == 0:
-                        break
+                done |= token == end_id  # a finished row keeps feeding its end_id
+                n_done = int(done.sum())
+                if n_done == len(alive):
+                    break
+                if n_done >= DROP_FRACTION * len(alive):
+                    keep = (~done).nonzero().squeeze(1)
                     cache.select(keep)
                     heads = heads.select(keep) if heads is not None else None
-                    alive = [alive[i] for i in keep.tolist()]
-                    token = token[keep]
+                    alive, token, done = [alive[i] for i in keep.tolist()], token[keep], done[keep]
             logits = _step_logits(model, token, cache, decoder, heads)
     return out
 
