@@ -12,11 +12,11 @@ generations do not pay for rows that are done.
 The prompt forward is the model's own. With a hook attached to the model (e.g. `with
 model.hooks(fwd_hooks=...)` around the call), every later step calls the model too, so
 the intervention applies throughout generation: the hooks see the prompt forward (batch,
-prompt_pos, ...) and then one-position forwards (batch_alive, 1, ...). Without hooks, the
-steps run `decode.Decoder`: the same computation with the model's constants folded into
-its weights, no module calls and fewer than half the tensor operations (a step at these
-batch sizes costs mostly per-operation overhead). Only then is the prompt forward's last
-position alone unembedded.
+prompt_pos, ...) and then one-position forwards (rows not yet dropped, 1, ...). Without
+hooks, the steps run `decode.Decoder`: the same computation with the model's constants
+folded into its weights, no module calls and fewer than half the tensor operations (a
+step at these batch sizes costs mostly per-operation overhead). Only then is the prompt
+forward's last position alone unembedded.
 
 Sampling is seeded by a `torch.Generator` (same seed, prompts and batch size -> same
 outputs); temperature 0 is greedy argmax. `sample_decompositions` wraps the loop for
