@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -16,6 +18,8 @@ from interpgpt.analysis.ablation.run import (
     Condition,
     compare_with_nulls,
     conditions_for,
+    head_masks,
+    run_ablation,
     score,
     section,
     study_heads,
@@ -31,10 +35,16 @@ from interpgpt.analysis.interventions import (
     project_out,
 )
 from interpgpt.commands import ablate
+from interpgpt.corpus.evalset import load_records
 from interpgpt.errors import UserError
 from interpgpt.model.config import GenerationConfig, preset
 from interpgpt.model.fast.block import has_hooks
-from interpgpt.model.generate import Decomposition, generate_ids
+from interpgpt.model.generate import (
+    Decomposition,
+    generate_ids,
+    sample_decompositions,
+    sample_decompositions_masked,
+)
 from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
@@ -179,6 +189,65 @@ def test_conditions_are_the_layer_and_size_matched_random_nulls():
     pair = conditions_for([Head(0, 0), Head(1, 1)], 2, 4, config)
     assert all(len(c.heads) == 2 for c in pair if c.kind == "random")
     assert conditions_for(target, 2, 4, config) == conditions  # seeded
+
+
+def test_head_masks_zero_each_conditions_heads_after_the_baseline():
+    conditions = [Condition("target", [Head(1, 2), Head(0, 3)]), Condition("layer", [Head(1, 0)])]
+    keep = head_masks(conditions, 2, 4)
+    assert keep.shape == (3, 2, 4) and bool((keep[0] == 1).all())
+    assert [(r, lay, h) for r, lay, h in (keep == 0).nonzero().tolist()] == [
+        (1, 0, 3), (1, 1, 2), (2, 1, 0)
+    ]  # fmt: skip
+
+
+NULLS = SimpleNamespace(layer_null=True, null_random=2, null_seed=0)
+
+
+def test_one_masked_call_decodes_each_condition_as_its_own_call(tiny_pair, tiny_corpus):
+    """Known answer: greedy, the one batched call with a head mask per row decodes every
+    condition exactly as a call of its own with the heads' `o_proj` columns zeroed
+    (`heads_zeroed`), the baseline as the plain model; sampling, an all-ones condition
+    reproduces the baseline's rows (common random numbers)."""
+    model, tok = tiny_pair["adhd"].model, tiny_pair["adhd"].tokenizer
+    tasks = [r["task"] for r in load_records(tiny_corpus, "adhd", "test", 10)]
+    conditions = conditions_for([Head(1, 2)], 2, 4, NULLS)
+    keep = head_masks(conditions, 2, 4)
+    greedy = GenerationConfig(max_new_tokens=40, temperature=0.0)
+    runs = sample_decompositions_masked(model, tok, tasks, keep, greedy)
+    assert runs[0] == sample_decompositions(model, tok, tasks, greedy)
+    for condition, run in zip(conditions, runs[1:], strict=True):
+        with heads_zeroed(model, condition.heads):
+            assert run == sample_decompositions(model, tok, tasks, greedy), condition.label
+    assert any(run != runs[0] for run in runs[1:])  # some ablation changes what it writes
+    sampled = dataclasses.replace(greedy, temperature=1.0, seed=3)
+    with_ones = torch.cat([keep, torch.ones(1, 2, 4)])
+    runs = sample_decompositions_masked(model, tok, tasks, with_ones, sampled)
+    assert runs[-1] == runs[0] and runs[1] != runs[0]
+
+
+def test_run_ablation_scores_every_condition_of_one_masked_call_per_seed(
+    tiny_run_dirs, tiny_pair, tiny_corpus, tmp_path
+):
+    """run_ablation's scores per seed and condition are those of one masked call per seed:
+    the conditions map to their rows of the batch and back, the seeds to the draws."""
+    config = AblationConfig(
+        model=tiny_run_dirs["adhd"], corpus=tiny_corpus, out=tmp_path, heads="L1H2", seeds=2,
+        limit=12, null_random=2, max_new_tokens=96, device="cpu",
+    )  # fmt: skip
+    result = run_ablation(config)
+    model, tok = tiny_pair["adhd"].model, tiny_pair["adhd"].tokenizer
+    records = load_records(tiny_corpus, "adhd", "test", 12)
+    tasks, complexity = [r["task"] for r in records], [float(r["complexity"]) for r in records]
+    conditions = conditions_for([Head(1, 2)], 2, 4, NULLS)
+    keep = head_masks(conditions, 2, 4)
+    for seed in range(2):
+        generation = GenerationConfig(max_new_tokens=96, seed=seed, batch_size=12 * len(keep))
+        runs = sample_decompositions_masked(model, tok, tasks, keep, generation)
+        expected = [score(complexity, run) for run in runs]
+        got = [result.baseline[seed]] + [result.ablated[c.label][seed] for c in conditions]
+        np.testing.assert_equal([dataclasses.astuple(s) for s in got],
+                                [dataclasses.astuple(s) for s in expected])  # fmt: skip
+        assert got[0].n_parsed > 0  # the scores are not all undefined
 
 
 def decomposition(n_steps: int, parsed: bool = True) -> Decomposition:

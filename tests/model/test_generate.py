@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from interpgpt.errors import UserError
 from interpgpt.model.config import GenerationConfig, SampleConfig, preset
-from interpgpt.model.generate import generate_ids, parse_steps, sample_decompositions
+from interpgpt.model.generate import (
+    StreamSampler,
+    generate_head_masked,
+    generate_ids,
+    parse_steps,
+    sample_decompositions,
+)
 from interpgpt.model.taskgpt import TaskGPT
 from interpgpt.settings import SettingError
 
@@ -18,6 +26,14 @@ GREEDY = GenerationConfig(max_new_tokens=12, temperature=0.0)
 def random_model() -> TaskGPT:
     torch.manual_seed(0)
     return TaskGPT(preset("tiny", vocab_size=97, n_ctx=32)).eval()
+
+
+@pytest.fixture(scope="module")
+def sharp_model() -> TaskGPT:
+    """Weights large enough that ablating heads moves the next-token distribution (at the
+    default init a tiny model's heads barely matter, and shared draws hide that)."""
+    torch.manual_seed(0)
+    return TaskGPT(preset("tiny", vocab_size=97, n_ctx=32, init_std=0.2)).eval()
 
 
 @torch.no_grad()
@@ -79,6 +95,68 @@ def test_top_k_one_is_greedy(random_model):
     assert sampled == generate_ids(
         random_model, prompts, GenerationConfig(max_new_tokens=8, temperature=0)
     )
+
+
+def test_stream_sampler_draws_from_the_softmax_and_shares_draws_within_a_stream():
+    """Gumbel-max on per-stream noise: the frequencies of softmax(logits / T) within top k
+    over many streams; rows of one stream draw alike, wherever they sit in the batch."""
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    config = GenerationConfig(temperature=0.7, top_k=4, seed=3)
+    n = 4000
+    sampler = StreamSampler(config, range(n), 6, torch.device("cpu"))
+    tokens = sampler(logits.expand(n, 6), list(range(n)))
+    top = (logits[:4] / 0.7).softmax(-1)
+    freq = torch.bincount(tokens, minlength=6).float() / n
+    assert freq[4:].sum() == 0  # outside the top k
+    torch.testing.assert_close(freq[:4], top, atol=0.03, rtol=0)  # ~4 standard errors
+    streams = [5, 9, 5, 2, 9]  # the batch's rows, as it started
+    twice = StreamSampler(config, streams, 6, torch.device("cpu"))
+    alone = StreamSampler(config, [9], 6, torch.device("cpu"))
+    for _ in range(20):  # rows 0 and 3 finished: the others' draws stay their stream's
+        noise = twice.gumbel([1, 2, 4])
+        assert torch.equal(noise[0], noise[2]) and not torch.equal(noise[0], noise[1])
+        assert torch.equal(noise[0], alone.gumbel([0])[0])
+    tokens = twice(torch.zeros(5, 6), list(range(5))).tolist()
+    assert tokens[0] == tokens[2] and tokens[1] == tokens[4]
+
+
+def test_head_masked_rows_share_draws_across_conditions(sharp_model):
+    """Sampling with common random numbers: a condition whose heads all stay reproduces
+    the baseline rows, whatever else shares the batch, however it is cut, and whichever
+    rows finish first."""
+    prompts = [[5, 17, 3], [60, 61], [11, 12, 13, 14], [5, 17, 3]]
+    config = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=4)
+    keep = torch.ones(3, 2, 4)
+    keep[1, 0, :3] = keep[1, 1, 1:] = 0.0
+    free = generate_head_masked(sharp_model, prompts, keep, config)
+    assert free[0] == free[2]  # the all-ones condition is the baseline, draw for draw
+    assert free[1] != free[0]  # the ablation did something
+    assert free[0][0] != free[0][3]  # same prompt, other stream: other draws
+    end_id = free[0][0][2]
+    runs = generate_head_masked(sharp_model, prompts, keep, config, end_id=end_id)
+    assert len({len(ids) for ids in runs[0]}) > 1  # rows dropped out at different steps
+    for stopped, whole in zip(runs, free, strict=True):  # the rows left keep their draws
+        assert stopped == [w[: w.index(end_id) + 1] if end_id in w else w for w in whole]
+    alone = generate_head_masked(sharp_model, prompts, keep[:1], config, end_id=end_id)
+    assert alone[0] == runs[0]
+    cut = dataclasses.replace(config, batch_size=3)  # a batch of one prompt per condition
+    assert generate_head_masked(sharp_model, prompts, keep, cut, end_id=end_id) == runs
+    other_seed = dataclasses.replace(config, seed=5)
+    assert generate_head_masked(sharp_model, prompts, keep, other_seed, end_id=end_id) != runs
+    with pytest.raises(ValueError, match="do not fit"):
+        generate_head_masked(sharp_model, prompts, torch.ones(2, 3, 4), config)
+
+
+def test_head_masked_model_path_equals_the_decoder_path(sharp_model):
+    """With a hook attached generation calls the model, the masks riding on `hook_z`."""
+    prompts = [[5, 17, 3], [60, 61, 62, 63]]
+    keep = torch.ones(2, 2, 4)
+    keep[1, 1, 0] = keep[1, 0, 2] = 0.0
+    fill = torch.randn(2, 4, 8)
+    fast = generate_head_masked(sharp_model, prompts, keep, GREEDY, fill=fill)
+    with sharp_model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: None)]):
+        hooked = generate_head_masked(sharp_model, prompts, keep, GREEDY, fill=fill)
+    assert hooked == fast and fast[0] == generate_ids(sharp_model, prompts, GREEDY)
 
 
 def test_hooks_see_the_incremental_forward_passes(random_model):

@@ -21,8 +21,9 @@ The factories:
 - `heads_zeroed`: the one exception to hooks. Zero ablation as a weight edit for the
   duration of a `with` block: the heads' input columns of `o_proj` set to zero, which
   is exactly z_h := 0. It leaves the model hook-free, so KV-cached generation keeps
-  its unhooked decoder (`decode.Decoder`), and the ablation study's hundreds of
-  sampled decompositions per condition run at its speed.
+  its unhooked decoder (`decode.Decoder`). To ablate other heads in each row of one
+  generation batch, as the ablation study does, `generate.generate_head_masked` takes a
+  per-row `decode.HeadMask` instead, tested equal to this.
 - `patch_from`: activation patching (Meng et al. 2022; Heimersheim & Nanda 2024):
   copy a clean run's activation into the current run wherever a mask is True.
 - `patch_sites`: many patches at once on a batch stacked site-major, each block of

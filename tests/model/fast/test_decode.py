@@ -7,10 +7,11 @@ import copy
 import pytest
 import torch
 
+from interpgpt.analysis.interventions import Head, ablate_heads
 from interpgpt.artifacts.convert import to_hooked_transformer
 from interpgpt.model.config import GenerationConfig, preset
 from interpgpt.model.fast.block import has_hooks
-from interpgpt.model.fast.decode import Decoder, usable
+from interpgpt.model.fast.decode import Decoder, HeadMask, usable
 from interpgpt.model.generate import generate_ids
 from interpgpt.model.taskgpt import KVCache, TaskGPT
 
@@ -106,3 +107,53 @@ def test_hooks_are_detected_and_take_the_model_path(model) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not usable(model)  # the decoder has no mixed-precision casts
     assert not usable(copy.deepcopy(model).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_head_masked_steps_equal_the_hooked_ablation_of_each_row(model, mode) -> None:
+    """Rows with different head masks in one batch (prompt forward with the mask's hooks,
+    then decoder steps) each equal the whole sequence re-run alone with
+    `interventions.ablate_heads`: the reference that sets z_h by assignment."""
+    torch.manual_seed(2)
+    ablated = [[], [Head(0, 1), Head(1, 3)], [Head(1, 0)], [Head(0, 0), Head(0, 2), Head(1, 2)]]
+    keep = torch.ones(len(ablated), model.cfg.n_layer, model.cfg.n_head)
+    for row, heads in enumerate(ablated):
+        for head in heads:
+            keep[row, head.layer, head.head] = 0.0
+    fill = torch.randn(model.cfg.n_layer, model.cfg.n_head, model.cfg.d_head)
+    mask = HeadMask(keep, fill if mode == "mean" else None)
+    ids = torch.randint(5, 97, (len(ablated), 6))
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    valid[2, :2] = False  # left padding
+    cache = KVCache.empty(model.cfg, len(ablated), 20, "cpu", torch.float32)
+    with torch.no_grad(), model.hooks(fwd_hooks=mask.hooks()):
+        logits = model(ids, attention_mask=valid, cache=cache)[:, -1]
+    decoder, sequences = Decoder(model), [ids[r][valid[r]].tolist() for r in range(len(ablated))]
+    for _ in range(6):
+        for row, heads in enumerate(ablated):
+            hooks = ablate_heads(heads, mode, fill) if heads else []
+            with torch.no_grad():
+                alone = model.run_with_hooks(torch.tensor([sequences[row]]), fwd_hooks=hooks)
+            torch.testing.assert_close(logits[row], alone[0, -1], rtol=1e-5, atol=1e-5)
+        token = logits.argmax(-1)
+        for row, tok in enumerate(token.tolist()):
+            sequences[row].append(tok)
+        logits = decoder.step(token, cache, mask)
+    unmasked = decoder.step(token, copy.deepcopy(cache))
+    assert not torch.allclose(unmasked[1:], decoder.step(token, cache, mask)[1:], atol=1e-3)
+
+
+def test_head_mask_keeps_ones_exactly_and_selects_rows() -> None:
+    z = torch.randn(3, 5, 4, 8)  # batch pos head d_head
+    keep = torch.ones(3, 2, 4)
+    keep[1, 1, 2] = 0.0
+    fill = torch.randn(2, 4, 8)
+    for mask in (HeadMask(keep), HeadMask(keep, fill)):
+        assert torch.equal(mask.apply(z, 0), z)  # all ones: z itself, bit for bit
+        out = mask.apply(z, 1)
+        assert torch.equal(out[[0, 2]], z[[0, 2]]) and torch.equal(
+            out[1, :, [0, 1, 3]], z[1, :, [0, 1, 3]]
+        )
+        expected = torch.zeros(5, 8) if mask.fill is None else fill[1, 2].expand(5, 8)
+        assert torch.equal(out[1, :, 2], expected)
+        assert torch.equal(mask.select(torch.tensor([1])).apply(z[1:2], 1), out[1:2])

@@ -52,8 +52,10 @@ class AblationConfig:
     """Sampling temperature (the metric is over samples, so not greedy)."""
     top_k: int | None = None
     """Sample among the k most likely tokens (None: all)."""
-    batch_size: int | None = None
-    """Prompts per generation batch (None: all tasks of a seed in one batch)."""
+    batch_size: int = 256
+    """Most rows per generation batch, a row being one task under one condition (the
+    baseline or a head set); a batch holds every condition of its tasks. Each row holds
+    a KV cache of the whole context: this bounds the memory."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -8,19 +8,20 @@ Spearman(task complexity, generated step count) over the held-out tasks (the car
 model 0.83 -> 0.78 with L3H5 ablated, median delta -0.055 over 5 seeds).
 
 Protocol, for each of `seeds` sampling seeds:
-1. sample one decomposition of every held-out task with the unablated model — all tasks
-   in one batched, KV-cached call of `generate.sample_decompositions`;
-2. sample again with the same seed with the target heads ablated, and with every null
-   head set: zero ablation as `interventions.heads_zeroed` (the heads' `o_proj` columns
-   zeroed, exactly z_h := 0, so generation stays on its hook-free decoder), mean
-   ablation as `interventions.ablate_heads` hooks on `hook_z`;
-3. score each run by `scipy.stats.spearmanr(complexity, step count)` over the outputs
+1. sample one decomposition of every held-out task with the unablated model (the
+   baseline), with the target heads ablated, and with every null head set — all
+   conditions in one batched, KV-cached call of `generate.sample_decompositions_masked`,
+   one row per (condition, task), each row's heads scaled by its own mask
+   (`decode.HeadMask`: zero ablation z_h := 0, mean ablation z_h := the head's mean over
+   the split's real positions), so generation stays on its hook-free decoder;
+2. score each run by `scipy.stats.spearmanr(complexity, step count)` over the outputs
    that parse (ended with `<|end|>`, non-empty steps; see `generate.Decomposition`).
    Outputs that do not parse are not counted, and their number is reported per run.
 
-Reusing the sampling seed across conditions (common random numbers) makes the ablated
-and baseline runs share their random draws, so per-seed deltas carry less sampling
-noise than independent runs would.
+Common random numbers: every condition's row of task i samples with the same Gumbel
+noise as the baseline's row of task i at that seed (`generate.StreamSampler`), so the
+ablated and baseline runs differ by their heads, not their draws, and per-seed deltas
+carry less sampling noise than independent runs would.
 
 Nulls: a large delta only means something relative to what ablating *some* head does.
 Layer nulls ablate, one at a time, every other head of the target's layer(s); random
@@ -53,13 +54,7 @@ from torch import Tensor
 
 from interpgpt.analysis.ablation.config import AUTO_HEADS, AblationConfig
 from interpgpt.analysis.controls import Statistic
-from interpgpt.analysis.interventions import (
-    Head,
-    ablate_heads,
-    head_means,
-    heads_zeroed,
-    parse_heads,
-)
+from interpgpt.analysis.interventions import Head, head_means, parse_heads
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -76,7 +71,7 @@ from interpgpt.corpus.evalset import encode_eval_set, load_records
 from interpgpt.device import resolve_device
 from interpgpt.io import provenance, write_json
 from interpgpt.model.config import GenerationConfig
-from interpgpt.model.generate import sample_decompositions
+from interpgpt.model.generate import sample_decompositions_masked
 
 RESULT_FILE = "causal_nulls_per_seed.json"
 FIGURE_FILE = "causal_nulls.png"
@@ -195,12 +190,13 @@ def run_ablation(config: AblationConfig) -> AblationResult:
     records = load_records(config.corpus, variant, config.split, config.limit)
     tasks = [r["task"] for r in records]
     complexity = [float(r["complexity"]) for r in records]
-    means = None
+    fill = None
     if config.mode == "mean":
         encoded = encode_eval_set(tokenizer, records, max_len=model.cfg.n_ctx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.dtype == "bfloat16"):
-            means = head_means(model, encoded.ids, encoded.valid)
+            fill = head_means(model, encoded.ids, encoded.valid)
     conditions = conditions_for(target, n_layer, n_head, config)
+    keep = head_masks(conditions, n_layer, n_head)
     baseline: list[RunScore] = []
     ablated: dict[str, list[RunScore]] = {c.label: [] for c in conditions}
     for seed in range(config.seeds):
@@ -209,25 +205,24 @@ def run_ablation(config: AblationConfig) -> AblationResult:
             temperature=config.temperature,
             top_k=config.top_k,
             seed=seed,
-            batch_size=config.batch_size or len(tasks),
+            batch_size=config.batch_size,
             autocast=config.dtype == "bfloat16",
         )
-        baseline.append(
-            score(complexity, sample_decompositions(model, tokenizer, tasks, generation))
-        )
-        for condition in conditions:
-            with _ablated(model, condition.heads, config.mode, means):
-                runs = sample_decompositions(model, tokenizer, tasks, generation)
-            ablated[condition.label].append(score(complexity, runs))
+        runs = sample_decompositions_masked(model, tokenizer, tasks, keep, generation, fill=fill)
+        baseline.append(score(complexity, runs[0]))
+        for condition, run in zip(conditions, runs[1:], strict=True):
+            ablated[condition.label].append(score(complexity, run))
     return _finish(config, loaded.name, target, conditions, baseline, ablated, len(tasks))
 
 
-def _ablated(model, heads: list[Head], mode: str, means: Tensor | None):
-    """The ablation as a context: zero mode edits o_proj (the model stays hook-free and
-    generation keeps its fast decoder), mean mode hooks `hook_z`."""
-    if mode == "zero":
-        return heads_zeroed(model, heads)
-    return model.hooks(fwd_hooks=ablate_heads(heads, mode, means))
+def head_masks(conditions: list[Condition], n_layer: int, n_head: int) -> Tensor:
+    """(1 + condition, layer, head) keep masks: row 0 the baseline (all ones), then one
+    row per condition with its heads 0."""
+    keep = torch.ones(1 + len(conditions), n_layer, n_head)
+    for row, condition in enumerate(conditions, start=1):
+        for head in condition.heads:
+            keep[row, head.layer, head.head] = 0.0
+    return keep
 
 
 def _median_delta(baseline: list[RunScore], runs: list[RunScore]) -> float:

@@ -32,12 +32,19 @@ keys (incremental decoding with a KV cache). Numerically this is the model's own
 computation up to the order of fp32 sums (tests compare it with `TaskGPT.forward` and
 TransformerLens); with a hook attached, `generate` calls the model instead, so
 interventions see every step.
+
+The one intervention the step takes itself is a `HeadMask`: every row scales each head's
+output `hook_z` by its own factor before `o_proj` (0 ablates the head, 1 keeps it), so
+one batch decodes many ablation conditions at once without hooks. Its `hooks` are the
+same edit on the hooked model's `attn.hook_z`, which the tests hold the step equal to.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +54,37 @@ from torch import Tensor
 from interpgpt.model.fast import block as fast
 from interpgpt.model.fast import onednn
 from interpgpt.model.taskgpt import KVCache, TaskGPT
+
+
+class HeadMask(NamedTuple):
+    """Per-row head ablation: row r's `hook_z` of head h in layer l becomes
+    keep[r, l, h] * z + (1 - keep[r, l, h]) * fill[l, h] (zero ablation without `fill`)."""
+
+    keep: Float[Tensor, "batch layer head"]
+    """1 keeps a head's output, 0 ablates it (in between: scaled)."""
+    fill: Float[Tensor, "layer head d_head"] | None = None
+    """What an ablated head writes instead (e.g. its mean, for mean ablation); None: 0."""
+
+    def select(self, rows: Tensor) -> HeadMask:
+        """The rows in `rows` (as `KVCache.select`)."""
+        return HeadMask(self.keep[rows], self.fill)
+
+    def apply(self, z: Float[Tensor, "batch *pos head d_head"], layer: int) -> Tensor:
+        """z with the mask of `layer` applied: exactly z where keep is 1, fill where 0."""
+        keep = self.keep[:, layer].to(z.dtype)
+        keep = keep.view(keep.shape[0], *[1] * (z.dim() - 3), keep.shape[1], 1)
+        if self.fill is None:
+            return z * keep
+        return z * keep + (1 - keep) * self.fill[layer].to(z.dtype)
+
+    def hooks(self) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+        """The same edit as forward hooks on the hooked model's `attn.hook_z` (batch pos
+        head d_head): TransformerLens's `fwd_hooks` of `model.hooks(fwd_hooks=...)`."""
+
+        def hook(layer: int) -> Callable[..., Tensor]:
+            return lambda z, hook=None: self.apply(z, layer)
+
+        return [(f"blocks.{layer}.attn.hook_z", hook(layer)) for layer in range(self.keep.shape[1])]
 
 
 def usable(model: TaskGPT) -> bool:
@@ -120,9 +158,11 @@ class Decoder:
         return x * scale.square_().add_(self.eps).rsqrt_()
 
     @torch.no_grad()
-    def step(self, token: Int[Tensor, " batch"], cache: KVCache) -> Float[Tensor, "batch d_vocab"]:
+    def step(
+        self, token: Int[Tensor, " batch"], cache: KVCache, heads: HeadMask | None = None
+    ) -> Float[Tensor, "batch d_vocab"]:
         """Logits for one new token per row after the cached positions; appends its keys
-        and values to `cache`."""
+        and values to `cache`. heads: each row's head mask (its rows are the batch's)."""
         start, d_head = cache.length, self.cfg.d_head
         cache.key_mask[:, start] = True
         key_mask = cache.key_mask[:, : start + 1]
@@ -135,14 +175,17 @@ class Decoder:
         x = F.embedding(token, self.embed)
         for layer, weights in enumerate(self.layers):
             kv = cache.keys[layer], cache.values[layer]
-            x = self._attention_residual(x, weights, kv, start, rope, bias)
+            z = self._attention(x, weights, kv, start, rope, bias)
+            if heads is not None:
+                z = heads.apply(z.view(z.shape[0], self.cfg.n_head, d_head), layer).flatten(1)
+            x = torch.addmm(x, z, weights.out)
             hidden = fast.swiglu(torch.mm(self._normed(x), weights.gate_up))
             x = torch.addmm(x, hidden, weights.down)
         cache.length = start + 1
         normed = self._normed(x).mul_(self.final_gain)
         return onednn.linear(normed, self.embed, min_rows=1, row_bucket=1)
 
-    def _attention_residual(
+    def _attention(
         self,
         x: Float[Tensor, "batch d_model"],
         weights: _Layer,
@@ -150,8 +193,9 @@ class Decoder:
         start: int,
         rope: tuple[Tensor, Tensor],
         bias: Tensor | None,
-    ) -> Float[Tensor, "batch d_model"]:
-        """x + attention(ln1(x)) for the new position `start`, written into the cache `kv`."""
+    ) -> Float[Tensor, "batch inner"]:
+        """The heads' outputs z of attention(ln1(x)) (`hook_z`, flattened to head * d_head)
+        for the new position `start`, its keys and values written into the cache `kv`."""
         batch, n_head, d_head = x.shape[0], self.cfg.n_head, self.cfg.d_head
         qkv = torch.mm(self._normed(x), weights.qkv).view(batch, n_head, 5, d_head)
         rotated = fast.rotary(qkv[:, :, :2], *rope, rotated=qkv[:, :, 3:])  # q, k
@@ -162,8 +206,7 @@ class Decoder:
         k = keys.view(batch * n_head, -1, d_head)[:, : start + 1].transpose(1, 2)
         scores = torch.bmm(q, k) if bias is None else torch.baddbmm(bias, q, k)
         v = values.view(batch * n_head, -1, d_head)[:, : start + 1]
-        z = torch.bmm(scores.softmax(-1), v).view(batch, n_head * d_head)
-        return torch.addmm(x, z, weights.out)
+        return torch.bmm(scores.softmax(-1), v).view(batch, n_head * d_head)
 
     def _padding_bias(self, key_mask: Tensor) -> Tensor | None:
         """(batch * n_head, 1, keys) additive mask, -inf at left padding; None without."""
