@@ -13,12 +13,16 @@ from typer.testing import CliRunner
 
 from interpgpt.analysis.interventions import interchange
 from interpgpt.analysis.known_answers.config import KnownAnswersConfig
+from interpgpt.analysis.known_answers.interchange import BaseRuns, Pairs, sample_pairs
 from interpgpt.analysis.known_answers.probing import (
+    ALPHAS,
     VARIABLES,
     DecisionPoints,
     decision_labels,
+    decision_points,
     fit_ridge,
     probe_variables,
+    ridge_design,
     score,
     split_by_task,
 )
@@ -69,6 +73,59 @@ def test_ridge_finds_a_linear_variable_and_not_its_shuffle():
     assert cos > 0.95
 
 
+def reference_ridge(x, y, groups, folds=5):
+    """The straightforward computation: the normal equations (Xcᵀ Xc + λ I) w = Xcᵀ (y - ȳ)
+    solved per penalty and per fold, the penalty of least cross-validated error refitted."""
+    x, y = x.double(), y.double()[:, None]
+
+    def solve(xs, ys, lam):
+        mx, my = xs.mean(0), ys.mean(0)
+        xc = xs - mx
+        w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(x.shape[1], dtype=x.dtype),
+                               xc.T @ (ys - my))  # fmt: skip
+        return w, my - mx @ w
+
+    scale = float(torch.linalg.svdvals(x - x.mean(0)).square().mean())
+    lams = [a * scale for a in ALPHAS]
+    ids = torch.unique(groups, return_inverse=True)[1] % folds
+    errors = []
+    for lam in lams:
+        error = 0.0
+        for fold in ids.unique():
+            held = ids == fold
+            w, b = solve(x[~held], y[~held], lam)
+            error += float((y[held] - x[held] @ w - b).square().sum())
+        errors.append(error)
+    lam = lams[min(range(len(lams)), key=errors.__getitem__)]
+    return (*solve(x, y, lam), lam)
+
+
+def test_one_ridge_design_fits_every_target_as_the_normal_equations_do():
+    """The shared factorisation (one SVD per fold for every target and penalty) gives the
+    weights, bias and penalty of solving each fit on its own; a target with little signal
+    picks a large penalty, one with much a small one, so the choice is exercised."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 12, generator=gen) * torch.linspace(0.01, 2.0, 12) + 1.0
+    groups = torch.randint(0, 40, (300,), generator=gen)
+    w = torch.randn(12, generator=gen)
+    targets = {
+        "signal": x @ w + 0.05 * torch.randn(300, generator=gen),
+        "noise": torch.randn(300, generator=gen),
+    }
+    design = ridge_design(x, groups)
+    chosen = set()
+    for y in targets.values():
+        probe = design.fit(y)
+        weight, bias, lam = reference_ridge(x, y, groups)
+        assert probe.alpha == pytest.approx(lam, rel=1e-12)
+        torch.testing.assert_close(probe.weight, weight, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(probe.bias, bias, rtol=1e-8, atol=1e-10)
+        single = fit_ridge(x, y, groups=groups)
+        torch.testing.assert_close(single.weight, probe.weight, rtol=1e-12, atol=1e-14)
+        chosen.add(probe.alpha)
+    assert len(chosen) == 2
+
+
 def test_interchange_writes_the_coordinate_and_keeps_the_rest():
     gen = torch.Generator().manual_seed(1)
     act = torch.randn(2, 5, 8, generator=gen)
@@ -105,6 +162,59 @@ def tiny_answers(tiny_corpus, tiny_tokenizer, tiny_pair):
         models, eset, reg_ids, n_pairs=SMALL["n_pairs"], n_random=SMALL["n_random"]
     )
     return eset, answers
+
+
+@torch.no_grad()
+def reference_interchange(model, eset, points: DecisionPoints, pairs: Pairs, hook_name,
+                           u, reg_ids, batch_size=16) -> torch.Tensor:  # fmt: skip
+    """The straightforward computation: a full forward per batch of pairs (in pair order)
+    under the interchange hook, every position unembedded, read at the bases."""
+    coord = points.acts[hook_name].float() @ u
+    out = []
+    for start in range(0, len(pairs.base), batch_size):
+        base = pairs.base[start : start + batch_size]
+        source = pairs.source[start : start + batch_size]
+        pos = points.pos[base]
+        ids = eset.ids[points.row[base], : int(pos.max()) + 1]
+        arange = torch.arange(len(base))
+        mask = torch.zeros(ids.shape, dtype=torch.bool)
+        mask[arange, pos] = True
+        coords = torch.zeros(*ids.shape, 1)
+        coords[arange, pos, 0] = coord[source]
+        logits = model.run_with_hooks(
+            ids, fwd_hooks=[interchange(hook_name, u[:, None], coords, mask)]
+        )
+        out.append(logits[arange, pos].float().softmax(-1)[:, reg_ids].sum(-1))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("hook_name", ["hook_embed", "blocks.0.hook_resid_post",
+                                       "blocks.1.hook_resid_post"])  # fmt: skip
+def test_base_runs_equal_the_full_forward(tiny_answers, tiny_pair, tiny_tokenizer, hook_name):
+    """The interchange's fast path (the bases' residual at the site cached once, only the
+    blocks after it run, only the decision points unembedded, pairs batched by position)
+    gives the full forward's P(regulation next), at the first block's input, a middle site
+    and the final residual stream; and the clean decision points read the full forward."""
+    eset, _ = tiny_answers
+    model = tiny_pair["adhd"].model
+    reg_ids = sorted(regulation_first_tokens(tiny_tokenizer))
+    points = decision_points(model, eset, reg_ids, batch_size=16)
+    logits = model(eset.ids)
+    clean = logits[points.row, points.pos].softmax(-1)[:, reg_ids].sum(-1)
+    torch.testing.assert_close(points.p_regulation, clean, rtol=1e-5, atol=1e-7)
+    gen = torch.Generator().manual_seed(0)
+    pairs = sample_pairs(points, torch.ones(len(points), dtype=torch.bool), 40, gen)
+    # Every decision point reads <|sep|>, so at the embedding a source's coordinate is its
+    # base's own: move the sources' residuals so the interchange writes something new.
+    moved = points.acts[hook_name] + torch.randn(points.acts[hook_name].shape, generator=gen)
+    points = DecisionPoints(**{**points.__dict__, "acts": {**points.acts, hook_name: moved}})
+    runs = BaseRuns(model, eset, points, pairs, batch_size=16)
+    for _ in range(2):  # the second direction reuses the cached residual stream
+        u = torch.nn.functional.normalize(torch.randn(model.cfg.d_model, generator=gen), dim=0)
+        fast = runs.p_regulation(hook_name, 5 * u, reg_ids)
+        full = reference_interchange(model, eset, points, pairs, hook_name, u, reg_ids)
+        torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-7)
+        assert (fast - points.p_regulation[pairs.base]).abs().max() > 1e-6  # it moved
 
 
 def test_decision_points_are_the_onsets_after_a_content_step(tiny_answers):
@@ -152,8 +262,6 @@ def test_shuffled_labels_have_selectivity_near_zero(tiny_answers, tiny_pair, tin
                                                     tiny_tokenizer):  # fmt: skip
     """A variable that is noise (the real labels shuffled) scores like its control."""
     eset, _ = tiny_answers
-    from interpgpt.analysis.known_answers.probing import decision_points
-
     points = decision_points(tiny_pair["adhd"].model, eset, [0])
     gen = torch.Generator().manual_seed(3)
     noise = points.labels["remaining"][torch.randperm(len(points), generator=gen)]

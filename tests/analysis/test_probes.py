@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import typer
 from typer.testing import CliRunner
 
 from interpgpt.analysis.probes.config import ProbesConfig
 from interpgpt.analysis.probes.run import (
+    INTERVENE,
     PROBE_NAMES,
     PROBES_JSON,
     PROBES_PLOT,
+    BehaviourReader,
     apply_hooks,
     collect_positions,
     fit_probe,
@@ -29,7 +32,8 @@ from interpgpt.analysis.probes.run import (
     statistics,
 )
 from interpgpt.commands import probes
-from interpgpt.corpus.evalset import load_eval_set
+from interpgpt.corpus.evalset import EncodedSet, load_eval_set
+from interpgpt.corpus.tokenizer import regulation_first_tokens
 from interpgpt.errors import UserError
 from interpgpt.settings import SettingError
 
@@ -111,6 +115,59 @@ def test_collect_positions_labels(world):
     torch.testing.assert_close(
         table.acts["hook_embed"], world["model"].embed.weight[eset.ids[eset.valid]].detach()
     )
+
+
+@torch.no_grad()
+def reference_behaviour(model, eset: EncodedSet, name, tokenizer, reg_ids, site=None,
+                        basis=None, mean=None, batch_size=3) -> torch.Tensor:  # fmt: skip
+    """The straightforward computation: a full forward per batch with the projection hooks
+    on (at the probe's positions), every position unembedded, read at the behaviour's."""
+    values = []
+    for batch in eset.batches(batch_size):
+        ids = batch.ids
+        hooks = []
+        if site is not None:
+            everywhere = INTERVENE[name] == "all real positions"
+            where = batch.valid if everywhere else batch.onset_predictor_mask()
+            hooks = projection_hooks(site, basis, mean, where)
+        logits = model.run_with_hooks(ids, fwd_hooks=hooks)
+        if name == "regulation":
+            mask = batch.onset_predictor_mask()
+            values.append(logits[mask].float().softmax(-1)[:, reg_ids].sum(-1).double())
+            continue
+        if name == "onset":
+            mask = batch.onset_predictor_mask()
+        else:
+            mask = torch.zeros_like(ids, dtype=torch.bool)
+            mask[:, :-1] = (ids[:, 1:] == tokenizer.sep_id) | (ids[:, 1:] == tokenizer.end_id)
+        loss = F.cross_entropy(logits[mask].float(), ids.roll(-1, dims=1)[mask], reduction="none")
+        values.append(loss.double())
+    return torch.cat(values)
+
+
+@pytest.mark.parametrize("site", ["hook_embed", "blocks.0.hook_resid_post",
+                                  "blocks.1.hook_resid_post"])  # fmt: skip
+@pytest.mark.parametrize("name", PROBE_NAMES)
+def test_behaviour_reader_equals_the_full_forward(world, name, site):
+    """The causal check's fast path (the residual at the site cached once, only the blocks
+    after it run, only the read positions unembedded, batches cut after their last read
+    position) gives the full forward's values, clean and projected, at the first block's
+    input, a middle site and the final residual stream."""
+    model, tok = world["model"], world["tok"]
+    eset = load_eval_set(world["corpus"], tok, "adhd", limit=8, max_len=256)
+    reg_ids = sorted(regulation_first_tokens(tok))
+    reader = BehaviourReader(model, eset, name, tok, reg_ids, batch_size=3)
+    clean = reader.values()
+    torch.testing.assert_close(clean, reference_behaviour(model, eset, name, tok, reg_ids))
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.randn(model.cfg.d_model, generator=gen)
+    for rank in (1, 3):
+        basis = random_subspace(model.cfg.d_model, rank, gen)
+        fast = reader.values(site, basis, mean)
+        full = reference_behaviour(model, eset, name, tok, reg_ids, site, basis, mean)
+        torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+        assert (fast - clean).abs().max() > 1e-4  # the projection changed what is read
+    assert len(clean) == len(fast) > 0
 
 
 def test_run_probes_writes_accuracies_and_causal_checks(world):

@@ -36,6 +36,12 @@ The factories:
   2024, "distributed alignment search"): set the activation's coordinates in the span of
   an orthonormal basis to those of another run, leaving its orthogonal complement alone.
 
+Runs that share everything upstream of a residual-stream edit (one per direction or
+subspace) need not recompute it: `resid_block` names the block a residual site feeds,
+`model(ids, stop_at_layer=block)` returns the clean residual stream there once, and
+`resumed_logits` applies the hooks to it and runs only the blocks from there on,
+unembedding only the positions read (TransformerLens's `start_at_layer`).
+
 Positions are given as `None` (every position, including each step of cached
 generation), a sequence of position indices into the activation, or a bool mask
 (batch, pos) of the activation's own shape (teacher-forced runs).
@@ -318,3 +324,46 @@ def interchange(
         return act + where.unsqueeze(-1).to(act.dtype) * delta
 
     return Hook(name, fn)
+
+
+def apply_hooks(hooks: Sequence[Hook], act: Tensor) -> Tensor:
+    """Run hook functions on a stored activation, in order, as a forward pass would."""
+    for hook in hooks:
+        out = hook.fn(act, None)
+        act = act if out is None else out  # TransformerLens: None means edited in place
+    return act
+
+
+def resid_block(hook_name: str, n_layer: int) -> int:
+    """The block whose input is the residual stream at `hook_name`: 0 for `hook_embed`,
+    L for `blocks.L.hook_resid_pre`, L + 1 for `blocks.L.hook_resid_post` (n_layer: the
+    final residual stream). `model(ids, stop_at_layer=block)` returns that residual stream
+    and `model(resid, start_at_layer=block)` resumes from it."""
+    if hook_name == act_name("embed"):
+        return 0
+    for layer in range(n_layer):
+        if hook_name == act_name("resid_pre", layer):
+            return layer
+        if hook_name == act_name("resid_post", layer):
+            return layer + 1
+    raise ValueError(f"{hook_name}: not a residual-stream hook of a {n_layer}-layer model")
+
+
+@torch.no_grad()
+def resumed_logits(
+    model,
+    resid: Float[Tensor, "batch pos d_model"],
+    block: int,
+    read: Bool[Tensor, "batch pos"],
+    hooks: Sequence[Hook] = (),
+) -> Float[Tensor, "n d_vocab"]:
+    """Logits at the True positions of `read` (row-major) of a TaskGPT run resumed at
+    `block` from `resid`, the residual stream entering it, edited by `hooks` (functions
+    of that residual stream; `resid` itself is left as it is).
+
+    Equal to `model.run_with_hooks(ids, fwd_hooks=hooks)[read]` with the hooks at the
+    residual site of `block` (`resid_block`), computed with only the blocks from `block`
+    on and only the read positions unembedded."""
+    act = apply_hooks(hooks, resid.clone()) if hooks else resid
+    final = model(act, start_at_layer=block, stop_at_layer=model.cfg.n_layer)
+    return model.unembed(final[read])

@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interpgpt.analysis.interventions import interchange
+from interpgpt.analysis.interventions import interchange, resid_block, resumed_logits
 from interpgpt.analysis.known_answers.probing import DecisionPoints, residual_sites
 from interpgpt.corpus.evalset import EncodedSet
 
@@ -66,7 +66,74 @@ def sample_pairs(
     return Pairs(torch.tensor(bases, dtype=torch.long), torch.tensor(sources, dtype=torch.long))
 
 
-@torch.no_grad()
+@dataclass
+class BaseBatch:
+    """Bases of one batch of pairs, their rows cut after the latest decision point."""
+
+    ids: Int[Tensor, "batch pos"]
+    read: Bool[Tensor, "batch pos"]
+    """Each base's decision point (one per row)."""
+    pairs: Int[Tensor, " batch"]
+    """Which pair each row is."""
+
+
+class BaseRuns:
+    """P(regulation next) at the bases of `pairs`, intervened along directions at sites.
+
+    The values are those of a full forward under the interchange hook, read at each base's
+    decision point (the reference in tests/analysis/test_known_answers.py), computed with
+    less: everything upstream of the site is the same for every direction, so the bases'
+    residual stream at the site is kept per batch (one site at a time) and only the blocks
+    after it run (`interventions.resumed_logits`); only the decision points are
+    unembedded; and the pairs are batched in order of their base's position, so a batch is
+    cut close to each of its rows' decision point.
+    """
+
+    def __init__(self, model, eset: EncodedSet, points: DecisionPoints, pairs: Pairs,
+                 batch_size: int = 32):  # fmt: skip
+        self.model, self.points, self.pairs = model, points, pairs
+        device = next(model.parameters()).device
+        pos = points.pos[pairs.base]
+        order = torch.argsort(pos, stable=True)
+        self.batches: list[BaseBatch] = []
+        for start in range(0, len(order), batch_size):
+            which = order[start : start + batch_size]
+            base_pos = pos[which]
+            ids = eset.ids[points.row[pairs.base[which]], : int(base_pos.max()) + 1]
+            read = torch.zeros(ids.shape, dtype=torch.bool)
+            read[torch.arange(len(which)), base_pos] = True
+            self.batches.append(BaseBatch(ids.to(device), read.to(device), which))
+        self._block: int | None = None
+        self._resid: list[Tensor] = []
+
+    @torch.no_grad()
+    def resid(self, block: int) -> list[Float[Tensor, "batch pos d_model"]]:
+        """The bases' clean residual stream entering `block`, per batch."""
+        if block != self._block:
+            self._resid = []  # one site at a time: free the last before computing the next
+            self._resid = [self.model(b.ids, stop_at_layer=block) for b in self.batches]
+            self._block = block
+        return self._resid
+
+    @torch.no_grad()
+    def p_regulation(
+        self, hook_name: str, direction: Float[Tensor, " d_model"], reg_ids: list[int]
+    ) -> Float[Tensor, " pair"]:
+        """P(regulation next) at each base with its coordinate along `direction` at
+        `hook_name` set to its source's (read from `points.acts`)."""
+        block = resid_block(hook_name, self.model.cfg.n_layer)
+        u = direction.float() / direction.float().norm().clamp(min=1e-12)
+        coord = self.points.acts[hook_name].float() @ u  # (n,)
+        out = torch.zeros(len(self.pairs.base))
+        for b, resid in zip(self.batches, self.resid(block), strict=True):
+            coords = torch.zeros(*b.ids.shape, 1, device=b.ids.device)
+            coords[b.read] = coord[self.pairs.source[b.pairs]][:, None].to(coords.device)
+            hook = interchange(hook_name, u[:, None], coords, b.read)
+            logits = resumed_logits(self.model, resid, block, b.read, [hook])
+            out[b.pairs] = logits.float().softmax(-1)[:, reg_ids].sum(-1).cpu()
+        return out
+
+
 def intervened_p_regulation(
     model,
     eset: EncodedSet,
@@ -78,26 +145,10 @@ def intervened_p_regulation(
     batch_size: int = 32,
 ) -> Float[Tensor, " pair"]:
     """P(regulation next) at each base with its coordinate along `direction` at
-    `hook_name` set to its source's (read from `points.acts`)."""
-    device = next(model.parameters()).device
-    u = direction.float() / direction.float().norm().clamp(min=1e-12)
-    coord = points.acts[hook_name].float() @ u  # (n,)
-    out = []
-    for start in range(0, len(pairs.base), batch_size):
-        base = pairs.base[start : start + batch_size]
-        source = pairs.source[start : start + batch_size]
-        pos = points.pos[base]
-        ids = eset.ids[points.row[base], : int(pos.max()) + 1].to(device)
-        arange = torch.arange(len(base))
-        mask = torch.zeros(ids.shape, dtype=torch.bool)
-        mask[arange, pos] = True
-        coords = torch.zeros(*ids.shape, 1)
-        coords[arange, pos, 0] = coord[source]
-        hook = interchange(hook_name, u[:, None], coords, mask)
-        logits = model.run_with_hooks(ids, fwd_hooks=[hook])
-        probs = logits[arange.to(device), pos.to(device)].float().softmax(-1)
-        out.append(probs[:, reg_ids].sum(-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    `hook_name` set to its source's (read from `points.acts`). (One call; `BaseRuns` keeps
+    what the runs with other directions share.)"""
+    runs = BaseRuns(model, eset, points, pairs, batch_size)
+    return runs.p_regulation(hook_name, direction, reg_ids)
 
 
 @dataclass
@@ -182,14 +233,12 @@ def interchange_layers(
     """The interchange at each site of `directions` (hook name -> the probe's direction),
     beside `n_random` random unit directions per site."""
     labels = dict((name, label) for label, name in residual_sites(model.cfg.n_layer))
+    runs = BaseRuns(model, eset, points, pairs, batch_size)
     results = []
     for hook_name, direction in directions.items():
 
         def run(u: Tensor, hook_name: str = hook_name) -> InterchangeScores:
-            p = intervened_p_regulation(
-                model, eset, points, pairs, hook_name, u, reg_ids, batch_size
-            )
-            return interchange_scores(points, pairs, p)
+            return interchange_scores(points, pairs, runs.p_regulation(hook_name, u, reg_ids))
 
         randoms = [run(torch.randn(direction.shape[0], generator=gen)) for _ in range(n_random)]
         results.append(LayerInterchange(labels[hook_name], hook_name, run(direction), randoms))

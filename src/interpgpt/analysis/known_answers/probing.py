@@ -118,10 +118,13 @@ def decision_points(
         batch = eset.subset(slice(start, start + batch_size))
         keep = (rows >= start) & (rows < start + len(batch))
         r, p = (rows[keep] - start).to(device), pos[keep].to(device)
-        logits, cache = model.run_with_cache(batch.ids.to(device), names_filter=sites)
+        final, cache = model.run_with_cache(  # unembedded at the decision points only
+            batch.ids.to(device), names_filter=sites, stop_at_layer=model.cfg.n_layer
+        )
         for name in sites:
             acts[name].append(cache[name][r, p].float().cpu())
-        p_reg.append(logits[r, p].float().softmax(-1)[:, reg_ids].sum(-1).cpu())
+        logits = model.unembed(final[r, p])
+        p_reg.append(logits.float().softmax(-1)[:, reg_ids].sum(-1).cpu())
     task = torch.tensor([int(eset.records[r]["task_id"]) for r, _ in where])
     return DecisionPoints(
         acts={name: torch.cat(chunks) for name, chunks in acts.items()},
@@ -153,7 +156,7 @@ class RidgeProbe:
     weight: Float[Tensor, "d_model out"]
     bias: Float[Tensor, " out"]
     alpha: float
-    """The penalty GCV chose (absolute)."""
+    """The penalty chosen (absolute): by cross-validation over tasks, or GCV."""
     classes: Tensor | None = None
     """A categorical probe's class values, one per output; None for a regression."""
 
@@ -169,16 +172,90 @@ class RidgeProbe:
         return (w / w.norm().clamp(min=1e-12)).float()
 
 
-def _ridge_path(x: Tensor, target: Tensor, lams: list[float]) -> list[tuple[Tensor, Tensor]]:
-    """(weight, bias) of ridge on (x, target) for each penalty, from one SVD of centred x."""
-    mx, my = x.mean(0), target.mean(0)
-    u, s, vt = torch.linalg.svd(x - mx, full_matrices=False)
-    uty = u.T @ (target - my)
-    out = []
-    for lam in lams:
-        weight = vt.T @ ((s / (s.square() + lam))[:, None] * uty)
-        out.append((weight, my - mx @ weight))
-    return out
+@dataclass
+class CentredSVD:
+    """The thin SVD of centred x, from which ridge on x is closed form for every penalty
+    and every target: W = V diag(s / (s² + λ)) Uᵀ (y - ȳ), b = ȳ - x̄ W."""
+
+    mean: Float[Tensor, " d_model"]
+    u: Float[Tensor, "n k"]
+    s: Float[Tensor, " k"]
+    vt: Float[Tensor, "k d_model"]
+
+    @classmethod
+    def of(cls, x: Float[Tensor, "n d_model"]) -> CentredSVD:
+        mean = x.mean(0)
+        u, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        return cls(mean, u, s, vt)
+
+    def path(self, target: Tensor, lams: list[float]) -> list[tuple[Tensor, Tensor]]:
+        """(weight, bias) of ridge of `target` (n, out) for each penalty."""
+        my = target.mean(0)
+        uty = self.u.T @ (target - my)
+        out = []
+        for lam in lams:
+            weight = self.vt.T @ ((self.s / (self.s.square() + lam))[:, None] * uty)
+            out.append((weight, my - self.mean @ weight))
+        return out
+
+
+@dataclass
+class RidgeDesign:
+    """What every ridge probe on one x shares, whatever it regresses: the SVD of centred
+    x, the penalties tried, and each cross-validation fold's held-out points with the SVD
+    of the rest. Probes of several variables (and their shuffled controls) on one site
+    factorise x once (`fit` per target)."""
+
+    x: Float[Tensor, "n d_model"]
+    """float64."""
+    full: CentredSVD
+    lams: list[float]
+    """ALPHAS times the mean squared singular value of centred x."""
+    folds: list[tuple[Bool[Tensor, " n"], CentredSVD]]
+    """(held out, SVD of the rest) per fold; empty: the penalty is chosen by GCV."""
+
+    def fit(self, y: Tensor, categorical: bool = False) -> RidgeProbe:
+        """Ridge of `y` (or its one-hot code) with the penalty of least squared error under
+        cross-validation over the folds, or by GCV without them."""
+        x, lams = self.x, self.lams
+        classes = y.unique() if categorical else None
+        column = y.double()[:, None]
+        target = column if classes is None else (y[:, None] == classes[None, :]).double()
+        errors = torch.zeros(len(lams), dtype=torch.float64)
+        for held, svd in self.folds:
+            for i, (w, b) in enumerate(svd.path(target[~held], lams)):
+                errors[i] += (target[held] - x[held] @ w - b).square().sum()
+        if not self.folds:  # GCV = n RSS / (n - df - 1)^2, df = sum s^2 / (s^2 + lam)
+            s2, n = self.full.s.square(), x.shape[0]  # (Golub et al. 1979)
+            for i, (w, b) in enumerate(self.full.path(target, lams)):
+                dof = n - float((s2 / (s2 + lams[i])).sum()) - 1
+                rss = float((target - x @ w - b).square().sum())
+                errors[i] = n * rss / dof**2 if dof > 0 else float("inf")
+        lam = lams[int(errors.argmin())]
+        ((weight, bias),) = self.full.path(target, [lam])
+        return RidgeProbe(weight, bias, lam, classes)
+
+
+def ridge_design(
+    x: Float[Tensor, "n d_model"],
+    groups: Int[Tensor, " n"] | None = None,
+    alphas: tuple[float, ...] = ALPHAS,
+    folds: int = 5,
+) -> RidgeDesign:
+    """Factorise `x` for ridge probes: `folds` cross-validation folds of whole `groups`
+    (tasks: points of one task are not independent, and a penalty chosen as if they were
+    overfits the task); without groups (or with one), GCV."""
+    x64 = x.double()
+    full = CentredSVD.of(x64)
+    scale = float(full.s.square().mean())
+    lams = [a * (scale if scale > 0 else 1.0) for a in alphas]
+    splits = []
+    if groups is not None and len(groups.unique()) >= 2:
+        ids = torch.unique(groups, return_inverse=True)[1] % min(folds, len(groups.unique()))
+        for fold in ids.unique():
+            held = ids == fold
+            splits.append((held, CentredSVD.of(x64[~held])))
+    return RidgeDesign(x64, full, lams, splits)
 
 
 def fit_ridge(
@@ -191,31 +268,9 @@ def fit_ridge(
 ) -> RidgeProbe:
     """Ridge regression of `y` (or its one-hot code) on `x` in closed form (through the
     SVD of centred x), with the penalty of least squared error under cross-validation
-    over `folds` folds of whole `groups` (tasks: points of one task are not independent,
-    and a penalty chosen as if they were overfits the task); without groups, by GCV."""
-    x64 = x.double()
-    classes = y.unique() if categorical else None
-    column = y.double()[:, None]
-    target = column if classes is None else (y[:, None] == classes[None, :]).double()
-    scale = float(torch.linalg.svdvals(x64 - x64.mean(0)).square().mean())
-    lams = [a * (scale if scale > 0 else 1.0) for a in alphas]
-    errors = torch.zeros(len(lams), dtype=torch.float64)
-    if groups is not None and len(groups.unique()) >= 2:
-        ids = torch.unique(groups, return_inverse=True)[1] % min(folds, len(groups.unique()))
-        for fold in ids.unique():
-            held = ids == fold
-            for i, (w, b) in enumerate(_ridge_path(x64[~held], target[~held], lams)):
-                errors[i] += (target[held] - x64[held] @ w - b).square().sum()
-    else:  # GCV = n RSS / (n - df - 1)^2, df = sum s^2 / (s^2 + lam) (Golub et al. 1979)
-        s2 = torch.linalg.svdvals(x64 - x64.mean(0)).square()
-        n = x64.shape[0]
-        for i, (w, b) in enumerate(_ridge_path(x64, target, lams)):
-            dof = n - float((s2 / (s2 + lams[i])).sum()) - 1
-            rss = float((target - x64 @ w - b).square().sum())
-            errors[i] = n * rss / dof**2 if dof > 0 else float("inf")
-    lam = lams[int(errors.argmin())]
-    ((weight, bias),) = _ridge_path(x64, target, [lam])
-    return RidgeProbe(weight, bias, lam, classes)
+    over `folds` folds of whole `groups`; without groups, by GCV (`ridge_design`; to fit
+    several targets on one x, factorise it once and call its `fit` per target)."""
+    return ridge_design(x, groups, alphas, folds).fit(y, categorical)
 
 
 def score(probe: RidgeProbe, x: Tensor, y: Tensor) -> float:
@@ -272,6 +327,7 @@ def probe_variables(
     gen = torch.Generator().manual_seed(seed)
     scores: list[VariableScores] = []
     probes: dict[str, dict[str, RidgeProbe]] = {}
+    designs: dict[str, RidgeDesign] = {}
     for name in variables:
         y = points.labels[name]
         categorical = name in CATEGORICAL
@@ -287,9 +343,10 @@ def probe_variables(
         probes[name] = {}
         for site in sites:
             x = points.acts[site]
-            groups = points.task[train]
-            probe = fit_ridge(x[train], y[train], categorical, groups)
-            control = fit_ridge(x[train], shuffled[train], categorical, groups)
+            if site not in designs:  # shared by every variable and control on this site
+                designs[site] = ridge_design(x[train], points.task[train])
+            probe = designs[site].fit(y[train], categorical)
+            control = designs[site].fit(shuffled[train], categorical)
             probes[name][site] = probe
             result.score.append(score(probe, x[~train], y[~train]))
             result.control.append(score(control, x[~train], shuffled[~train]))

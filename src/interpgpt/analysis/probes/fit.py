@@ -73,7 +73,9 @@ def collect_positions(model, eset: EncodedSet, batch_size: int = 32) -> Position
     acts: dict[str, list[Tensor]] = {name: [] for name in sites}
     for batch in eset.batches(batch_size):
         valid = batch.valid
-        _, cache = model.run_with_cache(batch.ids.to(device), names_filter=sites)
+        _, cache = model.run_with_cache(  # the logits are not needed
+            batch.ids.to(device), names_filter=sites, stop_at_layer=model.cfg.n_layer
+        )
         for name in sites:
             acts[name].append(cache[name][valid.to(device)].float().cpu())
     valid = eset.valid

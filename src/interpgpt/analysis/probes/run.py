@@ -56,7 +56,14 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
-from interpgpt.analysis.interventions import Hook, add_direction, project_out
+from interpgpt.analysis.interventions import (
+    Hook,
+    add_direction,
+    apply_hooks,
+    project_out,
+    resid_block,
+    resumed_logits,
+)
 from interpgpt.analysis.plots import LinePanel, Series, save_line_plot
 from interpgpt.analysis.probes.config import ProbesConfig
 from interpgpt.analysis.probes.fit import (
@@ -160,14 +167,6 @@ def projection_hooks(
     return [project_out(site, basis.T, positions), add_direction(site, kept, 1.0, positions)]
 
 
-def apply_hooks(hooks: list[Hook], x: Tensor) -> Tensor:
-    """Run hook functions on stored activations (to score a probe after projection)."""
-    for hook in hooks:
-        out = hook.fn(x, None)
-        x = x if out is None else out
-    return x
-
-
 def random_subspace(d_model: int, rank: int, gen: torch.Generator) -> Tensor:
     """An orthonormal basis of a uniformly random rank-`rank` subspace."""
     q, _ = torch.linalg.qr(torch.randn(d_model, rank, generator=gen, dtype=torch.float64))
@@ -251,21 +250,92 @@ def _intervention_mask(name: str, batch: EncodedSet) -> Tensor:
     return batch.valid if INTERVENE[name] == "all real positions" else batch.onset_predictor_mask()
 
 
-def _behaviour_values(name: str, logits: Tensor, batch: EncodedSet, tokenizer, reg_ids) -> Tensor:
-    ids = batch.ids.to(logits.device)
-    if name == "regulation":
-        mask = batch.onset_predictor_mask().to(logits.device)
-        return logits[mask].float().softmax(-1)[:, reg_ids].sum(-1)
-    if name == "onset":
-        mask = batch.onset_predictor_mask().to(logits.device)
-    else:  # step_index: the continue-or-stop decision at the end of each step
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        mask[:, :-1] = (ids[:, 1:] == tokenizer.sep_id) | (ids[:, 1:] == tokenizer.end_id)
-    next_ids = ids.roll(-1, dims=1)
-    return F.cross_entropy(logits[mask].float(), next_ids[mask], reduction="none")
+def _read_mask(name: str, batch: EncodedSet, tokenizer) -> Bool[Tensor, "batch pos"]:
+    """Where probe `name`'s behaviour is read (see `BEHAVIOURS`)."""
+    if name in ("onset", "regulation"):
+        return batch.onset_predictor_mask()
+    # step_index: the continue-or-stop decision at the end of each step
+    mask = torch.zeros_like(batch.ids, dtype=torch.bool)
+    mask[:, :-1] = (batch.ids[:, 1:] == tokenizer.sep_id) | (batch.ids[:, 1:] == tokenizer.end_id)
+    return mask
 
 
-@torch.no_grad()
+@dataclass
+class ReadBatch:
+    """One batch of sequences cut after the last position its behaviour reads (under
+    causal attention no later position reaches it)."""
+
+    ids: Int[Tensor, "batch pos"]
+    read: Bool[Tensor, "batch pos"]
+    """Where the behaviour is read."""
+    where: Bool[Tensor, "batch pos"]
+    """Where a projection is applied (`INTERVENE`)."""
+    next_ids: Int[Tensor, " n"]
+    """The next token at each read position, row-major: the loss's target."""
+
+
+class BehaviourReader:
+    """Per-position values of one probe's behaviour on one model and set, clean or with a
+    subspace projected out at a residual site.
+
+    The values are those of a full forward under `projection_hooks`, read at the
+    behaviour's positions (the reference in tests/analysis/test_probes.py), computed with
+    less: everything upstream of the site is the same for the clean run and for every
+    subspace, so the residual stream at the site is kept per batch (one site at a time)
+    and only the blocks after it run (`interventions.resumed_logits`); and only the
+    positions read are unembedded.
+    """
+
+    def __init__(self, model, eset: EncodedSet, name: str, tokenizer, reg_ids: list[int],
+                 batch_size: int = 32):  # fmt: skip
+        self.model, self.name, self.reg_ids = model, name, reg_ids
+        device = next(model.parameters()).device
+        self.batches: list[ReadBatch] = []
+        for batch in eset.batches(batch_size):
+            read = _read_mask(name, batch, tokenizer)
+            if not read.any():
+                continue
+            next_ids = batch.ids.roll(-1, dims=1)[read]
+            width = int(read.nonzero()[:, 1].max()) + 1
+            where = _intervention_mask(name, batch)[:, :width]
+            ids, read = batch.ids[:, :width], read[:, :width]
+            self.batches.append(
+                ReadBatch(ids.to(device), read.to(device), where.to(device), next_ids.to(device))
+            )
+        self._block: int | None = None
+        self._resid: list[Tensor] = []
+
+    @torch.no_grad()
+    def resid(self, block: int) -> list[Float[Tensor, "batch pos d_model"]]:
+        """The clean residual stream entering `block` (n_layer: the final one), per batch."""
+        if block != self._block:
+            self._resid = []  # one site at a time: free the last before computing the next
+            self._resid = [self.model(b.ids, stop_at_layer=block) for b in self.batches]
+            self._block = block
+        return self._resid
+
+    @torch.no_grad()
+    def values(
+        self, site: str | None = None, basis: Tensor | None = None, mean: Tensor | None = None
+    ) -> Float[Tensor, " n"]:
+        """The behaviour at every read position, row-major; with `basis` and `mean`, with
+        the subspace projected out at `site` (at the probe's `INTERVENE` positions)."""
+        n_layer = self.model.cfg.n_layer
+        block = n_layer if site is None else resid_block(site, n_layer)
+        values = [torch.zeros(0, dtype=torch.float64)]
+        for b, resid in zip(self.batches, self.resid(block), strict=True):
+            hooks = []
+            if site is not None and basis is not None and mean is not None:
+                hooks = projection_hooks(site, basis, mean, b.where)
+            logits = resumed_logits(self.model, resid, block, b.read, hooks).float()
+            if self.name == "regulation":
+                value = logits.softmax(-1)[:, self.reg_ids].sum(-1)
+            else:
+                value = F.cross_entropy(logits, b.next_ids, reduction="none")
+            values.append(value.double().cpu())
+        return torch.cat(values)
+
+
 def behaviour(
     model,
     eset: EncodedSet,
@@ -278,17 +348,10 @@ def behaviour(
     batch_size: int = 32,
 ) -> Float[Tensor, " n"]:
     """Per-position values of probe `name`'s behaviour, optionally with `basis` projected
-    out at `hook_name` (at the probe's positions)."""
-    device = next(model.parameters()).device
-    values = []
-    for batch in eset.batches(batch_size):
-        hooks = []
-        if basis is not None and hook_name is not None and mean is not None:
-            where = _intervention_mask(name, batch).to(device)
-            hooks = projection_hooks(hook_name, basis, mean, where)
-        logits = model.run_with_hooks(batch.ids.to(device), fwd_hooks=hooks)
-        values.append(_behaviour_values(name, logits, batch, tokenizer, reg_ids).double().cpu())
-    return torch.cat(values)
+    out at `hook_name` (at the probe's positions). (One call; `BehaviourReader` keeps what
+    the runs with other subspaces share.)"""
+    reader = BehaviourReader(model, eset, name, tokenizer, reg_ids, batch_size)
+    return reader.values(hook_name, basis, mean)
 
 
 @dataclass
@@ -304,24 +367,28 @@ class CausalContext:
     config: ProbesConfig
     gen: torch.Generator
     clean: dict[str, Tensor] = field(default_factory=dict)
+    readers: dict[str, BehaviourReader] = field(default_factory=dict)
+
+    def reader(self, name: str) -> BehaviourReader:
+        """Probe `name`'s reader, kept so every subspace reuses its cached residuals."""
+        if name not in self.readers:
+            self.readers[name] = BehaviourReader(
+                self.model, self.eset, name, self.tokenizer, self.reg_ids, self.config.batch_size
+            )
+        return self.readers[name]
 
 
 def causal_check(
     ctx: CausalContext, name: str, label: str, site: str, probe: LinearProbe
 ) -> CausalCheck:
     """Project the probe's subspace out at `site`; compare with random subspaces."""
-    bs = ctx.config.batch_size
+    reader = ctx.reader(name)
     if name not in ctx.clean:
-        ctx.clean[name] = behaviour(
-            ctx.model, ctx.eset, name, ctx.tokenizer, ctx.reg_ids, batch_size=bs
-        )
+        ctx.clean[name] = reader.values()
     clean = ctx.clean[name]
 
     def delta(basis: Tensor) -> float:
-        steered = behaviour(
-            ctx.model, ctx.eset, name, ctx.tokenizer, ctx.reg_ids, site, basis, probe.mean, bs
-        )
-        return float((steered - clean).mean())
+        return float((reader.values(site, basis, probe.mean) - clean).mean())
 
     basis = probe.subspace()
     rank = basis.shape[1]
