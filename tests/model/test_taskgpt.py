@@ -112,3 +112,28 @@ def test_context_overflow_is_refused():
         assert "context" in str(err)
     else:
         raise AssertionError("a sequence longer than the context must be refused")
+
+
+def test_start_at_layer_resumes_what_stop_at_layer_returns():
+    """A run resumed from the residual stream entering block L (TransformerLens's
+    `start_at_layer`) gives the full forward's logits, and only blocks from L on fire."""
+    model = tiny_model()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    full = model(ids)
+    for layer in range(model.cfg.n_layer + 1):
+        resid = model(ids, stop_at_layer=layer)
+        torch.testing.assert_close(model(resid, start_at_layer=layer), full)
+    fired: list[str] = []
+    hooks = [("hook_embed", lambda act, hook: fired.append(hook.name))]
+    hooks += [
+        (f"blocks.{layer}.hook_resid_pre", lambda act, hook: fired.append(hook.name))
+        for layer in range(model.cfg.n_layer)
+    ]
+    model.run_with_hooks(model(ids, stop_at_layer=1), start_at_layer=1, fwd_hooks=hooks)
+    assert fired == [f"blocks.{layer}.hook_resid_pre" for layer in range(1, model.cfg.n_layer)]
+    try:
+        model(resid, start_at_layer=model.cfg.n_layer + 1)
+    except ValueError as err:
+        assert "start_at_layer" in str(err)
+    else:
+        raise AssertionError("a start past the last block must be refused")

@@ -269,11 +269,12 @@ class TaskGPT(HookedRootModule):
 
     def forward(
         self,
-        input_ids: Int[Tensor, "batch pos"],
+        input_ids: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_model"],
         *,
         attention_mask: Bool[Tensor, "batch pos"] | None = None,
         cache: KVCache | None = None,
         stop_at_layer: int | None = None,
+        start_at_layer: int | None = None,
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits for `input_ids`.
 
@@ -282,21 +283,30 @@ class TaskGPT(HookedRootModule):
         cache: a KVCache to read from and append to (incremental decoding).
         stop_at_layer: return the residual stream entering this block instead of logits
         (n_layer: the residual stream after the last block, before the final norm).
+        start_at_layer: `input_ids` is instead the residual stream entering this block
+        (what `stop_at_layer` returns) and only the blocks from it on run (TransformerLens's
+        `start_at_layer`): runs that share everything upstream compute it once.
         """
-        batch, pos = input_ids.shape
+        batch, pos = input_ids.shape[:2]
         start = cache.length if cache is not None else 0
         if start + pos > self.cfg.n_ctx:
             raise ValueError(
                 f"sequence of {start + pos} tokens exceeds the model context of {self.cfg.n_ctx}"
             )
+        first = 0 if start_at_layer is None else start_at_layer
+        if not 0 <= first <= self.cfg.n_layer or (first and cache is not None):
+            raise ValueError(
+                f"start_at_layer={start_at_layer}: must be a block index or n_layer, and "
+                "cannot resume a KV-cached run"
+            )
         mask, positions = self._mask_and_positions(batch, pos, attention_mask, cache)
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        resid = self.hook_embed(self.embed(input_ids))
-        for layer, block in enumerate(self.blocks):
+        resid = input_ids if start_at_layer is not None else self.hook_embed(self.embed(input_ids))
+        for layer in range(first, self.cfg.n_layer):
             if stop_at_layer is not None and layer == stop_at_layer:
                 return resid
             kv = (cache.keys[layer], cache.values[layer], start) if cache is not None else None
-            resid = block(resid, cos, sin, mask, kv)
+            resid = self.blocks[layer](resid, cos, sin, mask, kv)
         if cache is not None:
             cache.length = start + pos
         if stop_at_layer == self.cfg.n_layer:  # as in TransformerLens: the final residual stream
