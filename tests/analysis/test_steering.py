@@ -20,12 +20,15 @@ from interpgpt.analysis.steering.run import (
     VARIANTS,
     BoundaryTokens,
     Delta,
+    OnsetReader,
     SteeringStudyConfig,
     add_vector,
     compare_to_null,
+    feature_magnitude,
     generated_regulation_rate,
     onset_p_regulation,
     paired_delta,
+    random_directions,
     remove_feature,
     resolve_feature,
     section,
@@ -104,6 +107,66 @@ def test_unembedding_regulation_direction_raises_p_regulation(world):
     down, _ = onset_p_regulation(model, eset, reg, LAST, add_vector(-direction), 4)
     effect = paired_delta(down, up, rows)  # up minus down, paired by position
     assert effect.delta > 0 and effect.delta > 10 * effect.sem
+
+
+def reference_p_regulation(model, eset, reg_ids, hook_name=None, factory=None, batch_size=4):
+    """The straightforward computation `OnsetReader` must equal: a full forward of every
+    batch under the hook, a softmax at every position, read at the onset predictors."""
+    values, rows = [], []
+    starts = range(0, len(eset), batch_size)
+    for start, batch in zip(starts, eset.batches(batch_size), strict=True):
+        mask = batch.onset_predictor_mask()
+        hooks = [] if factory is None else [(hook_name, factory(lambda mask=mask: mask))]
+        logits = model.run_with_hooks(batch.ids, fwd_hooks=hooks)
+        values.append(logits.float().softmax(-1)[..., reg_ids].sum(-1)[mask].double())
+        rows.append(mask.nonzero()[:, 0] + start)
+    return torch.cat(values), torch.cat(rows)
+
+
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+"""Float rounding: the reader unembeds fewer rows and attends over shorter batches."""
+
+# Each hook, and a hook whose runs must differ from its own (a layer mix-up fails).
+HOOKS = {
+    "hook_embed": "blocks.0.hook_resid_post",
+    "blocks.0.hook_resid_pre": "blocks.0.hook_resid_post",
+    "blocks.0.hook_resid_post": LAST,
+    "blocks.1.hook_resid_mid": LAST,
+    LAST: "blocks.0.hook_resid_post",
+}
+
+
+@torch.no_grad()
+def test_reader_equals_the_full_forward_under_the_hook(world):
+    """Known answer: one reader (cached residual streams, batches cut after their last
+    onset predictor, only onset predictors unembedded), serving every hook and direction
+    in turn as a steering run does, gives the full forward's numbers for the SAE feature's
+    vector, a random direction of its norm, and zero-ablating the feature."""
+    model, eset, sae, feature = (world[k] for k in ("models", "eset", "sae", "feature"))
+    model = model["adhd"]
+    reg = sorted(regulation_first_tokens(world["tok"]))
+    vector = feature_magnitude(model, sae, eset, feature, 4) * sae.W_dec[feature].detach()
+    factories = {
+        "feature": add_vector(vector),
+        "random": add_vector(random_directions(1, 32, seed=3)[0] * vector.norm()),
+        "zero-ablate": remove_feature(sae, feature, sae.W_dec[feature].detach()),
+    }
+    reader = OnsetReader(model, eset, reg, batch_size=4)
+    ref_clean, ref_rows = reference_p_regulation(model, eset, reg)
+    clean, rows = reader.p_regulation()
+    assert torch.equal(rows, ref_rows) and len(rows) == int(eset.onset_predictor_mask().sum())
+    torch.testing.assert_close(clean, ref_clean, **TOL)
+    for hook_name, other in HOOKS.items():
+        for name, factory in factories.items():
+            fast, _ = reader.p_regulation(hook_name, factory)
+            ref, _ = reference_p_regulation(model, eset, reg, hook_name, factory)
+            torch.testing.assert_close(fast, ref, **TOL, msg=f"{hook_name} {name}")
+            if name != "zero-ablate" or hook_name == sae.cfg.hook_name:
+                # The same tolerance tells the run apart from no run and from another hook's.
+                elsewhere, _ = reference_p_regulation(model, eset, reg, other, factory)
+                assert not torch.allclose(ref, ref_clean, **TOL), (hook_name, name)
+                assert not torch.allclose(ref, elsewhere, **TOL), (hook_name, name)
+    torch.testing.assert_close(reader.p_regulation()[0], clean, rtol=0, atol=0)  # cache intact
 
 
 def test_compare_to_null_rule():

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -197,7 +197,108 @@ class BoundaryTokens:
 # --------------------------------------------------------------------------- metrics
 
 
-@torch.no_grad()
+def resume_point(hook_name: str, n_layer: int) -> tuple[int, bool]:
+    """Where a run resumed from a cached residual stream meets `hook_name`: the block it
+    starts at, and whether the hook edits that block's input itself (the embedding or the
+    previous block's resid_post, the same tensor) rather than an activation inside it."""
+    if hook_name == "hook_embed":
+        return 0, True
+    layer = hook_layer(hook_name)
+    if layer is None or not 0 <= layer < n_layer:
+        raise ValueError(f"{hook_name}: not a hook of the embedding or of a block")
+    if hook_name == f"blocks.{layer}.hook_resid_post":
+        return layer + 1, True
+    return layer, False
+
+
+@dataclass
+class OnsetBatch:
+    """Rows of the set with their onset predictors, cut after the last one (under causal
+    attention no later position reaches it)."""
+
+    ids: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+    """The onset predictors."""
+    rows: Int[Tensor, " n"]
+    """The set's row of each onset predictor, in `mask.nonzero()` order."""
+
+
+class OnsetReader:
+    """P(regulation first token) at the onset predictors of one model on one set, clean or
+    under one hook.
+
+    What a steering run reads is the same as a full forward under the hook followed by a
+    softmax at every position (`reference_p_regulation` in the tests), computed with less:
+    everything upstream of the hook is the same for the clean run and for every direction,
+    so the residual stream entering the hooked block is kept per batch and only the blocks
+    from there on run; only the onset predictors, the positions read, are unembedded; and
+    rows are batched by length, so a batch is not padded to the set's longest row.
+    """
+
+    def __init__(self, model, eset: EncodedSet, reg_ids: list[int], batch_size: int = 32):
+        self.model, self.reg_ids = model, reg_ids
+        device = next(model.parameters()).device
+        mask = eset.onset_predictor_mask()
+        width = (mask * torch.arange(1, mask.shape[1] + 1)).amax(1)  # last onset predictor + 1
+        by_width = torch.argsort(width, stable=True)
+        self.batches: list[OnsetBatch] = []
+        for chunk in by_width[width[by_width] > 0].split(batch_size):
+            cut = int(width[chunk].max())
+            ids, where = eset.ids[chunk, :cut], mask[chunk, :cut]
+            rows = chunk[where.nonzero()[:, 0]]
+            self.batches.append(OnsetBatch(ids.to(device), where.to(device), rows))
+        self._resid: dict[int, list[Tensor]] = {}
+
+    @torch.no_grad()
+    def resid(self, layer: int) -> list[Float[Tensor, "batch pos d_model"]]:
+        """The clean residual stream entering block `layer` (n_layer: the final one), per batch."""
+        if layer not in self._resid:
+            self._resid[layer] = [self.model(b.ids, stop_at_layer=layer) for b in self.batches]
+        return self._resid[layer]
+
+    @torch.no_grad()
+    def p_regulation(
+        self, hook_name: str | None = None, factory: HookFactory | None = None
+    ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
+        """P(regulation first token) at every onset predictor, and the row each comes from;
+        with `factory`, under its hook at `hook_name` applied at the onset predictors."""
+        n_layer = self.model.cfg.n_layer
+        if factory is None:
+            finals = self.resid(n_layer)
+        elif hook_name is None:
+            raise ValueError("a hook factory needs the name of the hook it acts at")
+        else:
+            start, on_input = resume_point(hook_name, n_layer)
+            finals = [
+                self._resume(resid, batch.mask, start, hook_name, factory, on_input)
+                for resid, batch in zip(self.resid(start), self.batches, strict=True)
+            ]
+        values = [
+            self.model.unembed(final[b.mask]).float().softmax(-1)[:, self.reg_ids].sum(-1)
+            for final, b in zip(finals, self.batches, strict=True)
+        ]
+        if not values:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+        rows = torch.cat([b.rows for b in self.batches])
+        in_set_order = torch.argsort(rows, stable=True)  # a row's positions stay in order
+        return torch.cat(values).double().cpu()[in_set_order], rows[in_set_order]
+
+    def _resume(self, resid, mask, start, hook_name, factory, on_input) -> Tensor:
+        """The final residual stream of a run from block `start` under the hook."""
+        hook = factory(_constant(mask))
+        if on_input:  # the hook's tensor is the cached one: edit a copy, run the rest
+            act = resid.clone()
+            out = hook(act, self.model.hook_dict[hook_name])
+            act = act if out is None else out  # TransformerLens: None means edited in place
+            return self.model(act, start_at_layer=start, stop_at_layer=self.model.cfg.n_layer)
+        return self.model.run_with_hooks(
+            resid,
+            start_at_layer=start,
+            stop_at_layer=self.model.cfg.n_layer,
+            fwd_hooks=[(hook_name, hook)],
+        )
+
+
 def onset_p_regulation(
     model,
     eset: EncodedSet,
@@ -207,17 +308,9 @@ def onset_p_regulation(
     batch_size: int = 32,
 ) -> tuple[Float[Tensor, " n"], Tensor]:
     """P(regulation first token) at every onset predictor, and the row each comes from;
-    with `factory`, under its hook at `hook_name` applied at the onset predictors."""
-    device = next(model.parameters()).device
-    values, rows = [], []
-    for start, batch in zip(range(0, len(eset), batch_size), eset.batches(batch_size), strict=True):
-        mask: Bool[Tensor, "batch pos"] = batch.onset_predictor_mask().to(device)
-        hooks = [] if factory is None else [(hook_name, factory(_constant(mask)))]
-        logits = model.run_with_hooks(batch.ids.to(device), fwd_hooks=hooks)
-        probs = logits.float().softmax(-1)[..., reg_ids].sum(-1)
-        values.append(probs[mask].double().cpu())
-        rows.append(mask.nonzero()[:, 0].cpu() + start)
-    return torch.cat(values), torch.cat(rows)
+    with `factory`, under its hook at `hook_name` applied at the onset predictors. (One
+    call; `OnsetReader` keeps what runs with other hooks or directions share.)"""
+    return OnsetReader(model, eset, reg_ids, batch_size).p_regulation(hook_name, factory)
 
 
 def _constant(mask: Tensor) -> Callable[[], Tensor]:
@@ -278,27 +371,24 @@ class SteeringBench:
     gen_config: object = None
     n_null_generate: int = 0
     _clean: dict = field(default_factory=dict)
+    _readers: dict[str, OnsetReader] = field(default_factory=dict)
+
+    def reader(self, variant: str) -> OnsetReader:
+        """The model's reader, kept so every direction reuses its cached residual streams."""
+        if variant not in self._readers:
+            self._readers[variant] = OnsetReader(
+                self.models[variant], self.sets[variant], self.reg_ids, self.batch_size
+            )
+        return self._readers[variant]
 
     def clean(self, variant: str) -> tuple[Tensor, Tensor]:
         if variant not in self._clean:
-            self._clean[variant] = onset_p_regulation(
-                self.models[variant],
-                self.sets[variant],
-                self.reg_ids,
-                batch_size=self.batch_size,
-            )
+            self._clean[variant] = self.reader(variant).p_regulation()
         return self._clean[variant]
 
     def delta(self, spec: VariantSpec, direction: Tensor) -> Delta:
         clean, rows = self.clean(spec.model)
-        steered, _ = onset_p_regulation(
-            self.models[spec.model],
-            self.sets[spec.model],
-            self.reg_ids,
-            spec.hook_name,
-            spec.make(direction),
-            self.batch_size,
-        )
+        steered, _ = self.reader(spec.model).p_regulation(spec.hook_name, spec.make(direction))
         return paired_delta(clean, steered, rows)
 
     def generated(
