@@ -272,6 +272,8 @@ class ReadBatch:
     """Where a projection is applied (`INTERVENE`)."""
     next_ids: Int[Tensor, " n"]
     """The next token at each read position, row-major: the loss's target."""
+    index: Int[Tensor, " n"]
+    """Each read position's place among all of the set's, row-major."""
 
 
 class BehaviourReader:
@@ -282,26 +284,34 @@ class BehaviourReader:
     behaviour's positions (the reference in tests/analysis/test_probes.py), computed with
     less: everything upstream of the site is the same for the clean run and for every
     subspace, so the residual stream at the site is kept per batch (one site at a time)
-    and only the blocks after it run (`interventions.resumed_logits`); and only the
-    positions read are unembedded.
+    and only the blocks after it run (`interventions.resumed_logits`); only the positions
+    read are unembedded; and the sequences are batched in order of their last read
+    position, so a batch is cut close to each of its rows' end instead of padded to the
+    longest of a random draw.
     """
 
     def __init__(self, model, eset: EncodedSet, name: str, tokenizer, reg_ids: list[int],
                  batch_size: int = 32):  # fmt: skip
         self.model, self.name, self.reg_ids = model, name, reg_ids
         device = next(model.parameters()).device
+        read = _read_mask(name, eset, tokenizer)
+        where = _intervention_mask(name, eset)
+        next_ids = eset.ids.roll(-1, dims=1)
+        index = torch.full(read.shape, -1, dtype=torch.long)
+        index[read] = torch.arange(int(read.sum()))
+        widths = (read * (torch.arange(read.shape[1]) + 1)).amax(1)  # last read position + 1
+        rows = widths.nonzero()[:, 0]
+        rows = rows[torch.argsort(widths[rows], stable=True)]
+        self.n = int(read.sum())
         self.batches: list[ReadBatch] = []
-        for batch in eset.batches(batch_size):
-            read = _read_mask(name, batch, tokenizer)
-            if not read.any():
-                continue
-            next_ids = batch.ids.roll(-1, dims=1)[read]
-            width = int(read.nonzero()[:, 1].max()) + 1
-            where = _intervention_mask(name, batch)[:, :width]
-            ids, read = batch.ids[:, :width], read[:, :width]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            cut = (chunk[:, None], torch.arange(int(widths[chunk].max())))
+            ids, read_b, where_b = eset.ids[cut], read[cut], where[cut]
             self.batches.append(
-                ReadBatch(ids.to(device), read.to(device), where.to(device), next_ids.to(device))
-            )
+                ReadBatch(ids.to(device), read_b.to(device), where_b.to(device),
+                          next_ids[cut][read_b].to(device), index[cut][read_b])
+            )  # fmt: skip
         self._block: int | None = None
         self._resid: list[Tensor] = []
 
@@ -322,7 +332,7 @@ class BehaviourReader:
         the subspace projected out at `site` (at the probe's `INTERVENE` positions)."""
         n_layer = self.model.cfg.n_layer
         block = n_layer if site is None else resid_block(site, n_layer)
-        values = [torch.zeros(0, dtype=torch.float64)]
+        values = torch.zeros(self.n, dtype=torch.float64)
         for b, resid in zip(self.batches, self.resid(block), strict=True):
             hooks = []
             if site is not None and basis is not None and mean is not None:
@@ -332,8 +342,8 @@ class BehaviourReader:
                 value = logits.softmax(-1)[:, self.reg_ids].sum(-1)
             else:
                 value = F.cross_entropy(logits, b.next_ids, reduction="none")
-            values.append(value.double().cpu())
-        return torch.cat(values)
+            values[b.index] = value.double().cpu()
+        return values
 
 
 def behaviour(
