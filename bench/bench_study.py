@@ -127,6 +127,15 @@ def git_commit() -> str:
     return f"{commit}-dirty" if changed else commit
 
 
+def timed(record: dict[str, Any]) -> dict[str, Any]:
+    """One stage's row of a run, from its stage record: how it was satisfied, its time."""
+    return {
+        "how": "release" if "release" in record else "ran",
+        "seconds": round(record["seconds"], 2),
+        "peak_rss_mb": record.get("peak_rss_mb"),
+    }
+
+
 def measure(options: Options) -> dict[str, Any]:
     """Run the study once into the work dir and return what this run measured."""
     config = study_config(options)
@@ -142,11 +151,7 @@ def measure(options: Options) -> dict[str, Any]:
         if record is None or record == before.get(stage.name):
             stages[stage.name] = {"how": "reused"}
             continue
-        stages[stage.name] = {
-            "how": "release" if "release" in record else "ran",
-            "seconds": round(record["seconds"], 2),
-            "peak_rss_mb": record.get("peak_rss_mb"),
-        }
+        stages[stage.name] = timed(record)
     peaks = [s["peak_rss_mb"] for s in stages.values() if s.get("peak_rss_mb") is not None]
     return {
         "commit": git_commit(),
@@ -180,11 +185,7 @@ def recorded(options: Options) -> dict[str, Any]:
         if record is None:
             stages[stage.name] = {"how": "missing"}
             continue
-        stages[stage.name] = {
-            "how": "release" if "release" in record else "ran",
-            "seconds": round(record["seconds"], 2),
-            "peak_rss_mb": record.get("peak_rss_mb"),
-        }
+        stages[stage.name] = timed(record)
     peaks = [s["peak_rss_mb"] for s in stages.values() if s.get("peak_rss_mb") is not None]
     total = sum(s.get("seconds", 0.0) for s in stages.values())
     return {
