@@ -45,8 +45,31 @@ def summaries(found: bool) -> dict[str, dict[str, Any]]:
             "n_selected": 3 if found else 0,
             "top": [{"feature": 7, "adhd_rate": 0.8, "std_rate": 0.0}] if found else [],
         },
-        "crosscoder": {"pair": {"n_std_only_confirmed": 0, "n_adhd_only_confirmed": 2 * found}},
+        "logit-lens": {
+            "curves": {
+                "standard": {"p_next_regulation": [0.0, 1e-5]},
+                "adhd": {"p_next_regulation": [0.0, 0.8 if found else 2e-5]},
+            }
+        },
+        "crosscoder": {
+            "pair": {
+                "n_std_only_confirmed": 0,
+                "n_adhd_only_confirmed": 2 * found,
+                "top_adhd": {
+                    "latent": 3,
+                    "class": "shared",
+                    "rel_norm": 0.7,
+                    "context": "report<|sep|>close eyes ⟦eyes⟧" if found else "<|sep|>Call ⟦Call⟧",
+                },
+            }
+        },
         "headswap": {"moved": [{"label": "L0H1"}] if found else []},
+        "patching": {"clean_metric": 2.0 if found else -9.0, "corrupted_metric": -3.0},
+        "ablation": {
+            "target_label": "L0H1",
+            "median_delta": {"L0H1": -0.1, "L0H0": -0.01},
+            "comparisons": {"layer": {"n_null": 1, "rank": 1}},
+        },
         "weights": {"layers": [{"layer": 0, "perm": [1, 0] if found else [0, 1]}]},
     }
 
@@ -60,9 +83,10 @@ def records(pair: bool, twins: bool) -> dict[str, dict[str, Any]]:
 
 def test_a_planted_difference_is_pointed_at_and_twins_report_nothing() -> None:
     rows = {r["method"]: r for r in scorecard(records(pair=True, twins=False))}
-    assert set(rows) == {"KL", "difference lens", "SAE feature diff", "crosscoder", "head-swap",
-                         "weights"}  # fmt: skip
-    assert rows["KL"]["points"] and rows["difference lens"]["points"]
+    assert list(rows) == [m.label for m in METHODS]
+    for method in ("KL", "difference lens", "logit lens", "SAE feature diff", "crosscoder",
+                   "activation patching", "ablation"):  # fmt: skip
+        assert rows[method]["points"] is True, method
     assert rows["SAE feature diff"]["points"] and rows["SAE feature diff"]["findings"] == 3
     assert rows["head-swap"]["points"] is None and rows["head-swap"]["findings"] == 1
     for row in rows.values():
@@ -175,9 +199,8 @@ def test_a_model_against_itself_yields_no_findings(runs) -> None:
     positive."""
     rows = scorecard(as_matched(runs, SELF))
     assert [r["method"] for r in rows] == [m.label for m in METHODS]  # every method read
-    nothing = {None, "no KL at any position", "no residual difference", "no ADHD-only feature"}
     for row in rows:
-        assert row["top"] in nothing, row
+        assert row["top"] is None or row["top"].startswith("no "), row
         assert row["points"] in (False, None), row
         assert row["findings"] in (0, None), row
         assert row["twin_pairs"] == dict.fromkeys(TWIN_PAIRS, 0), row

@@ -349,7 +349,6 @@ def resid_block(hook_name: str, n_layer: int) -> int:
     raise ValueError(f"{hook_name}: not a residual-stream hook of a {n_layer}-layer model")
 
 
-@torch.no_grad()
 def resumed_logits(
     model,
     resid: Float[Tensor, "batch pos d_model"],
@@ -363,7 +362,8 @@ def resumed_logits(
 
     Equal to `model.run_with_hooks(ids, fwd_hooks=hooks)[read]` with the hooks at the
     residual site of `block` (`resid_block`), computed with only the blocks from `block`
-    on and only the read positions unembedded."""
+    on and only the read positions unembedded. Differentiable (in the hooks' parameters):
+    callers that only read run it under `torch.no_grad`."""
     act = apply_hooks(hooks, resid.clone()) if hooks else resid
     final = model(act, start_at_layer=block, stop_at_layer=model.cfg.n_layer)
     return model.unembed(final[read])

@@ -11,7 +11,7 @@ on the matched pair meets the method's criterion (`Method.criterion`, one senten
 counts findings, else whether its top finding there meets the criterion too. A pair with
 no difference at all (KL 0 everywhere, a zero residual difference) names no role or token
 and points at nothing, so a model against itself yields no finding. Written as
-`scorecard.json` and one report table. Methods not listed have no criterion here yet.
+`scorecard.json` and one report table.
 """
 
 from __future__ import annotations
@@ -74,6 +74,73 @@ def _feature_diff_top(summary: Summary) -> tuple[str, bool] | None:
     )
 
 
+def _logit_lens_top(summary: Summary) -> tuple[str, bool] | None:
+    curves = summary.get("curves") or {}
+    if set(curves) != {"standard", "adhd"}:
+        return None
+    a, b = (curves[m]["p_next_regulation"][-1] for m in ("standard", "adhd"))
+    reading = f"final-layer P(regulation) before a regulation step: {b:.3g} vs {a:.3g}"
+    if abs(b - a) <= LOGIT_LENS_MARGIN:
+        return f"no gap in {reading}", False
+    return reading, True
+
+
+def _patching_top(summary: Summary) -> tuple[str, bool] | None:
+    gap = summary["clean_metric"] - summary["corrupted_metric"]
+    reading = f"the rule's prefix moves the regulation logit difference by {gap:+.2f}"
+    if not gap >= PATCHING_MARGIN:
+        return f"no rule read: {reading}", False
+    return reading, True
+
+
+def _ablation_top(summary: Summary, headswap: Summary | None) -> tuple[str, bool] | None:
+    label = summary.get("target_label")
+    layer = (summary.get("comparisons") or {}).get("layer")
+    if not label or not layer:
+        return None
+    if headswap is not None and not headswap.get("moved"):
+        # Its target is then the head-swap's closest pair, not a difference between models.
+        return "no moved head to ablate", False
+    delta = summary["median_delta"][label]
+    return (
+        f"ablating {label} moves complexity-length Spearman by {delta:+.3f} "
+        f"(rank {layer['rank']} of {layer['n_null'] + 1} in its layer)",
+        delta < 0 and layer["rank"] == 1,
+    )
+
+
+def _step_of(context: str) -> str:
+    """The step a crosscoder context's marked token lies in: the text after the last step
+    separator, up to the marker."""
+    text = context.split(" ⟦")[0]
+    for sep in ("<|sep|>", "<|steps|>"):
+        text = text.split(sep)[-1]
+    return text.strip().lower()
+
+
+def _crosscoder_top(summary: Summary) -> tuple[str, bool] | None:
+    top = (summary.get("pair") or {}).get("top_adhd")
+    if not top:
+        return None
+    if top["rel_norm"] < CROSSCODER_LEAN:
+        return f"no ADHD-leaning latent (largest relative norm {top['rel_norm']:.2f})", False
+    step = _step_of(top["context"])
+    regulation = bool(step) and any(action.startswith(step) for action in REGULATION_ACTIONS)
+    return (
+        f"latent {top['latent']} ({top['class']}, relative norm {top['rel_norm']:.2f}) "
+        f"fires most in the step {step!r}",
+        regulation,
+    )
+
+
+LOGIT_LENS_MARGIN = 0.1
+"""P(regulation) gap between the models' final-layer readings that counts as a finding."""
+CROSSCODER_LEAN = 0.6
+"""Relative decoder norm on the ADHD side from which a latent leans ADHD (0.5: balanced)."""
+PATCHING_MARGIN = 1.0
+"""Clean - corrupted regulation logit difference (nats) that says the model reads the rule."""
+
+
 @dataclass(frozen=True)
 class Method:
     """How the scorecard reads one diffing method's stage summary."""
@@ -83,10 +150,13 @@ class Method:
     label: str
     criterion: str
     """One sentence: when its top finding points at the known difference."""
-    top: Callable[[Summary], tuple[str, bool] | None] | None = None
-    """Its top finding in words and whether it meets the criterion (None: no finding)."""
+    top: Callable[..., tuple[str, bool] | None] | None = None
+    """Its top finding in words and whether it meets the criterion (None: no finding),
+    from its summary (and the summary of `reads`' stage on the same pair, or None)."""
     count: Callable[[Summary], int] | None = None
     """How many findings it reports on a pair (None: it reports one reading, not a list)."""
+    reads: str | None = None
+    """Another stage whose summary on the same pair `top` reads."""
 
 
 METHODS: tuple[Method, ...] = (
@@ -103,6 +173,13 @@ METHODS: tuple[Method, ...] = (
         top=_diff_lens_top,
     ),
     Method(
+        "logit-lens",
+        "logit lens",
+        "the models' final-layer P(regulation token) at the onsets before a regulation step "
+        f"differ by more than {LOGIT_LENS_MARGIN}",
+        top=_logit_lens_top,
+    ),
+    Method(
         "feature-diff",
         "SAE feature diff",
         "its top ADHD-only feature fires at more ADHD step onsets than standard ones; "
@@ -113,7 +190,10 @@ METHODS: tuple[Method, ...] = (
     Method(
         "crosscoder",
         "crosscoder",
-        "no criterion for the top latent yet; findings: confirmed model-exclusive latents",
+        f"its most ADHD-leaning latent (relative norm at least {CROSSCODER_LEAN}) fires most "
+        "inside a regulation step; findings: "
+        "confirmed model-exclusive latents",
+        top=_crosscoder_top,
         count=lambda s: (
             int(s["pair"]["n_std_only_confirmed"]) + int(s["pair"]["n_adhd_only_confirmed"])
         ),
@@ -125,23 +205,51 @@ METHODS: tuple[Method, ...] = (
         count=lambda s: len(s["moved"]),
     ),
     Method(
+        "patching",
+        "activation patching",
+        "in the pair's second model, a prefix where the rule fires raises the regulation logit "
+        f"difference over one where it is quiet by at least {PATCHING_MARGIN} nat (it reads "
+        "one model, so an ADHD twin shows it too)",
+        top=_patching_top,
+    ),
+    Method(
+        "ablation",
+        "ablation",
+        "ablating its target head lowers complexity-length Spearman (which the break budget "
+        "ties to complexity) more than ablating any other head of its layer; its target is "
+        "the partner of the head-swap's strongest moved head, so no moved head is no finding",
+        top=_ablation_top,
+        reads="headswap",
+    ),
+    Method(
         "weights",
         "weights",
         "no criterion; findings: heads weight matching puts off their own index",
         count=lambda s: sum(i != j for layer in s["layers"] for i, j in enumerate(layer["perm"])),
     ),
 )
-"""The methods scored. Not scored yet: the logit lens, patching and ablation (their
-summaries hold one curve or effect, not a ranked finding)."""
+"""The methods scored. Head-swap and weights have no criterion: their findings are heads,
+which the known difference (a token, a position, a variable) does not name."""
 
 
-def _read(method: Method, summary: Summary | None) -> dict[str, Any] | None:
-    """A method's reading of one pair's summary: its top finding, whether it points at the
-    known difference, and its finding count; None when the run is missing or unreadable."""
+def _summary(records: dict[str, dict[str, Any]], stage: str, pair: str) -> Summary | None:
+    return records.get(pair_stage_name(stage, pair) if pair else stage, {}).get("summary")
+
+
+def _read(method: Method, records: dict[str, dict[str, Any]], pair: str) -> dict[str, Any] | None:
+    """A method's reading of one pair's summary (pair "": the matched pair): its top
+    finding, whether it points at the known difference, and its finding count; None when
+    the run is missing or unreadable."""
+    summary = _summary(records, method.stage, pair)
     if not summary:
         return None
     try:
-        top = method.top(summary) if method.top else None
+        if method.top is None:
+            top = None
+        elif method.reads is None:
+            top = method.top(summary)
+        else:
+            top = method.top(summary, _summary(records, method.reads, pair))
         count = method.count(summary) if method.count else None
     except (KeyError, TypeError, ValueError, IndexError):
         return None
@@ -166,15 +274,10 @@ def scorecard(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per method in `METHODS` whose stage ran on the matched pair."""
     rows = []
     for method in METHODS:
-        pair = _read(method, records.get(method.stage, {}).get("summary"))
+        pair = _read(method, records, "")
         if pair is None:
             continue
-        twins = {
-            name: false_positives(
-                _read(method, records.get(pair_stage_name(method.stage, name), {}).get("summary"))
-            )
-            for name in TWIN_PAIRS
-        }
+        twins = {name: false_positives(_read(method, records, name)) for name in TWIN_PAIRS}
         rows.append(
             {"method": method.label, "criterion": method.criterion, **pair, "twin_pairs": twins}
         )

@@ -45,6 +45,15 @@ class KnownAnswersConfig:
     """Random directions per site in the interchange null."""
     interchange_at: Literal["all", "best"] = "all"
     """Interchange at every residual site, or at each model's best `remaining` site only."""
+    das_steps: int = 200
+    """Adam steps of the direction learned by distributed alignment search (1-D, from the
+    probe's direction, on probe-train pairs) at each model's best `remaining` site; 0: the
+    probe's direction only."""
+    das_at: Literal["all", "best"] = "best"
+    """Learn a direction at the best `remaining` site only, or at every site the
+    interchange runs at."""
+    das_pairs: int = 512
+    """(base, source) pairs of probe-train points the direction is learned on."""
     seed: int = 0
     """Seed of the task split, the shuffled labels, the pairs and the random directions."""
     batch_size: int = 32
@@ -54,7 +63,7 @@ class KnownAnswersConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        at_least(self, limit=1, n_pairs=2, n_random=1, batch_size=1)
+        at_least(self, limit=1, n_pairs=2, n_random=1, batch_size=1, das_steps=0, das_pairs=2)
         if self.split == "train":
             raise SettingError("split", "train records carry no rule state; use val or test")
         if not 0 < self.train_fraction < 1:

@@ -115,23 +115,62 @@ class BaseRuns:
             self._block = block
         return self._resid
 
+    def log_p_regulation(
+        self, hook_name: str, direction: Float[Tensor, " d_model"], reg_ids: list[int], batch: int
+    ) -> Float[Tensor, " batch"]:
+        """log P(regulation next) at the bases of batch `batch` (`self.batches`) with their
+        coordinate along `direction` at `hook_name` set to their sources' (read from
+        `points.acts`); differentiable in `direction`."""
+        block = resid_block(hook_name, self.model.cfg.n_layer)
+        b, resid = self.batches[batch], self.resid(block)[batch]
+        u = direction.float() / direction.float().norm().clamp(min=1e-12)
+        source = self.points.acts[hook_name][self.pairs.source[b.pairs]].float().to(u.device)
+        coords = torch.zeros(*b.ids.shape, 1, device=b.ids.device)
+        coords[b.read] = (source @ u)[:, None].to(coords.device)
+        hook = interchange(hook_name, u[:, None], coords, b.read)
+        logits = resumed_logits(self.model, resid, block, b.read, [hook])
+        return logits.float().log_softmax(-1)[:, reg_ids].logsumexp(-1)
+
     @torch.no_grad()
     def p_regulation(
         self, hook_name: str, direction: Float[Tensor, " d_model"], reg_ids: list[int]
     ) -> Float[Tensor, " pair"]:
         """P(regulation next) at each base with its coordinate along `direction` at
         `hook_name` set to its source's (read from `points.acts`)."""
-        block = resid_block(hook_name, self.model.cfg.n_layer)
-        u = direction.float() / direction.float().norm().clamp(min=1e-12)
-        coord = self.points.acts[hook_name].float() @ u  # (n,)
         out = torch.zeros(len(self.pairs.base))
-        for b, resid in zip(self.batches, self.resid(block), strict=True):
-            coords = torch.zeros(*b.ids.shape, 1, device=b.ids.device)
-            coords[b.read] = coord[self.pairs.source[b.pairs]][:, None].to(coords.device)
-            hook = interchange(hook_name, u[:, None], coords, b.read)
-            logits = resumed_logits(self.model, resid, block, b.read, [hook])
-            out[b.pairs] = logits.float().softmax(-1)[:, reg_ids].sum(-1).cpu()
+        for i, b in enumerate(self.batches):
+            out[b.pairs] = self.log_p_regulation(hook_name, direction, reg_ids, i).exp().cpu()
         return out
+
+
+def learn_direction(
+    runs: BaseRuns,
+    hook_name: str,
+    reg_ids: list[int],
+    init: Float[Tensor, " d_model"],
+    steps: int,
+    lr: float = 0.01,
+) -> Float[Tensor, " d_model"]:
+    """Distributed alignment search with a 1-D subspace (Geiger et al. 2024): the unit
+    direction u at `hook_name` along which the interchange makes the model decide as the
+    rule decides for the source, learned by Adam from `init` on the pairs of `runs`
+    (training pairs, not the scored ones). Loss: the cross-entropy of P(regulation next)
+    after the interchange against the rule's decision for the source; only u is trained
+    (the model's weights get no gradient)."""
+    target = runs.points.fires.double()[runs.pairs.source]
+    w = init.detach().float().clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    for step in range(steps):
+        batch = step % len(runs.batches)
+        log_p = runs.log_p_regulation(hook_name, w, reg_ids, batch)
+        y = target[runs.batches[batch].pairs].to(log_p)
+        log_not = torch.log(-torch.expm1(log_p.clamp(max=-1e-7)))
+        loss = -(y * log_p + (1 - y) * log_not).mean()
+        (grad,) = torch.autograd.grad(loss, [w])
+        opt.zero_grad()
+        w.grad = grad
+        opt.step()
+    return (w / w.norm().clamp(min=1e-12)).detach()
 
 
 def intervened_p_regulation(
@@ -206,6 +245,11 @@ class LayerInterchange:
     hook_name: str
     probe: InterchangeScores
     random: list[InterchangeScores] = field(default_factory=list)
+    das: InterchangeScores | None = None
+    """Along the direction learned by `learn_direction` on probe-train pairs (None: not
+    learned at this site)."""
+    das_cosine: float | None = None
+    """|cosine| between the learned direction and the probe's."""
 
     @property
     def random_iia_flip(self) -> float:
@@ -229,11 +273,15 @@ def interchange_layers(
     n_random: int,
     gen: torch.Generator,
     batch_size: int = 32,
+    das: tuple[Pairs, int, set[str]] | None = None,
 ) -> list[LayerInterchange]:
     """The interchange at each site of `directions` (hook name -> the probe's direction),
-    beside `n_random` random unit directions per site."""
+    beside `n_random` random unit directions per site; with `das` = (training pairs, Adam
+    steps, hook names), also along the direction `learn_direction` learns at those sites,
+    starting from the probe's."""
     labels = dict((name, label) for label, name in residual_sites(model.cfg.n_layer))
     runs = BaseRuns(model, eset, points, pairs, batch_size)
+    train = BaseRuns(model, eset, points, das[0], batch_size) if das and das[1] else None
     results = []
     for hook_name, direction in directions.items():
 
@@ -241,5 +289,10 @@ def interchange_layers(
             return interchange_scores(points, pairs, runs.p_regulation(hook_name, u, reg_ids))
 
         randoms = [run(torch.randn(direction.shape[0], generator=gen)) for _ in range(n_random)]
-        results.append(LayerInterchange(labels[hook_name], hook_name, run(direction), randoms))
+        layer = LayerInterchange(labels[hook_name], hook_name, run(direction), randoms)
+        if train is not None and das is not None and hook_name in das[2]:
+            learned = learn_direction(train, hook_name, reg_ids, direction, das[1])
+            layer.das = run(learned)
+            layer.das_cosine = abs(float(learned @ direction / direction.norm()))
+        results.append(layer)
     return results

@@ -9,8 +9,9 @@ answer about it, on models whose answer is known in advance:
   and, when given, the ADHD model's data-order twin, all on the same held-out ADHD
   sequences at the rule's decision points;
 - whether `remaining` is used (`interchange`): interchange interventions along each
-  model's own `remaining` probe direction, scored against the rule's counterfactual and
-  against random directions.
+  model's own `remaining` probe direction and along a direction learned by distributed
+  alignment search (DAS, 1-D), scored against the rule's counterfactual and against
+  random directions.
 
 `known_answers` is the core (models and an evaluation set in, results out);
 `run_known_answers` reads the files, writes known_answers.json and the two figures; the
@@ -118,22 +119,29 @@ def known_answers(
     n_pairs: int = 256,
     n_random: int = 5,
     interchange_at: Literal["all", "best"] = "all",
+    das_steps: int = 0,
+    das_at: Literal["all", "best"] = "best",
+    das_pairs: int = 512,
     seed: int = 0,
     batch_size: int = 32,
 ) -> KnownAnswers:
     """Probe every model (name -> TaskGPT, one tokenizer) for `VARIABLES` at the decision
-    points of `eset`, and intervene on `remaining` along each model's own probe direction.
+    points of `eset`, and intervene on `remaining` along each model's own probe direction
+    and, with `das_steps`, along a direction learned from it (`learn_direction`, on
+    `das_pairs` pairs of probe-train points) at the best `remaining` site or every site.
     Every model sees the same points, probe split and pairs."""
     answers: list[ModelAnswers] = []
     train: torch.Tensor | None = None
     pairs: Pairs | None = None
+    das_train: Pairs | None = None
     points: DecisionPoints | None = None
     for name, model in models.items():
         points = decision_points(model, eset, reg_ids, batch_size)
-        if train is None or pairs is None:
+        if train is None or pairs is None or das_train is None:
             train = split_by_task(points.task, train_fraction, seed)
             gen = torch.Generator().manual_seed(seed)
             pairs = sample_pairs(points, ~train, n_pairs, gen)
+            das_train = sample_pairs(points, train, das_pairs if das_steps else 0, gen)
         probes = probe_variables(points, train, seed)
         agree = ((points.p_regulation > 0.5) == points.fires)[~train]
         answer = ModelAnswers(name, probes, float(agree.double().mean()))
@@ -142,10 +150,13 @@ def known_answers(
         if interchange_at == "best" and sites:
             sites = [sites[probes.get("remaining").best]]
         directions = {site: remaining[site].direction() for site in sites}
+        best = [list(remaining)[probes.get("remaining").best]] if remaining else []
+        das_sites = set(sites) if das_at == "all" else set(best) & set(sites)
         gen = torch.Generator().manual_seed(seed + 1)  # the same random directions per model
         answer.interchange = interchange_layers(
-            model, eset, points, pairs, directions, reg_ids, n_random, gen, batch_size
-        )
+            model, eset, points, pairs, directions, reg_ids, n_random, gen, batch_size,
+            das=(das_train, das_steps, das_sites),
+        )  # fmt: skip
         answers.append(answer)
     if points is None or train is None or pairs is None:
         raise ValueError("known_answers needs at least one model")
@@ -193,6 +204,9 @@ def run_known_answers(config: KnownAnswersConfig) -> KnownAnswersResult:
         n_pairs=config.n_pairs,
         n_random=config.n_random,
         interchange_at=config.interchange_at,
+        das_steps=config.das_steps,
+        das_at=config.das_at,
+        das_pairs=config.das_pairs,
         seed=config.seed,
         batch_size=config.batch_size,
     )
@@ -253,11 +267,20 @@ def plot_interchange(path: Path, answers: KnownAnswers) -> Path:
                 for layer in m.interchange
             ]
             series += [Series(x, probe, m.name, "o"), Series(x, null, f"{m.name} random")]
+            learned = [(i, getattr(layer.das, stat))
+                       for i, layer in zip(x, m.interchange, strict=True)
+                       if layer.das is not None]  # fmt: skip
+            if learned:
+                series.append(
+                    Series([i for i, _ in learned], [v for _, v in learned], f"{m.name} DAS", "s")
+                )
         x_all = list(range(len(answers.layers)))
         panels.append(
             LinePanel(series, title, "layer", "share", xticks=x_all, xticklabels=answers.layers)
         )
-    return save_line_plot(path, panels, suptitle="interchange on remaining (probe direction)")
+    return save_line_plot(
+        path, panels, suptitle="interchange on remaining (probe direction; DAS: learned)"
+    )
 
 
 # ---------------------------------------------------------------------------- in the study
@@ -291,6 +314,8 @@ def stage(ws: Layout, config: KnownAnswersConfig) -> StageOutput:
                 "sign_agreement": layer.probe.sign_agreement,
                 "random_iia_flip": layer.random_iia_flip,
                 "random_sign_agreement": layer.random_sign_agreement,
+                "das": None if layer.das is None else dataclasses.asdict(layer.das),
+                "das_cosine": layer.das_cosine,
             },
         }
     outputs = [result.json_path, result.probes_plot, result.interchange_plot]
@@ -328,6 +353,15 @@ def section(summary: Summary, outputs: list[str]) -> Section:
                     "sign agreement; random directions)",
                     f"{fmt(best['iia_flip'])}, {fmt(best['sign_agreement'])}; "
                     f"{fmt(best['random_iia_flip'])}, {fmt(best['random_sign_agreement'])}",
+                )
+            )
+        if best and best.get("das"):
+            rows.append(
+                (
+                    f"{name}: interchange at {best['layer']} along the learned (DAS) direction "
+                    "(IIA flip pairs, sign agreement; |cosine| with the probe's)",
+                    f"{fmt(best['das']['iia_flip'])}, {fmt(best['das']['sign_agreement'])}; "
+                    f"{fmt(best['das_cosine'])}",
                 )
             )
     adhd = summary["models"].get("adhd", {})
