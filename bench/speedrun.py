@@ -64,9 +64,12 @@ from interpgpt.train.batches import grouped_indices, load_splits
 from interpgpt.train.config import TrainConfig
 from interpgpt.train.distributed import init_distributed
 from interpgpt.train.loop import start_state, train
-from interpgpt.train.recipe import initial_model
+from interpgpt.train.recipe import autocast_enabled, initial_model
 
 PLOT = BENCH_DIR / "speedrun.png"
+NUMERICS = {True: "bf16 autocast", False: "fp32"}
+"""How a run trains (`TrainConfig.autocast` where the CPU has native bf16); runs recorded
+before this field trained in fp32 (on an EPYC without native bf16)."""
 RECORD = "speedrun.json"
 SECTION = "speedrun"  # its section of results.md, between <!-- speedrun:begin/end -->
 BEGIN, END = markers(SECTION)
@@ -326,6 +329,7 @@ def calibrated(
         "seconds_per_step": sps,
         "steps": steps or max(1, round(minutes * 60 / sps)),
         "machine": machine(),
+        "numerics": NUMERICS[autocast_enabled(base, torch.device("cpu"))],
         "torch_threads": torch.get_num_threads(),
         "load_at_calibration": os.getloadavg()[0],
         "n_tasks": data.held.n_tasks,
@@ -484,6 +488,7 @@ def row(record: dict[str, Any]) -> list[str]:
         variant,
         str(record["seed"]),
         record["kind"],
+        record.get("numerics", NUMERICS[False]),
         when,
         f"{last['step']:,}",
         f"{last['tokens_per_parameter']:.1f}",
@@ -504,6 +509,7 @@ HEADER = [
     "model",
     "seed",
     "run",
+    "numerics",
     "idle min to target",
     "steps",
     "tokens/param",
@@ -543,7 +549,9 @@ def write_report(root: Path, results: Path = RESULTS, plot: Path = PLOT) -> None
         "machine at the run's start); `cap N` means the targets did not all hold within the "
         "run's N-minute budget, and the row shows the values at its end. `levers` runs are "
         "judged at the end of an equal budget; `curve` runs stop at the first evaluation where "
-        "every target holds. Held-out test tasks per run: "
+        "every target holds. `numerics`: bf16 autocast where the CPU runs bf16 natively, "
+        "else fp32; minutes compare only between rows of the same numerics (and CPU). "
+        "Held-out test tasks per run: "
         + "; ".join(sorted({_tasks(r) for r in runs}))
         + ", decoded greedily.",
         "",
