@@ -68,6 +68,7 @@ class Options:
     wall: float | None = None
     load_start: list[float] | None = None
     load_end: list[float] | None = None
+    against: str | None = None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -222,14 +223,21 @@ def read_runs(path: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def previous_run(runs: dict[str, dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
-    """The latest run on the same machine and settings at another commit; else this
-    commit's last run."""
+def previous_run(
+    runs: dict[str, dict[str, Any]], run: dict[str, Any], against: str | None = None
+) -> dict[str, Any] | None:
+    """The latest run on the same machine and settings at another commit (at commit
+    `against`, a prefix, when given); else this commit's last run."""
     same = [
         r
         for r in runs.values()
         if r["machine"] == run["machine"] and r["settings"] == run["settings"]
     ]
+    if against is not None:
+        same = [r for r in same if r["commit"].startswith(against)]
+        if not same:
+            raise SystemExit(f"--against {against}: no recorded run of that commit on this "
+                             "machine with these settings")  # fmt: skip
     others = [r for r in same if r["commit"] != run["commit"]]
     found = sorted(others or same, key=lambda r: r["date"])
     return found[-1] if found else None
@@ -358,6 +366,11 @@ def parse_args(argv: list[str] | None) -> Options:
         "--load-start", default=None, help="with --from-study: load averages at start, a,b,c"
     )
     parser.add_argument("--load-end", default=None, help="with --from-study: at the end, a,b,c")
+    parser.add_argument(
+        "--against",
+        default=None,
+        help="compare with the recorded run of this commit (default: the latest other one)",
+    )
     args = parser.parse_args(argv)
 
     def loads(text: str | None) -> list[float] | None:
@@ -376,6 +389,7 @@ def parse_args(argv: list[str] | None) -> Options:
         wall=args.wall,
         load_start=loads(args.load_start),
         load_end=loads(args.load_end),
+        against=args.against,
     )
 
 
@@ -383,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     run = recorded(options) if options.from_study else measure(options)
     runs = read_runs(options.record)
-    lines = table(run, previous_run(runs, run))
+    lines = table(run, previous_run(runs, run, options.against))
     write_section(SECTION, lines, options.results)
     write_runs(options.record, runs, run)
     print("\n".join(lines))

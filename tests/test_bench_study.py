@@ -71,3 +71,11 @@ def test_two_runs_write_the_table_and_the_second_shows_the_first(bench_study, tm
     assert "Now: abc1234" in text and "0.10 / 0.20 / 0.30 → 1.00 / 2.00 / 3.00" in text
     with pytest.raises(SystemExit, match="no stages/"):
         bench_study.main(["--from-study", str(tmp_path), "--record", str(record)])
+    # a later run compared with a chosen earlier commit, not the latest other one
+    later = ["--from-study", str(tmp_path / "work"), "--commit", "def5678", "--wall", "9",
+             "--results", str(results), "--record", str(record)]  # fmt: skip
+    bench_study.main([*later, "--commit", "aaa0000"])
+    bench_study.main([*later, "--against", "abc12"])
+    assert "Previous: abc1234" in results.read_text()
+    with pytest.raises(SystemExit, match="--against fff: no recorded run"):
+        bench_study.main([*later, "--against", "fff"])

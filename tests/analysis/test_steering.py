@@ -285,6 +285,9 @@ def test_auto_feature_needs_a_diff_with_features(world, tmp_path):
         steer(config)
     with pytest.raises(UserError):  # neither a feature nor a diff file to take one from
         resolve_feature(SteeringConfig(diff_file=tmp_path / "missing.json"), d_sae=32)
+    with pytest.raises(UserError, match="pass --feature N, or --diff-file"):
+        resolve_feature(SteeringConfig(), d_sae=32)
+    assert resolve_feature(SteeringConfig(feature=5), d_sae=32) == 5  # no diff file needed
 
 
 def test_cli_steer(world, tmp_path):
@@ -322,6 +325,12 @@ def test_cli_steer(world, tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     blob = json.loads((tmp_path / "o" / STEERING_JSON).read_text())
     assert blob["feature"] == world["feature"]
+    i = args.index("--diff-file")  # a named feature needs no diff file
+    feature = str(world["feature"])
+    no_diff = [*args[:i], *args[i + 2 :], "--feature", feature, "--out", str(tmp_path / "o2")]
+    result = CliRunner().invoke(app, no_diff)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads((tmp_path / "o2" / STEERING_JSON).read_text())["feature"] == world["feature"]
 
 
 @pytest.mark.parametrize(

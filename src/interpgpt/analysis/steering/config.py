@@ -32,9 +32,9 @@ class SteeringConfig:
     """Allow two models of one variant (the output says so); else each must be in its role."""
     force: bool = inputs.flag()
     """Replace the outputs --out already holds."""
-    diff_file: Path = inputs.option()
-    """feature_diff.json of this SAE (`interpgpt sae diff`); its top feature is steered
-    unless `feature` names one."""
+    diff_file: Path | None = None
+    """feature_diff.json of this SAE (`interpgpt sae diff`), whose top feature is steered;
+    not read when `feature` names one (then it may be left out)."""
     feature: int | None = None
     """Feature index to steer with (None: the top feature of the diff file)."""
     n_null: int = 20

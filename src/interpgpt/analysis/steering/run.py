@@ -490,6 +490,11 @@ def resolve_feature(config: SteeringConfig, d_sae: int, sae_cfg: Any = None) -> 
     """The requested feature, or the top feature of the diff file (made with this SAE)."""
     feature = config.feature
     if feature is None:
+        if config.diff_file is None:
+            raise UserError(
+                "no feature to steer: pass --feature N, or --diff-file with the "
+                "feature_diff.json of this SAE (`interpgpt sae diff`) to take its top feature"
+            )
         if not config.diff_file.is_file():
             raise UserError(
                 f"{config.diff_file}: no feature_diff.json there; run `interpgpt sae diff` "
