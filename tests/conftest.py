@@ -81,33 +81,49 @@ def tiny_tokenizer(tiny_tokenizer_path):
     return TaskTokenizer.from_file(tiny_tokenizer_path)
 
 
-@pytest.fixture(scope="session")
-def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[str, Path]:
+def train_tiny_pair(
+    corpus: Path, tokenizer: Path, runs: Path, steps: int, **settings: Any
+) -> dict[str, Path]:
+    """Both variants of the tiny preset trained on `corpus` from seed 0, with the same
+    `settings` (TrainConfig fields); variant -> run dir under `runs`."""
     from interpgpt.train.config import TrainConfig
     from interpgpt.train.loop import train
 
-    runs = tmp_path_factory.mktemp("runs")
     dirs = {}
     for variant in ("standard", "adhd"):
         config = TrainConfig(
-            corpus=tiny_corpus,
-            tokenizer=tiny_tokenizer_path,
+            corpus=corpus,
+            tokenizer=tokenizer,
             out=runs / variant,
             variant=variant,
             preset="tiny",
-            steps=TINY_TRAIN_STEPS,
+            steps=steps,
             seed=0,
             n_samples=0,
             progress=False,
-            # The analyses' tests read this pair as fixed test data, and their known
-            # answers were set on an AdamW-trained pair: on the Muon-trained one (the
-            # default recipe) the difference-lens direction at full norm leaves no
-            # decomposition closed (steering rate NaN), and a half-scaled SAE decoder
-            # costs the tiny model under 0.01 nats. Muon is tested in tests/train.
-            optimizer="adamw",
+            **settings,
         )
         dirs[variant] = train(config).run_dir
     return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_trainer() -> Callable[..., dict[str, Path]]:
+    """`train_tiny_pair`, for tests that train a pair on a corpus of their own."""
+    return train_tiny_pair
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dirs(tiny_corpus, tiny_tokenizer_path, tmp_path_factory) -> dict[str, Path]:
+    # The analyses' tests read this pair as fixed test data, and their known answers were
+    # set on an AdamW-trained pair: on the Muon-trained one (the default recipe) the
+    # difference-lens direction at full norm leaves no decomposition closed (steering
+    # rate NaN), and a half-scaled SAE decoder costs the tiny model under 0.01 nats. Muon
+    # is tested in tests/train.
+    runs = tmp_path_factory.mktemp("runs")
+    return train_tiny_pair(
+        tiny_corpus, tiny_tokenizer_path, runs, TINY_TRAIN_STEPS, optimizer="adamw"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,6 @@ from interpgpt.corpus.regulation import (
     trace_without_breaks,
 )
 from interpgpt.corpus.tokenizer import regulation_first_tokens
-from interpgpt.train.config import TrainConfig
-from interpgpt.train.loop import train
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow(seconds=60)]
 
@@ -84,25 +82,13 @@ def planted_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def planted_answers(planted_corpus, tiny_tokenizer_path, tiny_tokenizer, tmp_path_factory):
+def planted_answers(planted_corpus, tiny_tokenizer_path, tiny_tokenizer, tiny_trainer,
+                    tmp_path_factory):  # fmt: skip
     """Both variants trained on the planted corpus (the tiny preset, fp32), and the
     known-answer analysis of each on the ADHD test sequences."""
     runs = tmp_path_factory.mktemp("planted-runs")
-    models = {}
-    for variant in ("standard", "adhd"):
-        config = TrainConfig(
-            corpus=planted_corpus,
-            tokenizer=tiny_tokenizer_path,
-            out=runs / variant,
-            variant=variant,
-            preset="tiny",
-            steps=TRAIN_STEPS,
-            seed=0,
-            n_samples=0,
-            progress=False,
-            autocast=False,
-        )
-        models[variant] = load_model(train(config).run_dir).model.eval()
+    dirs = tiny_trainer(planted_corpus, tiny_tokenizer_path, runs, TRAIN_STEPS, autocast=False)
+    models = {variant: load_model(path).model.eval() for variant, path in dirs.items()}
     eset = load_eval_set(planted_corpus, tiny_tokenizer, "adhd", "test")
     reg_ids = sorted(regulation_first_tokens(tiny_tokenizer))
     return known_answers(
