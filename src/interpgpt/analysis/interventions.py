@@ -367,3 +367,23 @@ def resumed_logits(
     act = apply_hooks(hooks, resid.clone()) if hooks else resid
     final = model(act, start_at_layer=block, stop_at_layer=model.cfg.n_layer)
     return model.unembed(final[read])
+
+
+class ResidualCache:
+    """The clean residual stream entering a block, per batch of token ids, computed once
+    per block: what every run resumed from it (`resumed_logits`) starts from. With
+    `keep_all`, every block asked for stays cached; else only the last one (one site at a
+    time: the last is freed before the next is computed)."""
+
+    def __init__(self, model, ids: Sequence[Tensor], keep_all: bool = False):
+        self.model, self.ids, self.keep_all = model, list(ids), keep_all
+        self._cached: dict[int, list[Tensor]] = {}
+
+    @torch.no_grad()
+    def __call__(self, block: int) -> list[Float[Tensor, "batch pos d_model"]]:
+        """The residual stream entering `block` (n_layer: the final one), per batch."""
+        if block not in self._cached:
+            if not self.keep_all:
+                self._cached.clear()
+            self._cached[block] = [self.model(ids, stop_at_layer=block) for ids in self.ids]
+        return self._cached[block]

@@ -27,13 +27,19 @@ same with random unit directions is the null.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from interpgpt.analysis.interventions import interchange, resid_block, resumed_logits
+from interpgpt.analysis.interventions import (
+    ResidualCache,
+    interchange,
+    resid_block,
+    resumed_logits,
+)
 from interpgpt.analysis.known_answers.probing import DecisionPoints, residual_sites
 from interpgpt.corpus.evalset import EncodedSet
 
@@ -103,17 +109,8 @@ class BaseRuns:
             read = torch.zeros(ids.shape, dtype=torch.bool)
             read[torch.arange(len(which)), base_pos] = True
             self.batches.append(BaseBatch(ids.to(device), read.to(device), which))
-        self._block: int | None = None
-        self._resid: list[Tensor] = []
-
-    @torch.no_grad()
-    def resid(self, block: int) -> list[Float[Tensor, "batch pos d_model"]]:
-        """The bases' clean residual stream entering `block`, per batch."""
-        if block != self._block:
-            self._resid = []  # one site at a time: free the last before computing the next
-            self._resid = [self.model(b.ids, stop_at_layer=block) for b in self.batches]
-            self._block = block
-        return self._resid
+        self.resid = ResidualCache(model, [b.ids for b in self.batches])
+        """The bases' clean residual stream entering a block, per batch (one at a time)."""
 
     def log_p_regulation(
         self, hook_name: str, direction: Float[Tensor, " d_model"], reg_ids: list[int], batch: int
@@ -166,9 +163,7 @@ def learn_direction(
         y = target[runs.batches[batch].pairs].to(log_p)
         log_not = torch.log(-torch.expm1(log_p.clamp(max=-1e-7)))
         loss = -(y * log_p + (1 - y) * log_not).mean()
-        (grad,) = torch.autograd.grad(loss, [w])
-        opt.zero_grad()
-        w.grad = grad
+        (w.grad,) = torch.autograd.grad(loss, [w])
         opt.step()
     return (w / w.norm().clamp(min=1e-12)).detach()
 
@@ -273,15 +268,21 @@ def interchange_layers(
     n_random: int,
     gen: torch.Generator,
     batch_size: int = 32,
-    das: tuple[Pairs, int, set[str]] | None = None,
+    das_pairs: Pairs | None = None,
+    das_steps: int = 0,
+    das_sites: Collection[str] = (),
 ) -> list[LayerInterchange]:
     """The interchange at each site of `directions` (hook name -> the probe's direction),
-    beside `n_random` random unit directions per site; with `das` = (training pairs, Adam
-    steps, hook names), also along the direction `learn_direction` learns at those sites,
-    starting from the probe's."""
+    beside `n_random` random unit directions per site; at the sites of `das_sites`, also
+    along the direction `learn_direction` learns from the probe's in `das_steps` steps on
+    the training pairs `das_pairs`."""
     labels = dict((name, label) for label, name in residual_sites(model.cfg.n_layer))
     runs = BaseRuns(model, eset, points, pairs, batch_size)
-    train = BaseRuns(model, eset, points, das[0], batch_size) if das and das[1] else None
+    train = (
+        BaseRuns(model, eset, points, das_pairs, batch_size)
+        if das_pairs is not None and das_steps > 0 and das_sites
+        else None
+    )
     results = []
     for hook_name, direction in directions.items():
 
@@ -290,8 +291,8 @@ def interchange_layers(
 
         randoms = [run(torch.randn(direction.shape[0], generator=gen)) for _ in range(n_random)]
         layer = LayerInterchange(labels[hook_name], hook_name, run(direction), randoms)
-        if train is not None and das is not None and hook_name in das[2]:
-            learned = learn_direction(train, hook_name, reg_ids, direction, das[1])
+        if train is not None and hook_name in das_sites:
+            learned = learn_direction(train, hook_name, reg_ids, direction, das_steps)
             layer.das = run(learned)
             layer.das_cosine = abs(float(learned @ direction / direction.norm()))
         results.append(layer)

@@ -137,25 +137,24 @@ def known_answers(
     points: DecisionPoints | None = None
     for name, model in models.items():
         points = decision_points(model, eset, reg_ids, batch_size)
-        if train is None or pairs is None or das_train is None:
+        if train is None or pairs is None:
             train = split_by_task(points.task, train_fraction, seed)
             gen = torch.Generator().manual_seed(seed)
             pairs = sample_pairs(points, ~train, n_pairs, gen)
-            das_train = sample_pairs(points, train, das_pairs if das_steps else 0, gen)
+            das_train = sample_pairs(points, train, das_pairs, gen) if das_steps else None
         probes = probe_variables(points, train, seed)
         agree = ((points.p_regulation > 0.5) == points.fires)[~train]
         answer = ModelAnswers(name, probes, float(agree.double().mean()))
         remaining = probes.probes.get("remaining", {})
-        sites = list(remaining)
-        if interchange_at == "best" and sites:
-            sites = [sites[probes.get("remaining").best]]
+        every = list(remaining)
+        best = [every[probes.get("remaining").best]] if every else []
+        sites = best if interchange_at == "best" else every
         directions = {site: remaining[site].direction() for site in sites}
-        best = [list(remaining)[probes.get("remaining").best]] if remaining else []
-        das_sites = set(sites) if das_at == "all" else set(best) & set(sites)
         gen = torch.Generator().manual_seed(seed + 1)  # the same random directions per model
         answer.interchange = interchange_layers(
             model, eset, points, pairs, directions, reg_ids, n_random, gen, batch_size,
-            das=(das_train, das_steps, das_sites),
+            das_pairs=das_train, das_steps=das_steps,
+            das_sites=sites if das_at == "all" else best,
         )  # fmt: skip
         answers.append(answer)
     if points is None or train is None or pairs is None:

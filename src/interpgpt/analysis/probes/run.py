@@ -58,6 +58,7 @@ from torch import Tensor
 from interpgpt.analysis.controls import Statistic
 from interpgpt.analysis.interventions import (
     Hook,
+    ResidualCache,
     add_direction,
     apply_hooks,
     project_out,
@@ -312,17 +313,8 @@ class BehaviourReader:
                 ReadBatch(ids.to(device), read_b.to(device), where_b.to(device),
                           next_ids[cut][read_b].to(device), index[cut][read_b])
             )  # fmt: skip
-        self._block: int | None = None
-        self._resid: list[Tensor] = []
-
-    @torch.no_grad()
-    def resid(self, block: int) -> list[Float[Tensor, "batch pos d_model"]]:
-        """The clean residual stream entering `block` (n_layer: the final one), per batch."""
-        if block != self._block:
-            self._resid = []  # one site at a time: free the last before computing the next
-            self._resid = [self.model(b.ids, stop_at_layer=block) for b in self.batches]
-            self._block = block
-        return self._resid
+        self.resid = ResidualCache(model, [b.ids for b in self.batches])
+        """The clean residual stream entering a block, per batch (one block at a time)."""
 
     @torch.no_grad()
     def values(

@@ -57,7 +57,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from interpgpt.analysis.controls import Statistic
-from interpgpt.analysis.interventions import add_direction
+from interpgpt.analysis.interventions import ResidualCache, add_direction
 from interpgpt.analysis.plots import save_figure
 from interpgpt.analysis.protocol import (
     Analysis,
@@ -247,14 +247,9 @@ class OnsetReader:
             ids, where = eset.ids[chunk, :cut], mask[chunk, :cut]
             rows = chunk[where.nonzero()[:, 0]]
             self.batches.append(OnsetBatch(ids.to(device), where.to(device), rows))
-        self._resid: dict[int, list[Tensor]] = {}
-
-    @torch.no_grad()
-    def resid(self, layer: int) -> list[Float[Tensor, "batch pos d_model"]]:
-        """The clean residual stream entering block `layer` (n_layer: the final one), per batch."""
-        if layer not in self._resid:
-            self._resid[layer] = [self.model(b.ids, stop_at_layer=layer) for b in self.batches]
-        return self._resid[layer]
+        # Every block asked for stays: the clean run and each hook's block are read again
+        # for every direction.
+        self.resid = ResidualCache(model, [b.ids for b in self.batches], keep_all=True)
 
     @torch.no_grad()
     def p_regulation(
