@@ -58,15 +58,26 @@ bench-study: $(STAMP)
 
 # Idle minutes to the behaviour targets (bench/speedrun.py): the recipe levers on the
 # standard model at equal minutes, the throughput levers, then the adopted recipe's curve
-# on both models and the old recipe's on the standard one. Long: start it on an idle
-# machine; an interrupted run resumes.
+# on both models and the old recipe's on the standard one. Long (hours): start it on an
+# idle machine; an interrupted run resumes, and runs already recorded under
+# SPEEDRUN_ROOT are kept, not trained again. A short check of the whole pipeline:
+#   make speedrun SPEEDRUN_ROOT=runs/speedrun-check SPEEDRUN_LEVER_MINUTES=0.2 \
+#     SPEEDRUN_CURVE_MINUTES=0.4 SPEEDRUN_CURVE_EVERY=0.2 SPEEDRUN_ARGS="--limit 8 --auroc-tasks 16"
 SPEEDRUN_RECIPE ?= muon-cosine
+SPEEDRUN_ROOT ?= runs/speedrun
+SPEEDRUN_SEED ?= 0
+SPEEDRUN_LEVER_MINUTES ?= 5
+SPEEDRUN_CURVE_MINUTES ?= 30
+SPEEDRUN_ARGS ?=
+SPEEDRUN = $(BIN)/python bench/speedrun.py --root $(SPEEDRUN_ROOT) $(SPEEDRUN_ARGS)
+SPEEDRUN_CURVE_EVERY ?= 5
+SPEEDRUN_CURVE = curve --minutes $(SPEEDRUN_CURVE_MINUTES) --every $(SPEEDRUN_CURVE_EVERY) --seed $(SPEEDRUN_SEED)
 speedrun: $(STAMP)
-	$(BIN)/python bench/speedrun.py levers --minutes 5
-	$(BIN)/python bench/speedrun.py throughput --recipe $(SPEEDRUN_RECIPE)
-	$(BIN)/python bench/speedrun.py curve --recipe $(SPEEDRUN_RECIPE) --variant standard
-	$(BIN)/python bench/speedrun.py curve --recipe $(SPEEDRUN_RECIPE) --variant adhd
-	$(BIN)/python bench/speedrun.py curve --recipe adamw-cosine --variant standard
+	$(SPEEDRUN) levers --minutes $(SPEEDRUN_LEVER_MINUTES) --seeds $(SPEEDRUN_SEED)
+	$(SPEEDRUN) throughput --recipe $(SPEEDRUN_RECIPE)
+	$(SPEEDRUN) $(SPEEDRUN_CURVE) --recipe $(SPEEDRUN_RECIPE) --variant standard
+	$(SPEEDRUN) $(SPEEDRUN_CURVE) --recipe $(SPEEDRUN_RECIPE) --variant adhd
+	$(SPEEDRUN) $(SPEEDRUN_CURVE) --recipe adamw-cosine --variant standard
 
 ioi-demo: $(STAMP)
 	$(BIN)/interpgpt ioi-demo --out runs/ioi-demo
