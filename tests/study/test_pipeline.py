@@ -104,6 +104,27 @@ def test_second_run_skips_every_stage_but_the_report(tiny_study):
     assert second.seconds < first.seconds / 3
 
 
+def test_a_moved_study_keeps_every_stage(tiny_study, monkeypatch):
+    config, out, _ = tiny_study
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    assert all(r["outputs_base"] == "study" for r in records.values())
+    assert not any(Path(p).is_absolute() for r in records.values() for p in r["outputs"])
+    moved = out.parent / (out.name + "-moved")
+    out.rename(moved)
+    try:
+        # From the parent, by a relative path: the records were written by absolute ones.
+        monkeypatch.chdir(moved.parent)
+        ws = Workspace(Path(moved.name))
+        before = {p.stem: p.stat().st_mtime_ns for p in (moved / "stages").glob("*.json")}
+        kept = run_stages(STAGES, config, ws, set(), Console(quiet=True))
+        after = {p.stem: p.stat().st_mtime_ns for p in (moved / "stages").glob("*.json")}
+        assert after == before, "a stage reran after the study moved"
+        assert all(Path(p).exists() for r in kept.values() for p in r["outputs"])
+        assert kept["headswap"]["outputs"][0].startswith(moved.name + "/")
+    finally:
+        moved.rename(out)
+
+
 def test_force_reruns_the_stage_and_everything_downstream(tiny_study):
     config, out, _ = tiny_study
     ws = Workspace(out)

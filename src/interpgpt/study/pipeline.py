@@ -176,11 +176,43 @@ def from_release(
     return stage.from_release(ws, config, released)
 
 
-def is_current(record_file: Path, digest: str) -> bool:
-    if not record_file.is_file():
-        return False
+OUTPUTS_BASE = "study"
+"""A record's `outputs_base`: its outputs are written relative to the study directory, so
+a study moved, copied or run from another working directory keeps its stages current.
+Records without it (older ones) hold paths as they were given, relative to the working
+directory of the run that wrote them."""
+
+
+def stored_outputs(ws: Workspace, outputs: list[Path]) -> list[str]:
+    """`outputs` as a record keeps them: relative to the study directory when under it,
+    else absolute."""
+    stored = []
+    for path in outputs:
+        for inner, root in ((path, ws.root), (path.resolve(), ws.root.resolve())):
+            with contextlib.suppress(ValueError):
+                stored.append(inner.relative_to(root).as_posix())
+                break
+        else:
+            stored.append(str(path.resolve()))
+    return stored
+
+
+def read_record(ws: Workspace, record_file: Path) -> dict[str, Any]:
+    """A stage record with its outputs as paths under this run's study directory (as the
+    stages hand them over: `ws.root / ...`)."""
     record = read_json(record_file)
-    return record.get("hash") == digest and all(Path(p).exists() for p in record["outputs"])
+    if record.get("outputs_base") == OUTPUTS_BASE:
+        record["outputs"] = [str(ws.root / p) for p in record["outputs"]]
+        del record["outputs_base"]
+    return record
+
+
+def is_current(record: dict[str, Any] | None, digest: str) -> bool:
+    return (
+        record is not None
+        and record.get("hash") == digest
+        and all(Path(p).exists() for p in record["outputs"])
+    )
 
 
 def status_table(
@@ -227,8 +259,10 @@ def run_stages(
         digest = hashes[stage.name] = config_hash(bases[stage.name])
         record_file = ws.path(STAGE_RECORDS, f"{stage.name}.json")
         forced = stage.name in force or any(name in ran for name in stage.after)
-        if not forced and is_current(record_file, digest):
-            ws.records[stage.name] = read_json(record_file)
+        kept = read_record(ws, record_file) if record_file.is_file() else None
+        if not forced and is_current(kept, digest):
+            assert kept is not None
+            ws.records[stage.name] = kept
             status[stage.name] = "skipped"
             continue
         release_memory()
@@ -253,7 +287,10 @@ def run_stages(
         }
         if "release" in output.summary:
             record["release"] = output.summary["release"]
-        write_json(record_file, record)
+        write_json(
+            record_file,
+            {**record, "outputs": stored_outputs(ws, output.outputs), "outputs_base": OUTPUTS_BASE},
+        )
         ws.records[stage.name] = record
         status[stage.name] = "release" if "release" in record else "done"
         ran.add(stage.name)
