@@ -32,8 +32,8 @@ ONSET_ROLES = ("onset_predictor", "regulation_step")
 
 
 def is_regulation_token(token: str) -> bool:
-    """A token that begins a regulation action's wording: at least three of its first
-    letters (shorter pieces begin too many other words)."""
+    """A token (or a step's text) that begins a regulation action's wording: at least
+    three of its first letters (shorter pieces begin too many other words)."""
     piece = token.strip().lower()
     return len(piece) >= 3 and any(action.startswith(piece) for action in REGULATION_ACTIONS)
 
@@ -125,7 +125,7 @@ def _crosscoder_top(summary: Summary) -> tuple[str, bool] | None:
     if top["rel_norm"] < CROSSCODER_LEAN:
         return f"no ADHD-leaning latent (largest relative norm {top['rel_norm']:.2f})", False
     step = _step_of(top["context"])
-    regulation = bool(step) and any(action.startswith(step) for action in REGULATION_ACTIONS)
+    regulation = is_regulation_token(step)
     return (
         f"latent {top['latent']} ({top['class']}, relative norm {top['rel_norm']:.2f}) "
         f"fires most in the step {step!r}",
