@@ -611,7 +611,8 @@ def write_plot(runs: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(10, 4))
     topic, gap = fig.subplots(1, 2)
     for r in runs:
-        label = f"{r['recipe']} {r['variant']} s{r['seed']} ({r['kind']})"
+        numerics = r.get("numerics", NUMERICS[False]).split()[0]
+        label = f"{r['recipe']} {r['variant']} s{r['seed']} ({r['kind']}, {numerics})"
         at = [minutes(r, e) for e in r["evals"]]
         style = "o-" if len(at) > 1 else "o"
         topic.plot(
