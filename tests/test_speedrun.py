@@ -89,3 +89,26 @@ def test_a_curve_run_evaluates_resumes_and_reports(
     assert numerics in speedrun.NUMERICS.values()
     assert f"| muon-wsd | adhd | 0 | curve | {numerics} | cap 1.0 | 8 |" in text
     assert plot.stat().st_size > 0
+
+
+def test_the_throughput_rows_read_the_measurement(speedrun, tmp_path):
+    # Two 1-thread processes at 0.45 s a step against one 2-thread process at 0.26: the
+    # pair trains 2 x 0.26 / 0.45 = 1.16x as fast side by side (not half that).
+    assert speedrun.pair_speedup(0.26, [0.45, 0.45]) == pytest.approx(2 * 0.26 / 0.45)
+    row = {
+        "threads": 2,
+        "seconds_per_step": 0.26,
+        "bf16_native": True,
+        "adamw_fp32": 0.41,
+        "adamw_bf16": 0.29,
+        "side_by_side_1_thread": [0.45, 0.45],
+        "side_by_side_speedup": speedrun.pair_speedup(0.26, [0.45, 0.45]),
+        "pad_share": 0.06,
+    }
+    record = {"machine": "m", "recipe": "muon-cosine", "measured": "now"}
+    speedrun.write_record(tmp_path, {**record, "standard": row, "adhd": row}, "throughput.json")
+    text = "\n".join(speedrun.throughput_table(tmp_path))
+    assert "| bf16 autocast, native here (AdamW) | standard | 0.290 vs fp32 0.410 |" in text
+    assert "bf16 1.41x faster" in text
+    assert "1.16x the throughput" in text
+    assert "at most 1.064x, not built" in text
