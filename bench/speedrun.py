@@ -237,9 +237,9 @@ def pair_speedup(one: float, side_by_side: list[float]) -> float:
 
 def throughput(data: Data, root: Path, recipe: str) -> dict[str, Any]:
     """Levers that change seconds per step only, measured now (start it on an idle
-    machine): bf16 autocast where bf16 is emulated (how the pair trained on such CPUs
-    before), and the pair as two single-thread processes side by side instead of one
-    two-thread process after the other."""
+    machine): AdamW with bf16 autocast forced on against fp32 (bf16 native or emulated,
+    as the record says), and the pair as two single-thread processes side by side instead
+    of one two-thread process after the other."""
     found: dict[str, Any] = {"machine": machine(), "recipe": recipe, "measured": now()}
     for variant in BOTH:
         base = run_config(data, recipe, variant, 0, root / "throughput", "small")

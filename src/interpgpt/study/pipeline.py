@@ -186,15 +186,11 @@ directory of the run that wrote them."""
 def stored_outputs(ws: Workspace, outputs: list[Path]) -> list[str]:
     """`outputs` as a record keeps them: relative to the study directory when under it,
     else absolute."""
-    stored = []
-    for path in outputs:
-        for inner, root in ((path, ws.root), (path.resolve(), ws.root.resolve())):
-            with contextlib.suppress(ValueError):
-                stored.append(inner.relative_to(root).as_posix())
-                break
-        else:
-            stored.append(str(path.resolve()))
-    return stored
+    root = ws.root.resolve()
+    return [
+        p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        for p in (path.resolve() for path in outputs)
+    ]
 
 
 def read_record(ws: Workspace, record_file: Path) -> dict[str, Any]:
