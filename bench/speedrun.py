@@ -245,7 +245,7 @@ def throughput(data: Data, root: Path, recipe: str) -> dict[str, Any]:
         base = run_config(data, recipe, variant, 0, root / "throughput", "small")
         old = run_config(data, "adamw-cosine", variant, 0, root / "throughput", "small")
         threads = torch.get_num_threads()
-        row = {
+        row: dict[str, Any] = {
             "threads": threads,
             "seconds_per_step": seconds_per_step(base),
             "bf16_native": bf16_native(torch.device("cpu")),
